@@ -1,0 +1,3 @@
+from livemod.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The event hub: commit each event to the store, then fan it out to subscribers.
+
+Subscribers each own a bounded queue. A subscriber that falls behind by more than
+its queue is disconnected (its loss is counted), never allowed to grow memory; it
+reconnects with ``?since=`` and misses nothing, because every event is committed
+before it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from livemod import metrics
+from livemod.messages import Decision
+from livemod.store import EvidenceInput, Store
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    room_id: str | None = None
+    user_id: str | None = None
+    stream_id: str | None = None
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return (
+            (self.room_id is None or event.get("room_id") == self.room_id)
+            and (self.user_id is None or event.get("user_id") == self.user_id)
+            and (self.stream_id is None or event.get("stream_id") == self.stream_id)
+        )
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    filter: EventFilter
+    queue: asyncio.Queue[dict[str, Any]]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class EventHub:
+    """Orders, persists and fans out events. ``seq`` order is publish order."""
+
+    def __init__(self, store: Store, *, queue_size: int = 1024) -> None:
+        self._store = store
+        self._queue_size = queue_size
+        self._subs: set[Subscription] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def subscribe(self, flt: EventFilter) -> Subscription:
+        sub = Subscription(flt, asyncio.Queue(maxsize=self._queue_size))
+        self._subs.add(sub)
+        metrics.WS_SUBSCRIBERS.set(len(self._subs))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        metrics.WS_SUBSCRIBERS.set(len(self._subs))
+
+    async def publish(
+        self,
+        body: dict[str, Any],
+        *,
+        evidence: EvidenceInput | None = None,
+        t_trigger: float | None = None,
+    ) -> dict[str, Any]:
+        async with self._lock:
+            event = await self._store.append_event(body, evidence, t_trigger)
+            self._fan_out(event)
+        metrics.EVENTS.labels(event.get("type", "unknown")).inc()
+        return event
+
+    def _fan_out(self, event: dict[str, Any]) -> None:
+        for sub in list(self._subs):
+            if not sub.filter.matches(event):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                metrics.DROPS.labels("websocket", "slow_subscriber").inc()
+                sub.overflowed.set()
+                self.unsubscribe(sub)
+
+
+def action_event(
+    decision: Decision, *, stream_id: str, user_id: str, room_id: str
+) -> dict[str, Any]:
+    """The public JSON shape of an action event (``seq``, ``latency_ms`` and
+    ``evidence_id`` are added when it is committed)."""
+    body: dict[str, Any] = {
+        "type": "action",
+        "action": decision.action,
+        "state": decision.state,
+        "stream_id": stream_id,
+        "user_id": user_id,
+        "room_id": room_id,
+        "category": decision.category,
+        "confidence": decision.confidence,
+        "tier": decision.tier,
+        "sources": list(decision.sources),
+        "media_time_s": round(decision.media_time_s, 3),
+    }
+    if decision.regions:
+        body["regions"] = [r.as_dict() for r in decision.regions]
+    return body
+
+
+def session_event(
+    state: str, *, stream_id: str, user_id: str, room_id: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": "session",
+        "state": state,
+        "stream_id": stream_id,
+        "user_id": user_id,
+        "room_id": room_id,
+        **extra,
+    }

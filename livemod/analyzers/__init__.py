@@ -1,0 +1,1 @@
+"""Analyzers: one module per signal. Each turns sampled frames into policy signals."""

@@ -1,0 +1,123 @@
+"""Command line: ``livemod serve | scan | models | demo`` (also ``python -m livemod``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from livemod import logs
+from livemod.config import Config, load_config
+from livemod.errors import LivemodError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if getattr(args, "config", None) else None
+    return load_config(path)
+
+
+async def _serve(config: Config) -> None:
+    from livemod.daemon import Daemon
+
+    daemon = Daemon(config)
+    await daemon.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"livemod serving: http://{config.http.host}:{daemon.http_port} "
+        f"events ws://{config.websocket.host}:{daemon.events.port}/v1/events",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await daemon.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    logs.setup(config.log_level)
+    asyncio.run(_serve(config))
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from livemod.scan import render_text, scan
+
+    config = _config(args)
+    logs.setup("WARNING" if args.json else config.log_level)
+    report = asyncio.run(scan(config, args.target, realtime=args.realtime))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(report))
+    return 0 if report["status"] == "ok" else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from livemod.models import check_all, load_manifest
+
+    config = _config(args)
+    specs = load_manifest(config.vision.manifest)
+    statuses = check_all(specs)
+    if args.json:
+        json.dump([s.as_dict() for s in statuses], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for st in statuses:
+            mark = "ok  " if st.ok else "FAIL"
+            print(f"{mark} {st.name:<14} {st.kind:<16} {st.path}")
+            print(f"     license: {st.license}")
+            if st.error:
+                print(f"     error: {st.error}")
+    return 0 if all(s.ok for s in statuses) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from livemod.demo import run_demo
+
+    return run_demo(Path(args.workdir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livemod", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the daemon")
+    p.add_argument("--config", help="YAML config file (default: embedded defaults)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("scan", help="moderate a recorded file or a URL to its end")
+    p.add_argument("target", help="file path or URL")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--realtime", action="store_true", help="pace a file in real time")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("models", help="list the models and verify their checksums")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo", help="moderate a generated sample clip live, printing actions")
+    p.add_argument("--workdir", default="var/demo", help="where the clip and state go")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LivemodError as exc:
+        print(f"livemod: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,214 @@
+"""Operator configuration: one YAML file, validated at start-up.
+
+Every key is documented in ``configs/livemod.yaml``. Environment variables
+``LIVEMOD_<SECTION>__<KEY>`` override the file (``LIVEMOD_HTTP__PORT=9000``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from livemod.errors import ConfigError
+from livemod.paths import DEFAULT_POLICY, MODELS_MANIFEST
+
+ENV_PREFIX = "LIVEMOD_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpConfig(_Section):
+    host: str = Field("127.0.0.1", description="Bind address of the HTTP API")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one)")
+    token: str | None = Field(None, description="Bearer token for the API; required off loopback")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body")
+
+
+class WebSocketConfig(_Section):
+    host: str = Field("127.0.0.1", description="Bind address of the event WebSocket")
+    port: int = Field(8765, ge=0, le=65535, description="WebSocket port (0 picks a free one)")
+    queue_size: int = Field(1024, ge=16, description="Events buffered per slow subscriber")
+
+
+class KnownBadConfig(_Section):
+    paths: list[Path] = Field(default_factory=list, description="Folders of images or hash files")
+    max_distance: int = Field(8, ge=0, le=32, description="Hamming distance that still matches")
+
+
+class StoreConfig(_Section):
+    path: Path = Field(Path("var/livemod.db"), description="SQLite database file")
+    evidence_dir: Path | None = Field(None, description="Evidence folder (default: beside the db)")
+    retention_days: float = Field(30.0, gt=0, description="Evidence kept this long")
+
+
+class LlmConfig(_Section):
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for escalation")
+    model: str | None = Field(None, description="Model name at that endpoint")
+    api_key_env: str = Field("LIVEMOD_LLM_API_KEY", description="Env var holding the API key")
+
+
+class WhipConfig(_Section):
+    ice_addresses: list[str] = Field(default_factory=list, description="ICE host addresses")
+    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs")
+
+
+class SamplingConfig(_Section):
+    fps: float = Field(4.0, ge=0.5, le=30.0, description="Samples per second analyzed")
+    boost_fps: float = Field(8.0, ge=0.5, le=30.0, description="Rate while boosted")
+    boost_initial_s: float = Field(60.0, ge=0, description="Boost for the first seconds")
+    boost_suspicious_s: float = Field(10.0, ge=0, description="Boost after a suspicious sample")
+    ring_frames: int = Field(16, ge=1, le=1024, description="Recent sampled frames kept")
+
+    @model_validator(mode="after")
+    def _boost_not_slower(self) -> SamplingConfig:
+        if self.boost_fps < self.fps:
+            raise ValueError("boost_fps must be >= fps")
+        return self
+
+
+class VisionConfig(_Section):
+    models: list[str] = Field(
+        default_factory=lambda: ["nudenet-320n", "opennsfw"], description="Models to run"
+    )
+    manifest: Path = Field(MODELS_MANIFEST, description="Model manifest file")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per call")
+    workers: int = Field(2, ge=1, le=64, description="Concurrent analysis calls")
+
+
+class IngestConfig(_Section):
+    schemes: list[str] = Field(
+        default_factory=lambda: ["rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https", "file"],
+        description="URL schemes accepted by POST /v1/streams",
+    )
+    max_sessions: int = Field(64, ge=1, description="Concurrent sessions")
+    open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
+    read_timeout_s: float = Field(10.0, gt=0, description="A source silent this long is broken")
+    queue_frames: int = Field(2, ge=1, le=256, description="Sampled frames queued per stream")
+
+
+class Config(_Section):
+    """The whole daemon configuration."""
+
+    http: HttpConfig = HttpConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    policy: Path = Field(DEFAULT_POLICY, description="Policy file (taxonomy and thresholds)")
+    known_bad: KnownBadConfig = KnownBadConfig()
+    store: StoreConfig = StoreConfig()
+    llm: LlmConfig = LlmConfig()
+    whip: WhipConfig = WhipConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    vision: VisionConfig = VisionConfig()
+    ingest: IngestConfig = IngestConfig()
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Config:
+        for name, host in (("http.host", self.http.host), ("websocket.host", self.websocket.host)):
+            if not _is_loopback(host) and not self.http.token:
+                raise ValueError(f"{name}={host} is not loopback: set http.token")
+        return self
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.store.evidence_dir or self.store.path.parent / "evidence"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw else raw
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, merge (file, then environment) and validate the configuration."""
+    data: dict[str, Any] = {}
+    source = "embedded defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+        data = _resolve_relative(data, path.parent)
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from exc
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Paths in a config file are relative to that file, as operators expect."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str(base / value)
+        return value
+
+    out = dict(data)
+    if "policy" in out:
+        out["policy"] = fix(out["policy"])
+    for section, keys in (("store", ("path", "evidence_dir")), ("vision", ("manifest",))):
+        if isinstance(out.get(section), dict):
+            sec = dict(out[section])
+            for key in keys:
+                if key in sec:
+                    sec[key] = fix(sec[key])
+            out[section] = sec
+    if isinstance(out.get("known_bad"), dict) and isinstance(out["known_bad"].get("paths"), list):
+        kb = dict(out["known_bad"])
+        kb["paths"] = [fix(p) for p in kb["paths"]]
+        out["known_bad"] = kb
+    return out

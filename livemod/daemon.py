@@ -1,0 +1,183 @@
+"""The daemon: wires config, models, store, event hub, servers and sessions.
+
+Start-up fails fast with one clear error (bad config, missing model, unusable
+store). Afterwards one misbehaving stream can only end its own session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from livemod import metrics
+from livemod.actions.events import EventHub
+from livemod.actions.websocket import EventServer
+from livemod.analysis import AnalysisService
+from livemod.analyzers.base import FrameAnalyzer
+from livemod.config import Config
+from livemod.errors import RequestError
+from livemod.policy.taxonomy import load_policy
+from livemod.policy.vote import VoteEngine
+from livemod.session import Session, SessionInfo
+from livemod.store import Store
+
+log = logging.getLogger(__name__)
+
+RETENTION_SWEEP_S = 3600.0
+
+
+def build_analyzers(config: Config) -> list[FrameAnalyzer]:
+    """Load and verify every configured model and the known-bad index."""
+    from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex
+    from livemod.analyzers.vision import build_vision_analyzers
+    from livemod.models import load_manifest
+
+    analyzers: list[FrameAnalyzer] = []
+    index = KnownBadIndex.load(config.known_bad.paths)
+    analyzers.append(HashAnalyzer(index, config.known_bad.max_distance))
+    if config.vision.models:
+        specs = load_manifest(config.vision.manifest)
+        vision = build_vision_analyzers(specs, config.vision.models, config.vision.threads)
+        for analyzer in vision:
+            metrics.MODELS_LOADED.labels(analyzer.name).set(1)
+        analyzers.extend(vision)
+    return analyzers
+
+
+class Daemon:
+    """Owns every long-lived part. ``start`` then ``serve_forever`` or ``stop``."""
+
+    def __init__(self, config: Config, analyzers: list[FrameAnalyzer] | None = None) -> None:
+        self.config = config
+        self.policy = load_policy(config.policy)
+        self.engine = VoteEngine(self.policy)
+        self.analysis = AnalysisService(
+            analyzers if analyzers is not None else build_analyzers(config),
+            workers=config.vision.workers,
+        )
+        self.store = Store(config.store.path, config.evidence_dir)
+        self.hub = EventHub(self.store, queue_size=config.websocket.queue_size)
+        self.events = EventServer(
+            self.hub, config.websocket.host, config.websocket.port, config.http.token
+        )
+        self.sessions: dict[str, Session] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._http: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        from livemod.api import start_http
+
+        await self.store.open()
+        orphans = await self.store.close_orphan_sessions()
+        if orphans:
+            log.warning("marked %d sessions of a previous run as interrupted", orphans)
+        await self.events.start()
+        self._http = await start_http(self)
+        self._sweeper = asyncio.create_task(self._sweep_evidence())
+        log.info(
+            "livemod ready",
+            extra={"http_port": self.http_port, "ws_port": self.events.port},
+        )
+
+    @property
+    def http_port(self) -> int:
+        return int(self._http.port) if self._http is not None else self.config.http.port
+
+    async def stop(self) -> None:
+        """Ordered shutdown: stop accepting, end sessions, close servers, store last."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        for session in list(self.sessions.values()):
+            session.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.events.close()
+        self.analysis.close()
+        await self.store.close()
+
+    async def start_session(
+        self,
+        url: str,
+        user_id: str,
+        room_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        realtime: bool = False,
+    ) -> Session:
+        active = sum(1 for s in self.sessions.values() if s.status in ("starting", "live"))
+        if active >= self.config.ingest.max_sessions:
+            raise RequestError(
+                f"at capacity: {active} sessions (ingest.max_sessions)", status=503
+            )
+        info = SessionInfo(
+            id=uuid.uuid4().hex[:16],
+            user_id=user_id,
+            room_id=room_id,
+            url=url,
+            realtime=realtime,
+            metadata=metadata or {},
+        )
+        session = Session(info, self.config, self.analysis, self.engine, self.hub)
+        await self.store.add_session(
+            info.id, user_id, room_id, url, info.source, info.metadata
+        )
+        self.sessions[info.id] = session
+        await session.announce("started", url=url, source=info.source)
+        self._tasks[info.id] = asyncio.create_task(self._run_session(session))
+        return session
+
+    async def _run_session(self, session: Session) -> None:
+        sid = session.info.id
+        try:
+            end = await session.run()
+            if end.reason == "error":
+                log.warning(
+                    "session failed", extra={"stream_id": sid, "error": end.error}
+                )
+                metrics.SESSIONS_ENDED.labels("error").inc()
+                await session.announce("error", error=end.error)
+            else:
+                metrics.SESSIONS_ENDED.labels(end.reason).inc()
+                await session.announce(
+                    "ended", reason=end.reason, frames=end.frames_decoded, samples=session.samples
+                )
+            await self.store.end_session(sid, session.status, end.error)
+        except Exception as exc:  # one stream must never take the daemon down
+            log.exception("session crashed", extra={"stream_id": sid})
+            session.status = "failed"
+            session.error = f"internal error: {exc}"
+            metrics.SESSIONS_ENDED.labels("crash").inc()
+        finally:
+            self._tasks.pop(sid, None)
+            # Keep finished sessions visible for a while; the store keeps them for good.
+            asyncio.get_running_loop().call_later(300.0, self.sessions.pop, sid, None)
+
+    async def stop_session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise RequestError(f"no stream with id {session_id}", status=404)
+        session.stop()
+        task = self._tasks.get(session_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=10.0)
+        return session
+
+    async def _sweep_evidence(self) -> None:
+        retention = self.config.store.retention_days * 86400.0
+        while True:
+            try:
+                removed = await self.store.purge_evidence(retention)
+                if removed:
+                    log.info("evidence retention removed %d files", removed)
+            except Exception:
+                log.exception("evidence sweep failed")
+            await asyncio.sleep(RETENTION_SWEEP_S)

@@ -1,0 +1,163 @@
+"""The policy taxonomy: categories × confidence tiers → live actions.
+
+Loaded from ``configs/policy.yaml`` and validated at start-up; errors name the
+category and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from livemod.errors import ConfigError
+from livemod.messages import ActionName, Tier
+
+ACTIONS: tuple[str, ...] = ("none", "warn", "review", "blur", "mute", "pause", "end")
+"""Every action the policy may choose, least to most severe."""
+
+REQUIRED_CATEGORIES = ("sexual", "violence", "hate", "self_harm", "drugs", "weapons", "known_bad")
+
+ActionOrNone = ActionName | Literal["none"]
+
+
+def action_rank(action: str) -> int:
+    return ACTIONS.index(action)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPolicy:
+    """How one category votes and acts."""
+
+    name: str
+    floor: float
+    """A sample counts as a hit when its score is at least this."""
+    k: int
+    n: int
+    """Act when k of the last n samples are hits."""
+    clear_after: int
+    """Stop the action after this many consecutive clean samples (hysteresis)."""
+    actions: dict[Tier, ActionOrNone]
+    regional: bool = False
+    """Actions carry regions (boxes) so a client may blur just those."""
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    high: float
+    medium: float
+    categories: dict[str, CategoryPolicy]
+
+    def tier(self, confidence: float) -> Tier:
+        if confidence >= self.high:
+            return "high"
+        if confidence >= self.medium:
+            return "medium"
+        return "low"
+
+
+def severity(risk_score: float) -> str:
+    """Map a 0..1 risk score to the severity names operators see."""
+    if risk_score >= 0.9:
+        return "critical"
+    if risk_score >= 0.7:
+        return "high"
+    if risk_score >= 0.5:
+        return "medium"
+    if risk_score >= 0.3:
+        return "low"
+    return "none"
+
+
+def _num(where: str, raw: Any, lo: float, hi: float) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(f"{where}: expected a number, got {raw!r}")
+    if not lo <= float(raw) <= hi:
+        raise ConfigError(f"{where}: {raw} is outside {lo}..{hi}")
+    return float(raw)
+
+
+def _int(where: str, raw: Any, lo: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(f"{where}: expected an integer, got {raw!r}")
+    if raw < lo:
+        raise ConfigError(f"{where}: must be >= {lo}, got {raw}")
+    return raw
+
+
+_CATEGORY_KEYS = {"floor", "k", "n", "clear_after", "actions", "regional"}
+
+
+def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
+    where = f"policy categories.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(raw) - _CATEGORY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    merged = {**defaults, **raw}
+    floor = _num(f"{where}.floor", merged.get("floor", 0.5), 0.0, 1.0)
+    k = _int(f"{where}.k", merged.get("k", 3), 1)
+    n = _int(f"{where}.n", merged.get("n", 5), 1)
+    if k > n:
+        raise ConfigError(f"{where}: k ({k}) must not exceed n ({n})")
+    clear_after = _int(f"{where}.clear_after", merged.get("clear_after", 4), 1)
+    acts = merged.get("actions")
+    if not isinstance(acts, dict):
+        raise ConfigError(f"{where}.actions: expected a mapping of tier -> action")
+    actions: dict[Tier, ActionOrNone] = {}
+    for tier in ("low", "medium", "high"):
+        act = acts.get(tier, "none")
+        if act not in ACTIONS:
+            raise ConfigError(f"{where}.actions.{tier}: {act!r} is not one of {', '.join(ACTIONS)}")
+        actions[cast(Tier, tier)] = cast(ActionOrNone, act)
+    extra = set(acts) - {"low", "medium", "high"}
+    if extra:
+        raise ConfigError(f"{where}.actions: unknown tier(s) {', '.join(sorted(extra))}")
+    return CategoryPolicy(
+        name=name,
+        floor=floor,
+        k=k,
+        n=n,
+        clear_after=clear_after,
+        actions=actions,
+        regional=bool(merged.get("regional", False)),
+    )
+
+
+def parse_policy(data: Any) -> Policy:
+    if not isinstance(data, dict):
+        raise ConfigError("policy: expected a mapping with 'tiers' and 'categories'")
+    unknown = set(data) - {"tiers", "defaults", "categories"}
+    if unknown:
+        raise ConfigError(f"policy: unknown field(s) {', '.join(sorted(unknown))}")
+    tiers = data.get("tiers") or {}
+    high = _num("policy tiers.high", tiers.get("high", 0.95), 0.0, 1.0)
+    medium = _num("policy tiers.medium", tiers.get("medium", 0.70), 0.0, 1.0)
+    if medium > high:
+        raise ConfigError("policy tiers: medium must not exceed high")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - _CATEGORY_KEYS:
+        raise ConfigError("policy defaults: expected a mapping of category fields")
+    cats = data.get("categories")
+    if not isinstance(cats, dict) or not cats:
+        raise ConfigError("policy categories: expected a non-empty mapping")
+    categories = {str(name): _category(str(name), raw, defaults) for name, raw in cats.items()}
+    missing = [c for c in REQUIRED_CATEGORIES if c not in categories]
+    if missing:
+        raise ConfigError(f"policy categories: missing {', '.join(missing)}")
+    return Policy(high=high, medium=medium, categories=categories)
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"policy: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"policy: {path} is not valid YAML: {exc}") from exc
+    return parse_policy(data)

@@ -1,0 +1,221 @@
+"""The rolling vote: per ``userId:roomId`` and category, k hits of the last n samples.
+
+Pure: analyses in, decisions out; time comes from the analyses themselves. State is
+keyed by ``userId:roomId`` rather than by session, so a publisher who drops and
+rejoins the room keeps its history and any standing action.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from livemod.messages import Decision, FrameAnalysis, Region, Tier, VideoFrame
+from livemod.policy.taxonomy import CategoryPolicy, Policy, action_rank
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    score: float
+    hit: bool
+    t_arrival: float
+    media_time_s: float
+    sources: tuple[str, ...]
+    regions: tuple[Region, ...]
+    frame: VideoFrame | None
+    scores: dict[str, float]
+
+
+@dataclass(slots=True)
+class _Active:
+    action: str
+    tier: Tier
+    confidence: float
+    sources: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _CategoryState:
+    window: deque[_Sample]
+    active: _Active | None = None
+    clean_run: int = 0
+    peak: float = 0.0
+
+
+@dataclass(slots=True)
+class _KeyState:
+    categories: dict[str, _CategoryState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StandingAction:
+    category: str
+    action: str
+    tier: Tier
+    confidence: float
+
+
+class VoteEngine:
+    """Turns per-sample signals into start/stop decisions.
+
+    ``max_keys`` bounds memory: the least recently updated keys are forgotten first.
+    """
+
+    def __init__(self, policy: Policy, *, max_keys: int = 100_000) -> None:
+        self._policy = policy
+        self._keys: OrderedDict[str, _KeyState] = OrderedDict()
+        self._max_keys = max_keys
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def _state(self, key: str) -> _KeyState:
+        state = self._keys.get(key)
+        if state is None:
+            state = _KeyState()
+            self._keys[key] = state
+            while len(self._keys) > self._max_keys:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(key)
+        return state
+
+    def update(self, key: str, analysis: FrameAnalysis) -> list[Decision]:
+        """Feed one analyzed sample; return the actions that start or stop."""
+        state = self._state(key)
+        decisions: list[Decision] = []
+        for name, cat in self._policy.categories.items():
+            cstate = state.categories.get(name)
+            if cstate is None:
+                cstate = _CategoryState(window=deque(maxlen=cat.n))
+                state.categories[name] = cstate
+            sample = _sample(cat, analysis)
+            cstate.window.append(sample)
+            cstate.peak = max(cstate.peak, _level(cat, cstate.window))
+            decisions.extend(self._step(key, cat, cstate, sample))
+        return decisions
+
+    def _step(
+        self, key: str, cat: CategoryPolicy, cstate: _CategoryState, sample: _Sample
+    ) -> list[Decision]:
+        active = cstate.active
+        if active is not None and not sample.hit:
+            cstate.clean_run += 1
+            if cstate.clean_run < cat.clear_after:
+                return []
+            cstate.active = None
+            cstate.clean_run = 0
+            cstate.window.clear()
+            return [_decision(key, cat.name, active, "stop", sample, sample, ())]
+        if not sample.hit:
+            return []
+        cstate.clean_run = 0
+        hits = [s for s in cstate.window if s.hit]
+        confidence = sum(s.score for s in hits) / len(hits)
+        tier = self._policy.tier(confidence)
+        # A single hit may act only at the high tier; a low tier never acts alone.
+        if len(hits) < cat.k or (tier == "low" and len(hits) < 2):
+            return []
+        action = cat.actions[tier]
+        if action == "none":
+            return []
+        sources = tuple(sorted({src for s in hits for src in s.sources}))
+        first = hits[0]
+        best = max(hits, key=lambda s: s.score)
+        regions = sample.regions if cat.regional else ()
+        if active is None:
+            cstate.active = _Active(action, tier, confidence, sources)
+            return [_decision(key, cat.name, cstate.active, "start", first, best, regions)]
+        if action_rank(action) <= action_rank(active.action):
+            return []
+        # Escalate: the stronger action starts before the weaker one stops, so a
+        # client never sees a gap in enforcement.
+        upgraded = _Active(action, tier, confidence, sources)
+        cstate.active = upgraded
+        return [
+            _decision(key, cat.name, upgraded, "start", first, best, regions),
+            _decision(key, cat.name, active, "stop", sample, sample, ()),
+        ]
+
+    def suspicious(self, key: str) -> bool:
+        """Any category with a recent hit: the sampler should boost."""
+        state = self._keys.get(key)
+        if state is None:
+            return False
+        return any(
+            c.active is not None or any(s.hit for s in c.window) for c in state.categories.values()
+        )
+
+    def standing(self, key: str) -> list[StandingAction]:
+        state = self._keys.get(key)
+        if state is None:
+            return []
+        return [
+            StandingAction(name, c.active.action, c.active.tier, c.active.confidence)
+            for name, c in state.categories.items()
+            if c.active is not None
+        ]
+
+    def levels(self, key: str) -> dict[str, float]:
+        """The score each category sustained over k of its last n samples."""
+        state = self._keys.get(key)
+        if state is None:
+            return {}
+        cats = self._policy.categories
+        return {name: _level(cats[name], c.window) for name, c in state.categories.items()}
+
+    def peak_risk(self, key: str) -> float:
+        state = self._keys.get(key)
+        if state is None:
+            return 0.0
+        return max((c.peak for c in state.categories.values()), default=0.0)
+
+
+def _level(cat: CategoryPolicy, window: deque[_Sample]) -> float:
+    if len(window) < cat.k:
+        return 0.0
+    return sorted((s.score for s in window), reverse=True)[cat.k - 1]
+
+
+def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
+    signals = [s for s in analysis.signals if s.category == cat.name]
+    score = max((s.score for s in signals), default=0.0)
+    hit = score >= cat.floor
+    strong = [s for s in signals if s.score >= cat.floor]
+    frame = analysis.frame
+    return _Sample(
+        score=score,
+        hit=hit,
+        t_arrival=frame.t_arrival,
+        media_time_s=frame.media_time_s,
+        sources=tuple(sorted({s.source for s in strong})),
+        regions=tuple(r for s in strong for r in s.regions),
+        frame=frame if hit else None,
+        scores=analysis.scores if hit else {},
+    )
+
+
+def _decision(
+    key: str,
+    category: str,
+    active: _Active,
+    state: str,
+    trigger: _Sample,
+    evidence: _Sample,
+    regions: tuple[Region, ...],
+) -> Decision:
+    return Decision(
+        key=key,
+        category=category,
+        action=active.action,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
+        confidence=round(active.confidence, 4),
+        tier=active.tier,
+        sources=active.sources,
+        media_time_s=trigger.media_time_s,
+        t_trigger=trigger.t_arrival,
+        regions=regions,
+        evidence_frame=evidence.frame,
+        evidence_scores=evidence.scores,
+    )

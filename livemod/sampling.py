@@ -1,0 +1,107 @@
+"""Pure sampling: an fps gate over media time and a ring of recent frames.
+
+No clock inside: every call is told the media time. The gate runs in the decode
+thread, so only admitted frames pay for the RGB conversion.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+from livemod.messages import VideoFrame
+
+
+class FrameSampler:
+    """Admits frames at ``fps`` (``boost_fps`` while boosted) by media time.
+
+    Boost covers the first ``boost_initial_s`` of a session and the
+    ``boost_suspicious_s`` after the policy marks the stream suspicious, so a
+    developing violation is confirmed at a higher rate.
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        boost_fps: float,
+        *,
+        boost_initial_s: float = 0.0,
+        boost_suspicious_s: float = 0.0,
+    ) -> None:
+        if fps <= 0 or boost_fps <= 0:
+            raise ValueError("fps and boost_fps must be positive")
+        self._interval = 1.0 / fps
+        self._boost_interval = 1.0 / max(boost_fps, fps)
+        self._boost_initial_s = boost_initial_s
+        self._boost_suspicious_s = boost_suspicious_s
+        self._origin: float | None = None
+        self._next_due: float | None = None
+        # Written from the event loop, read from the decode thread.
+        self._lock = threading.Lock()
+        self._boost_until = 0.0
+        self.admitted = 0
+        self.seen = 0
+
+    def boosted(self, media_time_s: float) -> bool:
+        if self._origin is not None and media_time_s - self._origin < self._boost_initial_s:
+            return True
+        with self._lock:
+            return media_time_s < self._boost_until
+
+    def interval(self, media_time_s: float) -> float:
+        return self._boost_interval if self.boosted(media_time_s) else self._interval
+
+    def admit(self, media_time_s: float) -> bool:
+        """Whether the frame at ``media_time_s`` should be analyzed."""
+        self.seen += 1
+        if self._origin is None:
+            self._origin = media_time_s
+        step = self.interval(media_time_s)
+        due = self._next_due
+        # A small tolerance keeps a 30 fps source from missing a 4 fps slot by a hair.
+        if due is not None and media_time_s < due - 0.1 * step:
+            return False
+        if due is None or media_time_s - due > step:
+            # First frame, or a gap (stall, seek): resynchronise instead of bursting.
+            self._next_due = media_time_s + step
+        else:
+            self._next_due = due + step
+        self.admitted += 1
+        return True
+
+    def mark_suspicious(self, media_time_s: float) -> None:
+        """Boost the rate until ``media_time_s + boost_suspicious_s``."""
+        with self._lock:
+            self._boost_until = max(self._boost_until, media_time_s + self._boost_suspicious_s)
+        due = self._next_due
+        if due is not None:
+            self._next_due = min(due, media_time_s + self._boost_interval)
+
+
+class FrameRing:
+    """The last ``capacity`` sampled frames of one stream, oldest first."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._frames: deque[VideoFrame] = deque(maxlen=capacity)
+
+    def push(self, frame: VideoFrame) -> None:
+        self._frames.append(frame)
+
+    def latest(self, n: int | None = None) -> list[VideoFrame]:
+        frames = list(self._frames)
+        return frames if n is None else frames[-n:]
+
+    def find(self, index: int) -> VideoFrame | None:
+        for frame in reversed(self._frames):
+            if frame.index == index:
+                return frame
+        return None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        return iter(list(self._frames))

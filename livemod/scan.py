@@ -1,0 +1,98 @@
+"""``livemod scan``: moderate a recorded file (or a URL) to its end and report.
+
+The same session, analyzers and vote as the live daemon, with backpressure instead
+of drops, so the report's ``actions`` are the events the daemon would emit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from livemod.actions.events import EventHub
+from livemod.analysis import AnalysisService
+from livemod.config import Config
+from livemod.daemon import build_analyzers
+from livemod.messages import FrameAnalysis
+from livemod.policy.taxonomy import load_policy, severity
+from livemod.policy.vote import VoteEngine
+from livemod.session import Session, SessionInfo
+from livemod.store import Store
+
+
+def _target_url(target: str) -> str:
+    if "://" in target:
+        return target
+    return "file://" + str(Path(target).resolve())
+
+
+async def scan(config: Config, target: str, *, realtime: bool = False) -> dict[str, Any]:
+    policy = load_policy(config.policy)
+    analysis = AnalysisService(build_analyzers(config), workers=config.vision.workers)
+    samples: list[dict[str, Any]] = []
+
+    def record(a: FrameAnalysis) -> None:
+        samples.append(
+            {
+                "media_time_s": round(a.frame.media_time_s, 3),
+                "scores": {k: round(v, 4) for k, v in a.scores.items()},
+                "signals": [
+                    {"category": s.category, "score": round(s.score, 4), "source": s.source}
+                    for s in a.signals
+                ],
+            }
+        )
+
+    with tempfile.TemporaryDirectory(prefix="livemod-scan-") as tmp:
+        store = Store(Path(tmp) / "scan.db", Path(tmp) / "evidence")
+        await store.open()
+        try:
+            hub = EventHub(store)
+            info = SessionInfo(
+                id="scan", user_id="scan", room_id="scan", url=_target_url(target),
+                realtime=realtime,
+            )
+            session = Session(
+                info, config, analysis, VoteEngine(policy), hub,
+                blocking=True, on_analysis=record,
+            )
+            started = time.monotonic()
+            end = await session.run()
+            elapsed = time.monotonic() - started
+        finally:
+            await store.close()
+            analysis.close()
+    risk = round(session.peak_risk, 4)
+    return {
+        "target": target,
+        "status": "ok" if end.reason != "error" else "error",
+        "error": end.error,
+        "frames_decoded": end.frames_decoded,
+        "samples_analyzed": len(samples),
+        "elapsed_s": round(elapsed, 3),
+        "risk_score": risk,
+        "severity": severity(risk),
+        "flagged_media_times": session.flagged,
+        "actions": session.actions,
+        "samples": samples,
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [f"scan of {report['target']}: {report['status']}"]
+    if report["error"]:
+        lines.append(f"  error: {report['error']}")
+    lines.append(
+        f"  {report['frames_decoded']} frames decoded, {report['samples_analyzed']} analyzed"
+        f" in {report['elapsed_s']} s"
+    )
+    lines.append(f"  risk_score {report['risk_score']} ({report['severity']})")
+    for event in report["actions"]:
+        lines.append(
+            f"  {event['media_time_s']:>8.2f}s  {event['action']:<6} {event['state']:<5}"
+            f" {event['category']} conf={event['confidence']} tier={event['tier']}"
+            f" sources={','.join(event['sources'])}"
+        )
+    return "\n".join(lines) + "\n"

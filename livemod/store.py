@@ -1,0 +1,312 @@
+"""SQLite store (WAL): sessions, every event, and the evidence behind each action.
+
+All database work runs on one dedicated thread, never on the event loop. An event
+is committed before it is broadcast, so what a subscriber saw survives a restart
+and ``?since=SEQ`` can replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from livemod.errors import StoreError
+from livemod.messages import Image
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    stream_id TEXT,
+    user_id TEXT,
+    room_id TEXT,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_stream ON events(stream_id);
+CREATE TABLE IF NOT EXISTS evidence (
+    id TEXT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    path TEXT,
+    scores TEXT NOT NULL,
+    media_time_s REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceInput:
+    """The frame and scores that triggered an action, to keep for appeals."""
+
+    stream_id: str
+    category: str
+    media_time_s: float
+    scores: dict[str, float]
+    image: Image | None
+
+
+class Store:
+    """The daemon's durable state. Every public coroutine runs on the store thread."""
+
+    def __init__(self, path: Path, evidence_dir: Path) -> None:
+        self._path = path
+        self._evidence_dir = evidence_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livemod-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._evidence_dir.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged event survives power loss, not only a crash.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store {self._path}: {exc}") from exc
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    # -- sessions -----------------------------------------------------------
+
+    async def add_session(
+        self,
+        session_id: str,
+        user_id: str,
+        room_id: str,
+        url: str,
+        source: str,
+        metadata: dict[str, Any],
+    ) -> None:
+        def work() -> None:
+            self.db.execute(
+                "INSERT INTO sessions (id, user_id, room_id, url, source, status, metadata,"
+                " started_at) VALUES (?, ?, ?, ?, ?, 'starting', ?, ?)",
+                (session_id, user_id, room_id, url, source, json.dumps(metadata), time.time()),
+            )
+
+        await self._run(work)
+
+    async def end_session(self, session_id: str, status: str, error: str | None) -> None:
+        def work() -> None:
+            self.db.execute(
+                "UPDATE sessions SET status=?, error=?, ended_at=? WHERE id=?",
+                (status, error, time.time(), session_id),
+            )
+
+        await self._run(work)
+
+    async def set_session_status(self, session_id: str, status: str) -> None:
+        def work() -> None:
+            self.db.execute("UPDATE sessions SET status=? WHERE id=?", (status, session_id))
+
+        await self._run(work)
+
+    async def close_orphan_sessions(self) -> int:
+        """Sessions left open by a previous process (crash, kill) are marked interrupted."""
+
+        def work() -> int:
+            cur = self.db.execute(
+                "UPDATE sessions SET status='interrupted', ended_at=? WHERE ended_at IS NULL",
+                (time.time(),),
+            )
+            return cur.rowcount
+
+        return await self._run(work)
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        def work() -> dict[str, Any] | None:
+            cur = self.db.execute(
+                "SELECT id, user_id, room_id, url, source, status, error, metadata, started_at,"
+                " ended_at FROM sessions WHERE id=?",
+                (session_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            cols = [c[0] for c in cur.description]
+            out = dict(zip(cols, row, strict=True))
+            out["metadata"] = json.loads(out["metadata"])
+            return out
+
+        return await self._run(work)
+
+    # -- events ---------------------------------------------------------------
+
+    async def append_event(
+        self,
+        body: dict[str, Any],
+        evidence: EvidenceInput | None = None,
+        t_trigger: float | None = None,
+    ) -> dict[str, Any]:
+        """Commit one event (and its evidence) and return it with ``seq`` set.
+
+        ``latency_ms`` is stamped here, just before the commit, from ``t_trigger``.
+        """
+
+        def work() -> dict[str, Any]:
+            event = dict(body)
+            if evidence is not None:
+                event["evidence_id"] = self._save_evidence(evidence)
+            now = time.time()
+            if t_trigger is not None:
+                event["latency_ms"] = round(max(0.0, (now - t_trigger) * 1000.0), 1)
+            event["ts"] = round(now, 3)
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(
+                    "INSERT INTO events (type, stream_id, user_id, room_id, created_at, body)"
+                    " VALUES (?, ?, ?, ?, ?, '')",
+                    (
+                        event.get("type"),
+                        event.get("stream_id"),
+                        event.get("user_id"),
+                        event.get("room_id"),
+                        now,
+                    ),
+                )
+                seq = cur.lastrowid
+                event = {"seq": seq, **event}
+                db.execute("UPDATE events SET body=? WHERE seq=?", (json.dumps(event), seq))
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise StoreError(f"cannot store event: {exc}") from exc
+            return event
+
+        return await self._run(work)
+
+    def _save_evidence(self, evidence: EvidenceInput) -> str:
+        evidence_id = uuid.uuid4().hex
+        path: str | None = None
+        if evidence.image is not None:
+            day = time.strftime("%Y%m%d", time.gmtime())
+            folder = self._evidence_dir / day
+            folder.mkdir(parents=True, exist_ok=True)
+            file = folder / f"{evidence_id}.jpg"
+            bgr = np.ascontiguousarray(evidence.image[:, :, ::-1])
+            ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if ok:
+                file.write_bytes(data.tobytes())
+                path = str(file)
+        self.db.execute(
+            "INSERT INTO evidence (id, stream_id, category, path, scores, media_time_s, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                evidence_id,
+                evidence.stream_id,
+                evidence.category,
+                path,
+                json.dumps(evidence.scores),
+                evidence.media_time_s,
+                time.time(),
+            ),
+        )
+        return evidence_id
+
+    async def events_since(
+        self,
+        since: int,
+        *,
+        room_id: str | None = None,
+        user_id: str | None = None,
+        stream_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        def work() -> list[dict[str, Any]]:
+            sql = "SELECT body FROM events WHERE seq > ?"
+            args: list[Any] = [since]
+            for column, value in (("room_id", room_id), ("user_id", user_id), ("stream_id", stream_id)):
+                if value is not None:
+                    sql += f" AND {column} = ?"
+                    args.append(value)
+            sql += " ORDER BY seq LIMIT ?"
+            args.append(limit)
+            return [json.loads(row[0]) for row in self.db.execute(sql, args)]
+
+        return await self._run(work)
+
+    async def last_seq(self) -> int:
+        def work() -> int:
+            row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            return int(row[0])
+
+        return await self._run(work)
+
+    async def get_evidence(self, evidence_id: str) -> dict[str, Any] | None:
+        def work() -> dict[str, Any] | None:
+            row = self.db.execute(
+                "SELECT id, stream_id, category, path, scores, media_time_s, created_at"
+                " FROM evidence WHERE id=?",
+                (evidence_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            keys = ("id", "stream_id", "category", "path", "scores", "media_time_s", "created_at")
+            out = dict(zip(keys, row, strict=True))
+            out["scores"] = json.loads(out["scores"])
+            return out
+
+        return await self._run(work)
+
+    async def purge_evidence(self, older_than_s: float) -> int:
+        """Delete evidence files past retention; their index rows keep the scores."""
+
+        def work() -> int:
+            cutoff = time.time() - older_than_s
+            rows: Sequence[tuple[str, str]] = self.db.execute(
+                "SELECT id, path FROM evidence WHERE created_at < ? AND path IS NOT NULL",
+                (cutoff,),
+            ).fetchall()
+            for evidence_id, path in rows:
+                Path(path).unlink(missing_ok=True)
+                self.db.execute("UPDATE evidence SET path=NULL WHERE id=?", (evidence_id,))
+            return len(rows)
+
+        return await self._run(work)
