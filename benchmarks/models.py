@@ -102,7 +102,7 @@ def bench_single(run: Callable[[Image], object], frames: Sequence[Image], n: int
 
 def nudenet_baseline(spec: ModelSpec, threads: int) -> Callable[[Image], object] | str:
     try:
-        import nudenet
+        import nudenet  # type: ignore[import-untyped]
     except ImportError as exc:
         return f"nudenet not importable: {exc}"
     detector = nudenet.NudeDetector(model_path=str(verify(spec)))
@@ -127,6 +127,8 @@ def bench_model(
     spec: ModelSpec, frames: Sequence[Image], args: argparse.Namespace
 ) -> dict[str, Any]:
     iterations_for: Callable[[int], int]
+    pre: Callable[[Sequence[Image]], Any]
+    infer: Callable[[Any], object]
     if args.quick:
         iterations_for, warmup, baseline_n = (lambda bs: 3), 1, 8
     else:

@@ -19,6 +19,7 @@ from livemod.errors import ConfigError
 from livemod.paths import DEFAULT_POLICY, MODELS_MANIFEST
 
 ENV_PREFIX = "LIVEMOD_"
+_TOP_LEVEL_SCALARS = {"policy", "log_level"}
 
 
 class _Section(BaseModel):
@@ -133,9 +134,13 @@ def _is_loopback(host: str) -> bool:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
+        # Single-word names are top-level scalars only: LIVEMOD_LLM_API_KEY and the
+        # like are other settings' values, not overrides.
+        if len(parts) == 1 and parts[0] not in _TOP_LEVEL_SCALARS:
+            continue
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})

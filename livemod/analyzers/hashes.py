@@ -47,8 +47,9 @@ IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".g
 
 _SIDE: Final = 32
 _LOW: Final = 8
-# Stage one of the resize shrinks by whole factors only down to this size, so the
-# blur it adds at the edges of stage two's cells stays well under one output pixel.
+# Stage one of the resize shrinks by whole factors only down to this size, so each
+# 32x32 cell spans at least two of its pixels and the blur it adds at cell edges
+# stays within half an output pixel.
 _PRESHRINK_MIN: Final = 64
 _HASH_LINE: Final = re.compile(r"([0-9a-fA-F]{16})(?:\s+(.*))?")
 _MAX_HASH: Final = (1 << HASH_BITS) - 1
@@ -85,7 +86,8 @@ def _preshrink_factor(n: int) -> int:
 def _to_32x32(gray: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     # OpenCV's INTER_AREA has a fast path for whole-number ratios only; 360 -> 32
     # takes the generic path at ~0.6 ms. Shrinking first by whole factors (fast)
-    # and finishing with a small generic step gives the same hashes at ~1/4 the cost.
+    # and finishing with a small generic step costs ~1/6 as much; on the photos tried
+    # the hashes equal the one-call ones, or differ in 2 bits at worst.
     h, w = gray.shape
     fx, fy = _preshrink_factor(w), _preshrink_factor(h)
     if fx > 1 or fy > 1:

@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -28,7 +27,9 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.intp]
 
 
-def make_session(path: Path, threads: int, providers: list[str] | None = None) -> Any:
+def make_session(
+    path: Path, threads: int, providers: list[str] | None = None
+) -> ort.InferenceSession:
     """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share)."""
     opts = ort.SessionOptions()
     # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
@@ -37,8 +38,9 @@ def make_session(path: Path, threads: int, providers: list[str] | None = None) -
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if providers is None:
-        cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-        providers = ["CUDAExecutionProvider"] * cuda + ["CPUExecutionProvider"]
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped pybind errors

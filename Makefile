@@ -1,0 +1,24 @@
+# Two commands: `make demo` and `make test`. Both set up what they need first.
+VENV := .venv
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup demo test lint bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	$(VENV)/bin/python -m livemod demo
+
+lint: setup
+	$(VENV)/bin/ruff check livemod tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(VENV)/bin/python benchmarks/latency.py

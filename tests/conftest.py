@@ -1,0 +1,153 @@
+"""Shared fixtures: generated media and a real daemon process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import pytest
+import urllib.request
+
+from livemod import testmedia
+
+TIMEOUT_SCALE = float(os.environ.get("LIVEMOD_TEST_TIMEOUT_SCALE", "1"))
+"""Multiply every test timeout by this on a slow machine."""
+
+BAD_START, BAD_END = 5.0, 8.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def known_bad_dir(media_dir: Path) -> Path:
+    folder = media_dir / "known_bad"
+    folder.mkdir(exist_ok=True)
+    bad = testmedia.photo(testmedia.KNOWN_BAD_PHOTO)
+    cv2.imwrite(str(folder / "bad.png"), bad[:, :, ::-1])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def violation_clip(media_dir: Path) -> Path:
+    """14 s: benign pattern and photos, the known-bad picture from 5 s to 8 s."""
+    clip = media_dir / "violation.mp4"
+    bad = testmedia.photo(testmedia.KNOWN_BAD_PHOTO)
+    testmedia.make_clip(
+        clip,
+        [
+            testmedia.Segment(3.0, None),
+            testmedia.Segment(2.0, testmedia.photo("astronaut")),
+            testmedia.Segment(BAD_END - BAD_START, bad),
+            testmedia.Segment(3.0, testmedia.photo("coffee")),
+            testmedia.Segment(3.0, None),
+        ],
+    )
+    return clip
+
+
+@pytest.fixture(scope="session")
+def benign_clip(media_dir: Path) -> Path:
+    clip = media_dir / "benign.mp4"
+    testmedia.make_clip(
+        clip,
+        [
+            testmedia.Segment(2.0, None),
+            testmedia.Segment(2.0, testmedia.photo("chelsea")),
+            testmedia.Segment(2.0, None),
+        ],
+    )
+    return clip
+
+
+@dataclass
+class DaemonProcess:
+    """``livemod serve`` as a real subprocess, with its own store and ports."""
+
+    workdir: Path
+    known_bad: Path
+    http_port: int = field(default_factory=free_port)
+    ws_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/v1/events"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "LIVEMOD_KNOWN_BAD__PATHS": json.dumps([str(self.known_bad)]),
+                "LIVEMOD_STORE__PATH": str(self.workdir / "livemod.db"),
+                "LIVEMOD_HTTP__PORT": str(self.http_port),
+                "LIVEMOD_WEBSOCKET__PORT": str(self.ws_port),
+                **self.extra_env,
+            }
+        )
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "livemod", "serve"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daemon not healthy in time: {self.log()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        path = self.workdir / "daemon.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, known_bad_dir: Path) -> Iterator[DaemonProcess]:
+    proc = DaemonProcess(tmp_path, known_bad_dir)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.stop()

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livemod.messages import VideoFrame
+from livemod.sampling import FrameRing, FrameSampler
+
+
+def admitted(sampler: FrameSampler, fps: float, seconds: float, start: float = 0.0) -> list[float]:
+    times = [start + i / fps for i in range(int(seconds * fps))]
+    return [t for t in times if sampler.admit(t)]
+
+
+def test_gate_keeps_the_configured_rate() -> None:
+    sampler = FrameSampler(4.0, 8.0)
+    got = admitted(sampler, 30.0, 10.0)
+    assert 39 <= len(got) <= 41
+    gaps = np.diff(got)
+    assert gaps.min() >= 0.2 and gaps.max() <= 0.3
+
+
+@pytest.mark.parametrize("fps", [2.0, 3.0, 5.0])
+def test_gate_rates(fps: float) -> None:
+    sampler = FrameSampler(fps, fps)
+    got = admitted(sampler, 25.0, 20.0)
+    assert abs(len(got) - 20 * fps) <= 1
+
+
+def test_initial_boost_then_normal_rate() -> None:
+    sampler = FrameSampler(4.0, 8.0, boost_initial_s=5.0)
+    got = admitted(sampler, 30.0, 10.0)
+    first = [t for t in got if t < 5.0]
+    later = [t for t in got if t >= 5.0]
+    assert 38 <= len(first) <= 42
+    assert 19 <= len(later) <= 21
+
+
+def test_suspicious_boost_is_bounded_in_time() -> None:
+    sampler = FrameSampler(4.0, 8.0, boost_suspicious_s=2.0)
+    admitted(sampler, 30.0, 5.0)
+    assert not sampler.boosted(5.0)
+    sampler.mark_suspicious(5.0)
+    assert sampler.boosted(6.9)
+    got = admitted(sampler, 30.0, 2.0, start=5.0)
+    assert len(got) >= 15
+    assert not sampler.boosted(7.5)
+
+
+def test_gap_resynchronises_instead_of_bursting() -> None:
+    sampler = FrameSampler(4.0, 4.0)
+    admitted(sampler, 30.0, 1.0)
+    # Ten seconds missing (a stall): the next frames must not all be admitted.
+    got = admitted(sampler, 30.0, 1.0, start=11.0)
+    assert len(got) <= 5
+
+
+def test_counts() -> None:
+    sampler = FrameSampler(4.0, 4.0)
+    got = admitted(sampler, 25.0, 4.0)
+    assert sampler.seen == 100 and sampler.admitted == len(got)
+
+
+def test_ring_keeps_latest() -> None:
+    ring = FrameRing(3)
+    img = np.zeros((2, 2, 3), np.uint8)
+    for i in range(5):
+        ring.push(VideoFrame("s", i, i / 4, float(i), img))
+    assert [f.index for f in ring.latest()] == [2, 3, 4]
+    assert [f.index for f in ring.latest(2)] == [3, 4]
+    assert ring.find(3) is not None and ring.find(0) is None
+    with pytest.raises(ValueError):
+        FrameRing(0)
