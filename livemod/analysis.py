@@ -37,7 +37,8 @@ class AnalysisService:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         jobs = [
-            loop.run_in_executor(self._pool, _timed, analyzer, frame) for analyzer in self._analyzers
+            loop.run_in_executor(self._pool, _timed, analyzer, frame)
+            for analyzer in self._analyzers
         ]
         results = await asyncio.gather(*jobs)
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
@@ -81,6 +82,10 @@ def _merge(frame: VideoFrame, results: Sequence[AnalyzerResult], ms: float) -> F
 
 def _scale(r: Region, sx: float, sy: float) -> Region:
     return Region(
-        x=round(r.x * sx), y=round(r.y * sy), w=round(r.w * sx), h=round(r.h * sy),
-        label=r.label, score=r.score,
+        x=round(r.x * sx),
+        y=round(r.y * sy),
+        w=round(r.w * sx),
+        h=round(r.h * sy),
+        label=r.label,
+        score=r.score,
     )

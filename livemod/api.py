@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from livemod.errors import RequestError
 if TYPE_CHECKING:
     from livemod.daemon import Daemon
 
-DAEMON = web.AppKey("daemon", "Daemon")
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 _ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 _STREAM_FIELDS = {"url", "user_id", "room_id", "metadata", "realtime"}
 
@@ -39,9 +40,8 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        server = self.site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        host_port = self.runner.addresses[0]
+        return int(host_port[1])
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -57,8 +57,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except RequestError as exc:
         return _error(exc.status, str(exc))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[DAEMON].config.http.max_body_bytes
+        return _error(413, f"request body too large (limit {limit} bytes, http.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return _error(exc.status, exc.reason)
@@ -92,10 +93,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 def validate_url(url: Any, schemes: list[str]) -> str:
     if not isinstance(url, str) or not url.strip():
         raise RequestError("url: required, a non-empty string", status=422)
-    url = url.strip()
-    if url.startswith("/"):
-        url = "file://" + url
-    parts = urlsplit(url)
+    text: str = url.strip()
+    if text.startswith("/"):
+        text = "file://" + text
+    parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme not in schemes:
         raise RequestError(
@@ -107,8 +108,8 @@ def validate_url(url: Any, schemes: list[str]) -> str:
         if not path.is_file():
             raise RequestError(f"url: file {parts.path} does not exist", status=422)
     elif not parts.hostname:
-        raise RequestError(f"url: {url} has no host", status=422)
-    return url
+        raise RequestError(f"url: {text} has no host", status=422)
+    return text
 
 
 def _ident(data: dict[str, Any], name: str) -> str:
@@ -118,7 +119,7 @@ def _ident(data: dict[str, Any], name: str) -> str:
             f"{name}: required, 1-128 characters of letters, digits, '_', '.', '@' or '-'",
             status=422,
         )
-    return value
+    return str(value)
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -176,7 +177,8 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         raise RequestError(f"no evidence with id {eid}", status=404)
     if request.match_info.get("part") == "image":
         path = record.get("path")
-        if not path or not Path(path).is_file():
+        # FileResponse reads off the loop; a vanished file answers 404 by itself.
+        if not path:
             raise RequestError(f"evidence {eid} has no image (past retention?)", status=404)
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
     record.pop("path", None)
@@ -190,10 +192,12 @@ async def healthz(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
-            "sessions": sum(1 for s in daemon.sessions.values() if s.status in ("starting", "live")),
+            "sessions": sum(
+                1 for s in daemon.sessions.values() if s.status in ("starting", "live")
+            ),
             "analyzers": daemon.analysis.names,
             "websocket_port": daemon.events.port,
-            "uptime_s": round(__import__("time").time() - daemon.started_at, 1),
+            "uptime_s": round(time.time() - daemon.started_at, 1),
         }
     )
 

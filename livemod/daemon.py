@@ -115,9 +115,7 @@ class Daemon:
     ) -> Session:
         active = sum(1 for s in self.sessions.values() if s.status in ("starting", "live"))
         if active >= self.config.ingest.max_sessions:
-            raise RequestError(
-                f"at capacity: {active} sessions (ingest.max_sessions)", status=503
-            )
+            raise RequestError(f"at capacity: {active} sessions (ingest.max_sessions)", status=503)
         info = SessionInfo(
             id=uuid.uuid4().hex[:16],
             user_id=user_id,
@@ -127,9 +125,7 @@ class Daemon:
             metadata=metadata or {},
         )
         session = Session(info, self.config, self.analysis, self.engine, self.hub)
-        await self.store.add_session(
-            info.id, user_id, room_id, url, info.source, info.metadata
-        )
+        await self.store.add_session(info.id, user_id, room_id, url, info.source, info.metadata)
         self.sessions[info.id] = session
         await session.announce("started", url=url, source=info.source)
         self._tasks[info.id] = asyncio.create_task(self._run_session(session))
@@ -140,9 +136,7 @@ class Daemon:
         try:
             end = await session.run()
             if end.reason == "error":
-                log.warning(
-                    "session failed", extra={"stream_id": sid, "error": end.error}
-                )
+                log.warning("session failed", extra={"stream_id": sid, "error": end.error})
                 metrics.SESSIONS_ENDED.labels("error").inc()
                 await session.announce("error", error=end.error)
             else:

@@ -75,8 +75,12 @@ async def _drive(clip: Path, http_port: int, ws_port: int) -> int:
     base = f"http://127.0.0.1:{http_port}"
     async with websockets.connect(f"ws://127.0.0.1:{ws_port}/v1/events?room_id=demo-room") as ws:
         async with aiohttp.ClientSession() as http:
-            body = {"url": str(clip), "user_id": "demo-user", "room_id": "demo-room",
-                    "realtime": True}
+            body = {
+                "url": str(clip),
+                "user_id": "demo-user",
+                "room_id": "demo-room",
+                "realtime": True,
+            }
             async with http.post(f"{base}/v1/streams", json=body) as resp:
                 created = await resp.json()
                 if resp.status != 201:

@@ -89,7 +89,8 @@ class FrameAnalysis:
     frame: VideoFrame
     signals: tuple[Signal, ...]
     scores: dict[str, float]
-    """Raw per-model scores kept for evidence (``opennsfw``, ``nudenet:<label>``, ``hash_distance``)."""
+    """Raw per-model scores kept for evidence (``opennsfw``, ``nudenet:<label>``,
+    ``hash_distance``)."""
     analysis_ms: float
     t_analyzed: float
 

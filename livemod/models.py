@@ -61,6 +61,16 @@ class ModelStatus:
     ok: bool
     error: str | None = None
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "path": str(self.path) if self.path else None,
+            "license": self.license,
+            "ok": self.ok,
+            "error": self.error,
+        }
+
 
 def load_manifest(path: Path = MODELS_MANIFEST) -> list[ModelSpec]:
     """Read and validate the manifest; any problem raises ``ModelError`` naming the entry."""

@@ -51,12 +51,20 @@ async def scan(config: Config, target: str, *, realtime: bool = False) -> dict[s
         try:
             hub = EventHub(store)
             info = SessionInfo(
-                id="scan", user_id="scan", room_id="scan", url=_target_url(target),
+                id="scan",
+                user_id="scan",
+                room_id="scan",
+                url=_target_url(target),
                 realtime=realtime,
             )
             session = Session(
-                info, config, analysis, VoteEngine(policy), hub,
-                blocking=True, on_analysis=record,
+                info,
+                config,
+                analysis,
+                VoteEngine(policy),
+                hub,
+                blocking=True,
+                on_analysis=record,
             )
             started = time.monotonic()
             end = await session.run()

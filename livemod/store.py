@@ -262,7 +262,11 @@ class Store:
         def work() -> list[dict[str, Any]]:
             sql = "SELECT body FROM events WHERE seq > ?"
             args: list[Any] = [since]
-            for column, value in (("room_id", room_id), ("user_id", user_id), ("stream_id", stream_id)):
+            for column, value in (
+                ("room_id", room_id),
+                ("user_id", user_id),
+                ("stream_id", stream_id),
+            ):
                 if value is not None:
                     sql += f" AND {column} = ?"
                     args.append(value)

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import cv2
 import numpy as np
+from av.video.stream import VideoStream
 
 from livemod.messages import Image
 
@@ -42,8 +44,15 @@ def pattern(t: float, size: tuple[int, int] = SIZE) -> Image:
     """Colour bars with a box sweeping across, so consecutive frames differ."""
     w, h = size
     bars = np.array(
-        [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0],
-         [192, 0, 192], [192, 0, 0], [0, 0, 192]],
+        [
+            [192, 192, 192],
+            [192, 192, 0],
+            [0, 192, 192],
+            [0, 192, 0],
+            [192, 0, 192],
+            [192, 0, 0],
+            [0, 0, 192],
+        ],
         dtype=np.uint8,
     )
     cols = (np.arange(w) * len(bars) // w).astype(np.intp)
@@ -70,7 +79,7 @@ def make_clip(
     path.parent.mkdir(parents=True, exist_ok=True)
     t = 0.0
     with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream = cast(VideoStream, out.add_stream(codec, rate=fps))
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)

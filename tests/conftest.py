@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import pytest
-import urllib.request
 
 from livemod import testmedia
 

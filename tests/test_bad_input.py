@@ -53,7 +53,8 @@ async def test_bad_sources_fail_alone(
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(1).integers(0, 256, 200_000, np.uint8).tobytes())
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(benign_clip.read_bytes()[: benign_clip.stat().st_size // 2])
+    data = benign_clip.read_bytes()  # noqa: ASYNC240 - small test fixture
+    truncated.write_bytes(data[: len(data) // 2])
     no_video = audio_only(tmp_path / "audio.m4a")
     refused = f"rtmp://127.0.0.1:{free_port()}/live/nobody"
 
@@ -133,7 +134,9 @@ def test_bad_config_field_stops_startup_with_its_name(tmp_path: Path) -> None:
     cfg.write_text("sampling:\n  fsp: 4\n")
     proc = subprocess.run(
         [sys.executable, "-m", "livemod", "serve", "--config", str(cfg)],
-        capture_output=True, text=True, timeout=60 * TIMEOUT_SCALE,
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_SCALE,
     )
     assert proc.returncode == 2
     assert "sampling.fsp: unknown field" in proc.stderr

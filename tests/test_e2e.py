@@ -49,7 +49,11 @@ async def test_known_bad_insert_pauses_once_and_survives_restart(
         aiohttp.ClientSession() as http,
     ):
         created = await post_stream(
-            http, daemon.base, url=str(violation_clip), user_id="alice", room_id="room-1",
+            http,
+            daemon.base,
+            url=str(violation_clip),
+            user_id="alice",
+            room_id="room-1",
             realtime=True,
         )
         sid = created["id"]
@@ -59,7 +63,10 @@ async def test_known_bad_insert_pauses_once_and_survives_restart(
         events = await collect_until_end(ws, sid, 60)
 
         actions = [e for e in events if e["type"] == "action"]
-        assert [(a["action"], a["state"]) for a in actions] == [("pause", "start"), ("pause", "stop")]
+        assert [(a["action"], a["state"]) for a in actions] == [
+            ("pause", "start"),
+            ("pause", "stop"),
+        ]
         start, stop = actions
         assert start["category"] == "known_bad" and start["sources"] == ["hash"]
         assert start["user_id"] == "alice" and start["room_id"] == "room-1"
@@ -103,7 +110,11 @@ async def test_benign_clip_gives_no_action(daemon: DaemonProcess, benign_clip: P
         aiohttp.ClientSession() as http,
     ):
         created = await post_stream(
-            http, daemon.base, url=str(benign_clip), user_id="bob", room_id="room-2",
+            http,
+            daemon.base,
+            url=str(benign_clip),
+            user_id="bob",
+            room_id="room-2",
             realtime=False,
         )
         events = await collect_until_end(ws, created["id"], 60)

@@ -20,11 +20,18 @@ def policy_dict(**known_bad: Any) -> dict[str, Any]:
         for name in ("violence", "hate", "self_harm", "drugs", "weapons")
     }
     cats["sexual"] = {
-        "floor": 0.6, "k": 3, "n": 5, "clear_after": 3, "regional": True,
+        "floor": 0.6,
+        "k": 3,
+        "n": 5,
+        "clear_after": 3,
+        "regional": True,
         "actions": {"high": "pause", "medium": "blur", "low": "warn"},
     }
     cats["known_bad"] = {
-        "floor": 0.7, "k": 2, "n": 3, "clear_after": 2,
+        "floor": 0.7,
+        "k": 2,
+        "n": 3,
+        "clear_after": 2,
         "actions": {"high": "pause", "medium": "pause", "low": "review"},
         **known_bad,
     }
@@ -67,7 +74,12 @@ def test_k_of_n_vote_then_hysteresis() -> None:
     assert feed(sexual(0.8)) == []
     assert feed(sexual(0.8)) == []
     (start,) = feed(sexual(0.8))
-    assert (start.action, start.state, start.tier, start.category) == ("blur", "start", "medium", "sexual")
+    assert (start.action, start.state, start.tier, start.category) == (
+        "blur",
+        "start",
+        "medium",
+        "sexual",
+    )
     # The trigger is the first hit of the window: latency counts from it.
     assert start.t_trigger == 100.0 and start.media_time_s == 0.0
     assert start.regions and start.regions[0].label == "X"
@@ -151,7 +163,14 @@ def test_key_memory_is_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("score", "name"),
-    [(0.0, "none"), (0.29, "none"), (0.3, "low"), (0.5, "medium"), (0.7, "high"), (0.9, "critical")],
+    [
+        (0.0, "none"),
+        (0.29, "none"),
+        (0.3, "low"),
+        (0.5, "medium"),
+        (0.7, "high"),
+        (0.9, "critical"),
+    ],
 )
 def test_severity(score: float, name: str) -> None:
     assert severity(score) == name

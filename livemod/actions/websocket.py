@@ -77,6 +77,10 @@ class EventServer:
         assert conn.request is not None
         flt, since = _parse_query(urlsplit(conn.request.path).query)
         sub = self._hub.subscribe(flt)
+        # The loop waits on the queue, so it must also notice the peer leaving;
+        # otherwise a gone subscriber's handler would wait forever.
+        closed = asyncio.ensure_future(conn.wait_closed())
+        overflow = asyncio.ensure_future(sub.overflowed.wait())
         try:
             last = -1
             if since is not None:
@@ -88,21 +92,24 @@ class EventServer:
                     last = int(event["seq"])
             while True:
                 get = asyncio.ensure_future(sub.queue.get())
-                overflow = asyncio.ensure_future(sub.overflowed.wait())
-                done, _ = await asyncio.wait({get, overflow}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {get, closed, overflow}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if get not in done:
                     get.cancel()
-                    await conn.close(1013, "subscriber too slow; reconnect with ?since=")
+                    if overflow in done:
+                        await conn.close(1013, "subscriber too slow; reconnect with ?since=")
                     return
-                overflow.cancel()
-                event: dict[str, Any] = get.result()
-                if int(event["seq"]) <= last:
+                live: dict[str, Any] = get.result()
+                if int(live["seq"]) <= last:
                     continue
-                await conn.send(json.dumps(event))
-                last = int(event["seq"])
+                await conn.send(json.dumps(live))
+                last = int(live["seq"])
         except ConnectionClosed:
             pass
         finally:
+            closed.cancel()
+            overflow.cancel()
             self._hub.unsubscribe(sub)
 
 

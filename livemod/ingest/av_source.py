@@ -201,8 +201,8 @@ class AvSource:
         width, height = int(frame.width), int(frame.height)
         scale = min(1.0, self._opts.max_side / max(width, height))
         if scale < 1.0:
-            out_w = max(2, int(round(width * scale / 2)) * 2)
-            out_h = max(2, int(round(height * scale / 2)) * 2)
+            out_w = max(2, round(width * scale / 2) * 2)
+            out_h = max(2, round(height * scale / 2) * 2)
             image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
         else:
             image = frame.to_ndarray(format="rgb24")
@@ -215,8 +215,6 @@ class AvSource:
             source_width=width,
             source_height=height,
         )
-
-
 
 
 def _media_time(frame: Any, stream: Any, decoded: int) -> float:

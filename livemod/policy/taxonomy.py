@@ -1,4 +1,4 @@
-"""The policy taxonomy: categories × confidence tiers → live actions.
+"""The policy taxonomy: categories x confidence tiers → live actions.
 
 Loaded from ``configs/policy.yaml`` and validated at start-up; errors name the
 category and field.
@@ -108,11 +108,12 @@ def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
     if not isinstance(acts, dict):
         raise ConfigError(f"{where}.actions: expected a mapping of tier -> action")
     actions: dict[Tier, ActionOrNone] = {}
-    for tier in ("low", "medium", "high"):
+    tiers: tuple[Tier, ...] = ("low", "medium", "high")
+    for tier in tiers:
         act = acts.get(tier, "none")
         if act not in ACTIONS:
             raise ConfigError(f"{where}.actions.{tier}: {act!r} is not one of {', '.join(ACTIONS)}")
-        actions[cast(Tier, tier)] = cast(ActionOrNone, act)
+        actions[tier] = cast(ActionOrNone, act)
     extra = set(acts) - {"low", "medium", "high"}
     if extra:
         raise ConfigError(f"{where}.actions: unknown tier(s) {', '.join(sorted(extra))}")
