@@ -220,6 +220,8 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/evidence/{id}/{part:image}", get_evidence)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    for component in daemon.components:
+        component.add_routes(app)
     return app
 
 

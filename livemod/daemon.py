@@ -17,6 +17,7 @@ from livemod.actions.events import EventHub
 from livemod.actions.websocket import EventServer
 from livemod.analysis import AnalysisService
 from livemod.analyzers.base import FrameAnalyzer
+from livemod.components import Component
 from livemod.config import Config
 from livemod.errors import RequestError
 from livemod.policy.taxonomy import load_policy
@@ -47,6 +48,12 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     return analyzers
 
 
+def build_components(config: Config) -> list[Component]:
+    """The optional parts this configuration enables, in start order."""
+    components: list[Component] = []
+    return components
+
+
 class Daemon:
     """Owns every long-lived part. ``start`` then ``serve_forever`` or ``stop``."""
 
@@ -63,6 +70,7 @@ class Daemon:
         self.events = EventServer(
             self.hub, config.websocket.host, config.websocket.port, config.http.token
         )
+        self.components: list[Component] = build_components(config)
         self.sessions: dict[str, Session] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._http: Any = None
@@ -77,6 +85,8 @@ class Daemon:
         if orphans:
             log.warning("marked %d sessions of a previous run as interrupted", orphans)
         await self.events.start()
+        for component in self.components:
+            await component.start(self)
         self._http = await start_http(self)
         self._sweeper = asyncio.create_task(self._sweep_evidence())
         log.info(
@@ -97,6 +107,11 @@ class Daemon:
             session.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("component failed to stop", extra={"component": component.name})
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

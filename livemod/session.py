@@ -109,6 +109,7 @@ class Session:
         self.flagged: list[float] = []
         self.actions: list[dict[str, Any]] = []
         self.last_lag_s = 0.0
+        self._evidence_ids: dict[tuple[str, str], str] = {}
 
     # -- decode thread side ----------------------------------------------------
 
@@ -213,6 +214,10 @@ class Session:
         info = self.info
         body = action_event(decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id)
         evidence = None
+        standing = (decision.category, decision.action)
+        if decision.state == "stop" and standing in self._evidence_ids:
+            # A stop points at the evidence of the action it ends.
+            body["evidence_id"] = self._evidence_ids.pop(standing)
         if decision.state == "start":
             frame = decision.evidence_frame
             evidence = EvidenceInput(
@@ -223,6 +228,8 @@ class Session:
                 image=frame.image if frame is not None else None,
             )
         event = await self._hub.publish(body, evidence=evidence, t_trigger=decision.t_trigger)
+        if decision.state == "start" and event.get("evidence_id"):
+            self._evidence_ids[standing] = event["evidence_id"]
         metrics.STAGE_SECONDS.labels("emit").observe(time.perf_counter() - started)
         metrics.ACTIONS.labels(decision.action, decision.category, decision.state).inc()
         if "latency_ms" in event:

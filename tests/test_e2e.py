@@ -75,6 +75,7 @@ async def test_known_bad_insert_pauses_once_and_survives_restart(
         assert BAD_END <= stop["media_time_s"] <= BAD_END + 1.5
         assert 0 < start["latency_ms"] < 2000
         assert start["tier"] == "high" and start["confidence"] >= 0.95
+        assert stop["evidence_id"] == start["evidence_id"]
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
