@@ -1,7 +1,9 @@
 """Prometheus instruments, defined once here and used where the work happens.
 
-Labels are bounded: stage, model, action, category, source, reason. Never a
-user, room or stream id.
+Labels are bounded: stage, model, action, category, source, reason, queue,
+outcome, state. Never a user, room or stream id. ``tests/test_metrics.py`` lists
+every name and label set: dashboards and alerts depend on them, so a change there
+is a deliberate one.
 """
 
 from __future__ import annotations
@@ -9,12 +11,20 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+# Decode and sampling cost a millisecond or two per frame: finer buckets at the low end.
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS)
+
+STAGES = ("decode", "sample", "analyze", "policy", "emit", "ocr", "asr", "text", "escalation")
+"""Values of the ``stage`` label: ``decode`` one packet (decode thread), ``sample``
+the fps gate plus RGB conversion of an admitted frame, ``analyze`` every frame
+analyzer on one sample (wall time, they run side by side), ``policy`` the vote,
+``emit`` committing and publishing an action event; the rest as their parts land."""
 
 STAGE_SECONDS = Histogram(
     "livemod_stage_latency_seconds",
     "Time spent in one pipeline stage per item",
     ["stage"],
-    buckets=_LATENCY_BUCKETS,
+    buckets=_STAGE_BUCKETS,
 )
 MODEL_SECONDS = Histogram(
     "livemod_model_inference_seconds",
@@ -30,11 +40,20 @@ EVENT_LATENCY = Histogram(
 )
 ANALYSIS_LAG = Gauge(
     "livemod_analysis_lag_seconds",
-    "Arrival to analysis done of the most recent sample (worst stream)",
+    "Arrival to analysis done of each live stream's latest sample, worst stream"
+    " (the daemon computes it at scrape time)",
+)
+SAMPLE_LATENCY = Histogram(
+    "livemod_sample_latency_seconds",
+    "Arrival of a sampled frame to its analysis done (queueing included)",
+    buckets=_LATENCY_BUCKETS,
 )
 FRAMES_DECODED = Counter("livemod_frames_decoded_total", "Video frames decoded", ["source"])
 FRAMES_SAMPLED = Counter("livemod_frames_sampled_total", "Frames admitted by the fps gate")
 DROPS = Counter("livemod_drops_total", "Items dropped, by stage and reason", ["stage", "reason"])
+QUEUES = ("analysis_queue", "inference", "websocket")
+"""Values of the ``queue`` label: sampled frames waiting per stream (summed),
+analyzer calls submitted and not finished, events buffered for subscribers."""
 QUEUE_DEPTH = Gauge("livemod_queue_depth", "Items waiting, summed over streams", ["queue"])
 SESSIONS_ACTIVE = Gauge("livemod_sessions_active", "Sessions being moderated", ["source"])
 SESSIONS_ENDED = Counter("livemod_sessions_ended_total", "Sessions ended, by outcome", ["outcome"])
@@ -42,3 +61,46 @@ ACTIONS = Counter("livemod_actions_total", "Action events emitted", ["action", "
 EVENTS = Counter("livemod_events_total", "Events committed, by type", ["type"])
 WS_SUBSCRIBERS = Gauge("livemod_websocket_subscribers", "Connected event subscribers")
 MODELS_LOADED = Gauge("livemod_model_loaded", "1 when the model loaded and verified", ["model"])
+
+ESCALATION_OUTCOMES = ("violation", "benign", "uncertain", "error", "timeout", "breaker_open")
+"""Values of the ``outcome`` label of ``livemod_escalations_total``."""
+ESCALATIONS = Counter(
+    "livemod_escalations_total", "Clips escalated to the LLM, by outcome", ["outcome"]
+)
+ESCALATION_SECONDS = Histogram(
+    "livemod_escalation_latency_seconds",
+    "Escalation request to verdict (or failure)",
+    buckets=(*_LATENCY_BUCKETS, 20.0, 30.0, 60.0),
+)
+BREAKER_STATES = ("closed", "open", "half_open")
+LLM_BREAKER_STATE = Gauge(
+    "livemod_llm_breaker_state", "1 for the LLM circuit breaker's current state", ["state"]
+)
+
+
+def set_breaker_state(state: str) -> None:
+    """Mark ``state`` (one of ``BREAKER_STATES``) as the breaker's current state."""
+    if state not in BREAKER_STATES:
+        raise ValueError(f"unknown breaker state {state!r}")
+    for name in BREAKER_STATES:
+        LLM_BREAKER_STATE.labels(name).set(1.0 if name == state else 0.0)
+
+
+# Known label sets start at zero, so a dashboard shows "none" rather than "no data"
+# and rate() has a starting point before the first drop or action.
+for _stage, _reason in (
+    ("decode", "corrupt_packet"),
+    ("analysis_queue", "stale_frame"),
+    ("websocket", "slow_subscriber"),
+):
+    DROPS.labels(_stage, _reason)
+for _queue in QUEUES:
+    QUEUE_DEPTH.labels(_queue)
+for _outcome in ESCALATION_OUTCOMES:
+    ESCALATIONS.labels(_outcome)
+BATCH_SIZE = Histogram(
+    "livemod_batch_size_frames",
+    "Frames per inference call through the micro-batcher",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
