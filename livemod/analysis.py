@@ -9,38 +9,66 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from livemod import metrics
 from livemod.analyzers.base import AnalyzerResult, FrameAnalyzer
-from livemod.messages import FrameAnalysis, Region, Signal, VideoFrame
+from livemod.batching import BatchPolicy, MicroBatcher
+from livemod.messages import FrameAnalysis, Image, Region, Signal, VideoFrame
 
 
 class AnalysisService:
     """Owns the analyzers and their worker threads."""
 
-    def __init__(self, analyzers: Sequence[FrameAnalyzer], *, workers: int) -> None:
+    def __init__(
+        self,
+        analyzers: Sequence[FrameAnalyzer],
+        *,
+        workers: int,
+        batch: BatchPolicy | None = None,
+    ) -> None:
         if not analyzers:
             raise ValueError("at least one analyzer is required")
         self._analyzers = list(analyzers)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livemod-infer")
+        self._pending = 0
+        # One batcher per analyzer: frames of every stream share each model call.
+        # The default policy (batch of 1, no wait) adds no latency on a CPU.
+        policy = batch or BatchPolicy()
+        self._batchers: list[MicroBatcher[Image, AnalyzerResult]] = [
+            MicroBatcher(a.name, _timed_batch(a), self._pool, policy) for a in self._analyzers
+        ]
+
+    @property
+    def pending(self) -> int:
+        """Analyzer calls submitted and not yet finished (all streams)."""
+        return self._pending
 
     @property
     def names(self) -> list[str]:
         return [a.name for a in self._analyzers]
 
+    def providers(self) -> dict[str, str]:
+        """The execution provider each ONNX analyzer actually runs on."""
+        out: dict[str, str] = {}
+        for analyzer in self._analyzers:
+            session = getattr(analyzer, "session", None)
+            if session is not None:
+                out[analyzer.name] = str(session.get_providers()[0])
+        return out
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def analyze(self, frame: VideoFrame) -> FrameAnalysis:
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        jobs = [
-            loop.run_in_executor(self._pool, _timed, analyzer, frame)
-            for analyzer in self._analyzers
-        ]
-        results = await asyncio.gather(*jobs)
+        jobs = [batcher.submit(frame.image) for batcher in self._batchers]
+        self._pending += len(jobs)
+        try:
+            results = await asyncio.gather(*jobs)
+        finally:
+            self._pending -= len(jobs)
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
 
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
@@ -48,6 +76,18 @@ class AnalysisService:
         started = time.perf_counter()
         results = [_timed(a, frame) for a in self._analyzers]
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
+
+
+def _timed_batch(
+    analyzer: FrameAnalyzer,
+) -> Callable[[Sequence[Image]], list[AnalyzerResult]]:
+    def run(images: Sequence[Image]) -> list[AnalyzerResult]:
+        started = time.perf_counter()
+        results = analyzer.analyze_batch(images)
+        metrics.MODEL_SECONDS.labels(analyzer.name).observe(time.perf_counter() - started)
+        return results
+
+    return run
 
 
 def _timed(analyzer: FrameAnalyzer, frame: VideoFrame) -> AnalyzerResult:

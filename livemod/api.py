@@ -196,7 +196,10 @@ async def healthz(request: web.Request) -> web.Response:
                 1 for s in daemon.sessions.values() if s.status in ("starting", "live")
             ),
             "analyzers": daemon.analysis.names,
+            "inference_providers": daemon.analysis.providers(),
             "websocket_port": daemon.events.port,
+            # Where a client (livemod top) starts ?since= to replay only recent events.
+            "last_seq": await daemon.store.last_seq(),
             "uptime_s": round(time.time() - daemon.started_at, 1),
         }
     )

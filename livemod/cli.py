@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,11 +49,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from livemod.progress import ProgressBar
     from livemod.scan import render_text, scan
 
     config = _config(args)
     logs.setup("WARNING" if args.json else config.log_level)
-    report = asyncio.run(scan(config, args.target, realtime=args.realtime))
+    # On stderr and only on a terminal: the report on stdout stays clean.
+    bar = ProgressBar.for_terminal(sys.stderr, args.target)
+    try:
+        report = asyncio.run(
+            scan(
+                config,
+                args.target,
+                realtime=args.realtime,
+                on_sample=bar.update if bar is not None else None,
+            )
+        )
+    except BaseException:
+        if bar is not None:
+            bar.close(complete=False)
+        raise
+    if bar is not None:
+        bar.close(complete=report["status"] == "ok")
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -80,6 +98,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(s.ok for s in statuses) else 1
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from livemod.top import run
+
+    return run(args.url, token=args.token, once=args.once, interval_s=args.interval)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from livemod.demo import run_demo
 
@@ -105,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("top", help="terminal view of a running daemon's sessions and latency")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="the daemon's HTTP base URL")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("LIVEMOD_HTTP__TOKEN"),
+        help="bearer token (default: $LIVEMOD_HTTP__TOKEN)",
+    )
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    p.set_defaults(func=cmd_top)
 
     p = sub.add_parser("demo", help="moderate a generated sample clip live, printing actions")
     p.add_argument("--workdir", default="var/demo", help="where the clip and state go")

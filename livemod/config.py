@@ -10,7 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -50,10 +50,92 @@ class StoreConfig(_Section):
     retention_days: float = Field(30.0, gt=0, description="Evidence kept this long")
 
 
+FallbackMode = Literal["fail_open", "fail_closed", "degraded"]
+Severity = Literal["none", "low", "medium", "high", "critical"]
+
+
+def _http_url(name: str, url: str) -> None:
+    if not url.startswith(("http://", "https://")) or len(url) < 10:
+        raise ValueError(f"{name}: expected an http:// or https:// URL, got {url!r}")
+
+
 class LlmConfig(_Section):
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for escalation")
+    base_url: str | None = Field(
+        None, description="Endpoint for escalation (null: escalation off); e.g. http://h:8000/v1"
+    )
     model: str | None = Field(None, description="Model name at that endpoint")
     api_key_env: str = Field("LIVEMOD_LLM_API_KEY", description="Env var holding the API key")
+    provider: Literal["openai", "ollama"] = Field(
+        "openai", description="openai: POST base_url/chat/completions; ollama: base_url/api/chat"
+    )
+    timeout_s: float = Field(8.0, gt=0, description="One call's deadline")
+    max_concurrency: int = Field(4, ge=1, le=256, description="Calls in flight at once")
+    rate_per_s: float = Field(5.0, ge=0, description="Average calls per second (0: unlimited)")
+    rate_burst: int = Field(5, ge=1, description="Calls allowed in a burst above the rate")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a timeout, 429 or 5xx")
+    retry_base_s: float = Field(0.25, ge=0, description="First retry delay (doubles, jittered)")
+    retry_max_s: float = Field(5.0, ge=0, description="Longest delay before a retry")
+    breaker_failures: int = Field(5, ge=1, description="Failures within the window that open")
+    breaker_window_s: float = Field(30.0, gt=0, description="Window counting failures")
+    breaker_cooldown_s: float = Field(15.0, gt=0, description="Open this long, then one probe")
+    fallback_default: FallbackMode = Field(
+        "degraded", description="What a category does when the LLM cannot answer"
+    )
+    fallback: dict[str, FallbackMode] = Field(
+        default_factory=dict, description="Per-category fallback overriding fallback_default"
+    )
+    degraded_confidence: float = Field(
+        0.8, ge=0, le=1, description="Degraded: first-pass confidence that takes the high action"
+    )
+    escalate_tiers: list[Literal["low", "medium", "high"]] = Field(
+        default_factory=lambda: ["medium"], description="Tiers whose actions are escalated"
+    )
+    always_escalate: list[str] = Field(
+        default_factory=list, description="Categories escalated whatever their tier"
+    )
+    cross_check: dict[str, list[str]] = Field(
+        default_factory=lambda: {"sexual": ["vision:nudenet", "vision:opennsfw"]},
+        description="Escalate when some of these loaded analyzers did not signal the category",
+    )
+    min_confidence: float = Field(
+        0.6, ge=0, le=1, description="Verdicts less sure than this go to human review"
+    )
+    max_action: Literal["warn", "review", "blur", "mute", "pause", "end"] = Field(
+        "pause", description="The strongest action a verdict may start"
+    )
+    clip_frames: int = Field(4, ge=1, le=32, description="Recent sampled frames sent")
+    image_max_side: int = Field(512, ge=64, le=4096, description="Frames sent are this size")
+    queue_size: int = Field(256, ge=1, description="Escalations waiting; beyond, the fallback")
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> LlmConfig:
+        if self.base_url is not None:
+            _http_url("base_url", self.base_url)
+            if not self.model:
+                raise ValueError("model is required when base_url is set")
+        return self
+
+
+class WebhooksConfig(_Section):
+    urls: list[str] = Field(default_factory=list, description="Endpoints (empty: webhooks off)")
+    secret_env: str = Field(
+        "LIVEMOD_WEBHOOK_SECRET", description="Env var holding the HMAC-SHA256 signing secret"
+    )
+    min_severity: Severity = Field("medium", description="Actions at or above this are sent")
+    event_types: list[Literal["action", "escalation", "review", "breaker", "session"]] = Field(
+        default_factory=lambda: ["action", "escalation"], description="Event types sent"
+    )
+    timeout_s: float = Field(5.0, gt=0, description="One delivery's deadline")
+    concurrency: int = Field(4, ge=1, le=64, description="Deliveries in flight per endpoint")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered)")
+    backoff_max_s: float = Field(300.0, gt=0, description="Longest delay between retries")
+    give_up_after_s: float = Field(86400.0, gt=0, description="Undelivered this long: dropped")
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> WebhooksConfig:
+        for i, url in enumerate(self.urls):
+            _http_url(f"urls[{i}]", url)
+        return self
 
 
 class WhipConfig(_Section):
@@ -82,6 +164,11 @@ class VisionConfig(_Section):
     manifest: Path = Field(MODELS_MANIFEST, description="Model manifest file")
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per call")
     workers: int = Field(2, ge=1, le=64, description="Concurrent analysis calls")
+    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto", description="ONNX Runtime execution providers (auto: TensorRT, CUDA, else CPU)"
+    )
+    batch_size: int = Field(1, ge=1, le=256, description="Frames of all streams per model call")
+    batch_wait_ms: float = Field(0.0, ge=0, le=100, description="Longest wait to fill a batch")
 
 
 class IngestConfig(_Section):
@@ -104,6 +191,7 @@ class Config(_Section):
     known_bad: KnownBadConfig = KnownBadConfig()
     store: StoreConfig = StoreConfig()
     llm: LlmConfig = LlmConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     whip: WhipConfig = WhipConfig()
     sampling: SamplingConfig = SamplingConfig()
     vision: VisionConfig = VisionConfig()

@@ -12,11 +12,12 @@ import time
 import uuid
 from typing import Any
 
-from livemod import metrics
+from livemod import metrics, providers
 from livemod.actions.events import EventHub
 from livemod.actions.websocket import EventServer
 from livemod.analysis import AnalysisService
 from livemod.analyzers.base import FrameAnalyzer
+from livemod.batching import BatchPolicy
 from livemod.components import Component
 from livemod.config import Config
 from livemod.errors import RequestError
@@ -39,9 +40,14 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     analyzers: list[FrameAnalyzer] = []
     index = KnownBadIndex.load(config.known_bad.paths)
     analyzers.append(HashAnalyzer(index, config.known_bad.max_distance))
+    metrics.MODELS_LOADED.labels("hash").set(1)
     if config.vision.models:
         specs = load_manifest(config.vision.manifest)
-        vision = build_vision_analyzers(specs, config.vision.models, config.vision.threads)
+        plan = providers.resolve(config.vision.providers)
+        metrics.INFERENCE_DEVICE.labels(plan.device).set(1)
+        vision = build_vision_analyzers(
+            specs, config.vision.models, config.vision.threads, plan.providers
+        )
         for analyzer in vision:
             metrics.MODELS_LOADED.labels(analyzer.name).set(1)
         analyzers.extend(vision)
@@ -64,6 +70,7 @@ class Daemon:
         self.analysis = AnalysisService(
             analyzers if analyzers is not None else build_analyzers(config),
             workers=config.vision.workers,
+            batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
         )
         self.store = Store(config.store.path, config.evidence_dir)
         self.hub = EventHub(self.store, queue_size=config.websocket.queue_size)
@@ -89,10 +96,26 @@ class Daemon:
             await component.start(self)
         self._http = await start_http(self)
         self._sweeper = asyncio.create_task(self._sweep_evidence())
+        self._export_gauges()
         log.info(
             "livemod ready",
             extra={"http_port": self.http_port, "ws_port": self.events.port},
         )
+
+    def _export_gauges(self) -> None:
+        """Gauges computed at scrape time from live state, so they are never stale."""
+
+        def sessions() -> list[Session]:
+            return list(self.sessions.values())
+
+        metrics.ANALYSIS_LAG.set_function(
+            lambda: max((s.last_lag_s for s in sessions() if s.status == "live"), default=0.0)
+        )
+        metrics.QUEUE_DEPTH.labels("analysis_queue").set_function(
+            lambda: sum(s.queued for s in sessions())
+        )
+        metrics.QUEUE_DEPTH.labels("inference").set_function(lambda: self.analysis.pending)
+        metrics.QUEUE_DEPTH.labels("websocket").set_function(lambda: self.hub.backlog)
 
     @property
     def http_port(self) -> int:

@@ -45,6 +45,43 @@ class VideoFrame:
         return int(self.image.shape[0])
 
 
+AUDIO_RATE = 16_000
+"""Sample rate of every decoded audio chunk (mono float32), what Whisper and Silero take."""
+
+Samples = npt.NDArray[np.float32]
+"""Mono PCM in -1..1 at ``AUDIO_RATE``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Decoded audio of one stream, resampled to 16 kHz mono float32.
+
+    ``media_time_s`` is the presentation time of the first sample, on the same
+    clock as the video frames; ``t_arrival`` the wall clock when its packet was read.
+    """
+
+    stream_id: str
+    media_time_s: float
+    t_arrival: float
+    samples: Samples = field(repr=False, compare=False)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / AUDIO_RATE
+
+    @property
+    def end_s(self) -> float:
+        return self.media_time_s + self.duration_s
+
+
+@dataclass(frozen=True, slots=True)
+class AudioUnavailable:
+    """The stream's audio cannot be moderated (no track, undecodable); video goes on."""
+
+    stream_id: str
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
     """A box in source pixels (top-left x, y, width, height)."""
@@ -117,3 +154,5 @@ class Decision:
     regions: tuple[Region, ...] = ()
     evidence_frame: VideoFrame | None = field(default=None, repr=False, compare=False)
     evidence_scores: dict[str, float] = field(default_factory=dict, compare=False)
+    span_s: tuple[float, float] | None = None
+    """Media times (start, end) of what was said, for speech actions."""

@@ -51,9 +51,10 @@ SAMPLE_LATENCY = Histogram(
 FRAMES_DECODED = Counter("livemod_frames_decoded_total", "Video frames decoded", ["source"])
 FRAMES_SAMPLED = Counter("livemod_frames_sampled_total", "Frames admitted by the fps gate")
 DROPS = Counter("livemod_drops_total", "Items dropped, by stage and reason", ["stage", "reason"])
-QUEUES = ("analysis_queue", "inference", "websocket")
+QUEUES = ("analysis_queue", "inference", "websocket", "escalation", "review", "webhook_outbox")
 """Values of the ``queue`` label: sampled frames waiting per stream (summed),
-analyzer calls submitted and not finished, events buffered for subscribers."""
+analyzer calls submitted and not finished, events buffered for subscribers,
+clips waiting for the LLM, open human reviews, webhook deliveries not yet done."""
 QUEUE_DEPTH = Gauge("livemod_queue_depth", "Items waiting, summed over streams", ["queue"])
 SESSIONS_ACTIVE = Gauge("livemod_sessions_active", "Sessions being moderated", ["source"])
 SESSIONS_ENDED = Counter("livemod_sessions_ended_total", "Sessions ended, by outcome", ["outcome"])
@@ -104,3 +105,29 @@ BATCH_SIZE = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+INFERENCE_DEVICE = Gauge(
+    "livemod_inference_device_info",
+    "1 for the device the vision models run on (cpu, cuda, tensorrt)",
+    ["device"],
+)
+
+FALLBACK_MODES = ("fail_open", "fail_closed", "degraded")
+ESCALATION_FALLBACKS = Counter(
+    "livemod_escalation_fallbacks_total",
+    "Escalations settled by a fallback because the LLM gave no verdict, by mode",
+    ["mode"],
+)
+REVIEW_EVENTS = ("queued", "claimed", "uphold", "overturn", "escalate")
+REVIEWS = Counter("livemod_reviews_total", "Human review queue activity, by event", ["event"])
+WEBHOOK_RESULTS = ("delivered", "failed", "dropped")
+"""``failed``: one attempt failed (it is retried); ``dropped``: given up after
+``webhooks.give_up_after_s``."""
+WEBHOOK_DELIVERIES = Counter(
+    "livemod_webhook_deliveries_total", "Webhook delivery attempts, by result", ["result"]
+)
+for _mode in FALLBACK_MODES:
+    ESCALATION_FALLBACKS.labels(_mode)
+for _event in REVIEW_EVENTS:
+    REVIEWS.labels(_event)
+for _result in WEBHOOK_RESULTS:
+    WEBHOOK_DELIVERIES.labels(_result)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from livemod.actions.events import EventHub
 from livemod.analysis import AnalysisService
+from livemod.batching import BatchPolicy
 from livemod.config import Config
 from livemod.daemon import build_analyzers
 from livemod.messages import FrameAnalysis
@@ -28,12 +30,26 @@ def _target_url(target: str) -> str:
     return "file://" + str(Path(target).resolve())
 
 
-async def scan(config: Config, target: str, *, realtime: bool = False) -> dict[str, Any]:
+async def scan(
+    config: Config,
+    target: str,
+    *,
+    realtime: bool = False,
+    on_sample: Callable[[FrameAnalysis], None] | None = None,
+) -> dict[str, Any]:
+    """Moderate ``target`` to its end; ``on_sample`` sees each analyzed sample
+    (the CLI's progress bar)."""
     policy = load_policy(config.policy)
-    analysis = AnalysisService(build_analyzers(config), workers=config.vision.workers)
+    analysis = AnalysisService(
+        build_analyzers(config),
+        workers=config.vision.workers,
+        batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
+    )
     samples: list[dict[str, Any]] = []
 
     def record(a: FrameAnalysis) -> None:
+        if on_sample is not None:
+            on_sample(a)
         samples.append(
             {
                 "media_time_s": round(a.frame.media_time_s, 3),

@@ -134,6 +134,11 @@ class Session:
 
     # -- event loop side ---------------------------------------------------------
 
+    @property
+    def queued(self) -> int:
+        """Sampled frames waiting for analysis."""
+        return len(self._queue)
+
     def stop(self) -> None:
         self._source.stop()
 
@@ -187,7 +192,7 @@ class Session:
         analysis = await self._analysis.analyze(frame)
         self.samples += 1
         self.last_lag_s = analysis.t_analyzed - frame.t_arrival
-        metrics.ANALYSIS_LAG.set(self.last_lag_s)
+        metrics.SAMPLE_LATENCY.observe(self.last_lag_s)
         started = time.perf_counter()
         decisions = self._engine.update(self.info.key, analysis)
         metrics.STAGE_SECONDS.labels("policy").observe(time.perf_counter() - started)

@@ -112,6 +112,15 @@ class Store:
             raise StoreError("store is not open")
         return self._db
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the store thread (components keep their own
+        tables in this database this way)."""
+        return await self._run(lambda: fn(self.db))
+
+    async def add_evidence(self, evidence: EvidenceInput) -> str:
+        """Keep one more frame (and its scores) as evidence; return its id."""
+        return await self._run(lambda: self._save_evidence(evidence))
+
     # -- sessions -----------------------------------------------------------
 
     async def add_session(

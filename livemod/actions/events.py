@@ -51,6 +51,11 @@ class EventHub:
     def store(self) -> Store:
         return self._store
 
+    @property
+    def backlog(self) -> int:
+        """Events buffered for subscribers, all queues together."""
+        return sum(sub.queue.qsize() for sub in self._subs)
+
     def subscribe(self, flt: EventFilter) -> Subscription:
         sub = Subscription(flt, asyncio.Queue(maxsize=self._queue_size))
         self._subs.add(sub)
@@ -106,6 +111,9 @@ def action_event(
     }
     if decision.regions:
         body["regions"] = [r.as_dict() for r in decision.regions]
+    if decision.span_s is not None:
+        # What a speech action covers: the media times of the words said.
+        body["span_s"] = [round(decision.span_s[0], 3), round(decision.span_s[1], 3)]
     return body
 
 

@@ -276,7 +276,10 @@ ANALYZER_KINDS: dict[str, type[NudeNetAnalyzer] | type[OpenNsfwAnalyzer]] = {
 
 
 def build_vision_analyzers(
-    specs: Sequence[ModelSpec], enabled: Sequence[str], threads: int
+    specs: Sequence[ModelSpec],
+    enabled: Sequence[str],
+    threads: int,
+    providers: Sequence[str] | None = None,
 ) -> list[FrameAnalyzer]:
     """One analyzer per enabled model name, chosen by the manifest entry's kind."""
     by_name = {spec.name: spec for spec in specs}
@@ -290,5 +293,7 @@ def build_vision_analyzers(
         if cls is None:
             kinds = ", ".join(sorted(ANALYZER_KINDS))
             raise ModelError(f"model {name}: kind {spec.kind!r} has no analyzer (known: {kinds})")
-        analyzers.append(cls(spec, threads=threads))
+        analyzers.append(
+            cls(spec, threads=threads, providers=list(providers) if providers else None)
+        )
     return analyzers

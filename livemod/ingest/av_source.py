@@ -152,6 +152,8 @@ class AvSource:
         t0_media: float | None = None
         t0_wall: float | None = None
         counter = metrics.FRAMES_DECODED.labels(self._kind)
+        decode_seconds = metrics.STAGE_SECONDS.labels("decode")
+        sample_seconds = metrics.STAGE_SECONDS.labels("sample")
         try:
             for packet in container.demux(stream):
                 if self._stop.is_set():
@@ -165,9 +167,11 @@ class AvSource:
                     if delay > 0 and self._stop.wait(delay):
                         break
                 t_arrival = time.time()
+                started = time.perf_counter()
                 try:
                     frames = packet.decode()
                     errors = 0
+                    decode_seconds.observe(time.perf_counter() - started)
                 except av.error.InvalidDataError:
                     errors += 1
                     metrics.DROPS.labels("decode", "corrupt_packet").inc()
@@ -180,10 +184,13 @@ class AvSource:
                     counter.inc()
                     media_time = _media_time(frame, stream, decoded)
                     decoded += 1
+                    started = time.perf_counter()
                     if not self._sampler.admit(media_time):
                         continue
                     sampled += 1
-                    self._deliver(self._to_video_frame(frame, sampled - 1, media_time, t_arrival))
+                    video = self._to_video_frame(frame, sampled - 1, media_time, t_arrival)
+                    sample_seconds.observe(time.perf_counter() - started)
+                    self._deliver(video)
         except (av.error.ExitError, av.error.EOFError):
             # How a live RTMP stream reports that its publisher went away.
             pass

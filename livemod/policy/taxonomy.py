@@ -42,6 +42,8 @@ class CategoryPolicy:
     actions: dict[Tier, ActionOrNone]
     regional: bool = False
     """Actions carry regions (boxes) so a client may blur just those."""
+    speech_actions: dict[Tier, ActionOrNone] | None = None
+    """Tier -> action for speech (ASR) samples; ``None`` means none of them act."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,23 @@ def _int(where: str, raw: Any, lo: int) -> int:
     return raw
 
 
-_CATEGORY_KEYS = {"floor", "k", "n", "clear_after", "actions", "regional"}
+_CATEGORY_KEYS = {"floor", "k", "n", "clear_after", "actions", "regional", "speech_actions"}
+_TIERS: tuple[Tier, ...] = ("low", "medium", "high")
+
+
+def _actions(where: str, acts: Any) -> dict[Tier, ActionOrNone]:
+    if not isinstance(acts, dict):
+        raise ConfigError(f"{where}: expected a mapping of tier -> action")
+    actions: dict[Tier, ActionOrNone] = {}
+    for tier in _TIERS:
+        act = acts.get(tier, "none")
+        if act not in ACTIONS:
+            raise ConfigError(f"{where}.{tier}: {act!r} is not one of {', '.join(ACTIONS)}")
+        actions[tier] = cast(ActionOrNone, act)
+    extra = {str(t) for t in acts} - set(_TIERS)
+    if extra:
+        raise ConfigError(f"{where}: unknown tier(s) {', '.join(sorted(extra))}")
+    return actions
 
 
 def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
@@ -104,19 +122,9 @@ def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
     if k > n:
         raise ConfigError(f"{where}: k ({k}) must not exceed n ({n})")
     clear_after = _int(f"{where}.clear_after", merged.get("clear_after", 4), 1)
-    acts = merged.get("actions")
-    if not isinstance(acts, dict):
-        raise ConfigError(f"{where}.actions: expected a mapping of tier -> action")
-    actions: dict[Tier, ActionOrNone] = {}
-    tiers: tuple[Tier, ...] = ("low", "medium", "high")
-    for tier in tiers:
-        act = acts.get(tier, "none")
-        if act not in ACTIONS:
-            raise ConfigError(f"{where}.actions.{tier}: {act!r} is not one of {', '.join(ACTIONS)}")
-        actions[tier] = cast(ActionOrNone, act)
-    extra = set(acts) - {"low", "medium", "high"}
-    if extra:
-        raise ConfigError(f"{where}.actions: unknown tier(s) {', '.join(sorted(extra))}")
+    actions = _actions(f"{where}.actions", merged.get("actions"))
+    speech = merged.get("speech_actions")
+    speech_actions = _actions(f"{where}.speech_actions", speech) if speech is not None else None
     return CategoryPolicy(
         name=name,
         floor=floor,
@@ -125,6 +133,7 @@ def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
         clear_after=clear_after,
         actions=actions,
         regional=bool(merged.get("regional", False)),
+        speech_actions=speech_actions,
     )
 
 

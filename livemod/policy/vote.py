@@ -3,15 +3,23 @@
 Pure: analyses in, decisions out; time comes from the analyses themselves. State is
 keyed by ``userId:roomId`` rather than by session, so a publisher who drops and
 rejoins the room keeps its history and any standing action.
+
+Video frames and speech samples vote in separate channels of the same key: their
+sample clocks differ, and a clean frame must not end a mute of what was said.
+Speech acts through each category's ``speech_actions``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from livemod.messages import Decision, FrameAnalysis, Region, Tier, VideoFrame
-from livemod.policy.taxonomy import CategoryPolicy, Policy, action_rank
+from livemod.messages import Decision, FrameAnalysis, Region, Signal, Tier, VideoFrame
+from livemod.policy.taxonomy import ActionOrNone, CategoryPolicy, Policy, action_rank
+
+VIDEO = "video"
+SPEECH = "speech"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +48,19 @@ class _CategoryState:
     active: _Active | None = None
     clean_run: int = 0
     peak: float = 0.0
+    released: str | None = None
+    """An action lifted by ``release``: it and weaker ones stay off until clean."""
 
 
 @dataclass(slots=True)
 class _KeyState:
     categories: dict[str, _CategoryState] = field(default_factory=dict)
+    """The video channel."""
+    speech: dict[str, _CategoryState] = field(default_factory=dict)
+
+    def all(self) -> Iterator[tuple[str, _CategoryState]]:
+        yield from self.categories.items()
+        yield from self.speech.items()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +69,7 @@ class StandingAction:
     action: str
     tier: Tier
     confidence: float
+    channel: str = VIDEO
 
 
 class VoteEngine:
@@ -93,11 +110,38 @@ class VoteEngine:
             sample = _sample(cat, analysis)
             cstate.window.append(sample)
             cstate.peak = max(cstate.peak, _level(cat, cstate.window))
-            decisions.extend(self._step(key, cat, cstate, sample))
+            decisions.extend(self._step(key, cat, cstate, sample, cat.actions))
+        return decisions
+
+    def update_signals(
+        self, key: str, signals: Sequence[Signal], media_time_s: float, t_arrival: float
+    ) -> list[Decision]:
+        """Feed one speech sample (signals from a transcript at ``media_time_s``).
+
+        Only categories with ``speech_actions`` vote; the rest ignore speech.
+        """
+        state = self._state(key)
+        decisions: list[Decision] = []
+        for name, cat in self._policy.categories.items():
+            if cat.speech_actions is None:
+                continue
+            cstate = state.speech.get(name)
+            if cstate is None:
+                cstate = _CategoryState(window=deque(maxlen=cat.n))
+                state.speech[name] = cstate
+            sample = _signal_sample(cat, signals, media_time_s, t_arrival)
+            cstate.window.append(sample)
+            cstate.peak = max(cstate.peak, _level(cat, cstate.window))
+            decisions.extend(self._step(key, cat, cstate, sample, cat.speech_actions))
         return decisions
 
     def _step(
-        self, key: str, cat: CategoryPolicy, cstate: _CategoryState, sample: _Sample
+        self,
+        key: str,
+        cat: CategoryPolicy,
+        cstate: _CategoryState,
+        sample: _Sample,
+        actions: dict[Tier, ActionOrNone],
     ) -> list[Decision]:
         active = cstate.active
         if active is not None and not sample.hit:
@@ -109,6 +153,11 @@ class VoteEngine:
             cstate.window.clear()
             return [_decision(key, cat.name, active, "stop", sample, sample, ())]
         if not sample.hit:
+            if cstate.released is not None:
+                cstate.clean_run += 1
+                if cstate.clean_run >= cat.clear_after:
+                    cstate.released = None
+                    cstate.clean_run = 0
             return []
         cstate.clean_run = 0
         hits = [s for s in cstate.window if s.hit]
@@ -117,14 +166,20 @@ class VoteEngine:
         # A single hit may act only at the high tier; a low tier never acts alone.
         if len(hits) < cat.k or (tier == "low" and len(hits) < 2):
             return []
-        action = cat.actions[tier]
+        action = actions[tier]
         if action == "none":
+            return []
+        # A reviewer or the LLM lifted this episode's action: do not re-impose it (or a
+        # weaker one) while the same content stays on screen.
+        released = cstate.released
+        if active is None and released is not None and action_rank(action) <= action_rank(released):
             return []
         sources = tuple(sorted({src for s in hits for src in s.sources}))
         first = hits[0]
         best = max(hits, key=lambda s: s.score)
         regions = sample.regions if cat.regional else ()
         if active is None:
+            cstate.released = None
             cstate.active = _Active(action, tier, confidence, sources)
             return [_decision(key, cat.name, cstate.active, "start", first, best, regions)]
         if action_rank(action) <= action_rank(active.action):
@@ -138,24 +193,70 @@ class VoteEngine:
             _decision(key, cat.name, active, "stop", sample, sample, ()),
         ]
 
+    def release(self, key: str, category: str, *, t_now: float) -> Decision | None:
+        """Lift the standing action of one category (a reviewer overturned it, or the
+        LLM cleared it) and return its ``stop``; ``None`` when nothing stands.
+
+        The same or a weaker action does not start again for this category until it
+        has been clean for ``clear_after`` samples; a stronger one still can.
+        """
+        cstate = self._category(key, category)
+        if cstate is None or cstate.active is None:
+            return None
+        active, cstate.active = cstate.active, None
+        cstate.released = active.action
+        cstate.clean_run = 0
+        return _manual(key, category, active, "stop", cstate, t_now)
+
+    def upgrade(
+        self,
+        key: str,
+        category: str,
+        action: str,
+        *,
+        confidence: float,
+        tier: Tier,
+        sources: tuple[str, ...],
+        t_trigger: float,
+    ) -> list[Decision]:
+        """Replace the standing action with a stronger one (an LLM verdict, a
+        fallback): the new action's ``start``, then the old one's ``stop``. Nothing
+        when no action stands or the standing one is already as strong."""
+        cstate = self._category(key, category)
+        if cstate is None or cstate.active is None:
+            return []
+        old = cstate.active
+        if action_rank(action) <= action_rank(old.action):
+            return []
+        cstate.active = _Active(action, tier, confidence, sources)
+        return [
+            _manual(key, category, cstate.active, "start", cstate, t_trigger),
+            _manual(key, category, old, "stop", cstate, t_trigger),
+        ]
+
+    def _category(self, key: str, category: str) -> _CategoryState | None:
+        state = self._keys.get(key)
+        return None if state is None else state.categories.get(category)
+
     def suspicious(self, key: str) -> bool:
         """Any category with a recent hit: the sampler should boost."""
         state = self._keys.get(key)
         if state is None:
             return False
-        return any(
-            c.active is not None or any(s.hit for s in c.window) for c in state.categories.values()
-        )
+        return any(c.active is not None or any(s.hit for s in c.window) for _, c in state.all())
 
     def standing(self, key: str) -> list[StandingAction]:
         state = self._keys.get(key)
         if state is None:
             return []
-        return [
-            StandingAction(name, c.active.action, c.active.tier, c.active.confidence)
-            for name, c in state.categories.items()
-            if c.active is not None
-        ]
+        out: list[StandingAction] = []
+        for channel, states in ((VIDEO, state.categories), (SPEECH, state.speech)):
+            out.extend(
+                StandingAction(name, c.active.action, c.active.tier, c.active.confidence, channel)
+                for name, c in states.items()
+                if c.active is not None
+            )
+        return out
 
     def levels(self, key: str) -> dict[str, float]:
         """The score each category sustained over k of its last n samples."""
@@ -163,13 +264,16 @@ class VoteEngine:
         if state is None:
             return {}
         cats = self._policy.categories
-        return {name: _level(cats[name], c.window) for name, c in state.categories.items()}
+        out: dict[str, float] = {}
+        for name, c in state.all():
+            out[name] = max(out.get(name, 0.0), _level(cats[name], c.window))
+        return out
 
     def peak_risk(self, key: str) -> float:
         state = self._keys.get(key)
         if state is None:
             return 0.0
-        return max((c.peak for c in state.categories.values()), default=0.0)
+        return max((c.peak for _, c in state.all()), default=0.0)
 
 
 def _level(cat: CategoryPolicy, window: deque[_Sample]) -> float:
@@ -193,6 +297,40 @@ def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
         regions=tuple(r for s in strong for r in s.regions),
         frame=frame if hit else None,
         scores=analysis.scores if hit else {},
+    )
+
+
+def _manual(
+    key: str, category: str, active: _Active, state: str, cstate: _CategoryState, t: float
+) -> Decision:
+    media_time_s = cstate.window[-1].media_time_s if cstate.window else 0.0
+    return Decision(
+        key=key,
+        category=category,
+        action=active.action,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
+        confidence=round(active.confidence, 4),
+        tier=active.tier,
+        sources=active.sources,
+        media_time_s=media_time_s,
+        t_trigger=t,
+    )
+
+
+def _signal_sample(
+    cat: CategoryPolicy, signals: Sequence[Signal], media_time_s: float, t_arrival: float
+) -> _Sample:
+    mine = [s for s in signals if s.category == cat.name]
+    score = max((s.score for s in mine), default=0.0)
+    return _Sample(
+        score=score,
+        hit=score >= cat.floor,
+        t_arrival=t_arrival,
+        media_time_s=media_time_s,
+        sources=tuple(sorted({s.source for s in mine if s.score >= cat.floor})),
+        regions=(),
+        frame=None,
+        scores={},
     )
 
 

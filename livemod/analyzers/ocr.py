@@ -1,0 +1,327 @@
+"""On-screen text: PaddleOCR's PP-OCRv4 detector and recognizer (ONNX) on ONNX Runtime.
+
+The model files and the detector's post-processing (DB binarisation, box unclipping)
+come from ``rapidocr-onnxruntime``; the sessions are livemod's own (pinned threads),
+and recognition is batched and decoded here so that it can:
+
+- run only for detected boxes, and only for boxes whose content changed since the
+  stream's previous reading (``LineMemory``): a caption that stays on screen is read
+  once, not at every OCR;
+- restore word spaces the recognizer drops on Latin text ("Callmenow555") from the
+  ink gaps in the crop, because the text policy matches on word boundaries.
+
+Detection is limited to ``det_limit_side_len`` pixels on the long side: RapidOCR's
+default upscales a 640x360 frame to about 1308x736, more than doubling the cost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
+
+from livemod.analyzers.vision import make_session
+from livemod.errors import ModelError
+from livemod.messages import Image
+from livemod.models import ModelSpec, verify
+
+DET_MODEL = "ppocr-v4-det"
+REC_MODEL = "ppocr-v4-rec"
+"""Manifest names of the two models."""
+
+Quad = npt.NDArray[np.float32]
+"""Four corners (top-left, top-right, bottom-right, bottom-left), shape (4, 2)."""
+
+_REC_HEIGHT = 48
+_REC_MIN_WIDTH = 320
+_REC_BATCH = 1
+# A word gap in rendered Latin text is about a third of the text height; letter gaps
+# are a tenth or less. The line box is taller than the letters, hence 0.22.
+_SPACE_GAP = 0.22
+# A box is the "same" as one of the previous reading when it overlaps it this much
+# and its crop, shrunk to 8x32 grey, differs by at most this mean level.
+_REUSE_IOU = 0.6
+_REUSE_DELTA = 8.0
+_SIG_SIZE = (32, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class OcrOptions:
+    """Engine settings (``ocr`` section of the config)."""
+
+    det_limit_side_len: int = 640
+    box_thresh: float = 0.5
+    """Mean detector probability inside a box for it to count."""
+    min_text_score: float = 0.5
+    """Lines the recognizer is less sure of are dropped (kept for reuse)."""
+    threads: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TextLine:
+    """One recognized line: its text, recognizer confidence and box in image pixels."""
+
+    text: str
+    score: float
+    x: int
+    y: int
+    w: int
+    h: int
+    quad: tuple[tuple[float, float], ...]
+    reused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OcrReading:
+    """What one OCR pass read in one image, with its cost."""
+
+    lines: tuple[TextLine, ...]
+    det_ms: float
+    rec_ms: float
+    recognized: int
+    """Boxes sent to the recognizer."""
+    reused: int
+    """Boxes whose text was taken from the previous reading."""
+
+    @property
+    def text(self) -> str:
+        """The lines in reading order, one a line."""
+        return "\n".join(line.text for line in self.lines)
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    box: tuple[int, int, int, int]
+    signature: npt.NDArray[np.uint8]
+    text: str
+    score: float
+
+
+class LineMemory:
+    """The boxes of one stream's previous reading, for reuse. Not thread-safe: a
+    stream has at most one OCR pass in flight."""
+
+    def __init__(self) -> None:
+        self._lines: list[_Remembered] = []
+
+    def find(self, box: tuple[int, int, int, int], sig: npt.NDArray[np.uint8]) -> _Remembered | None:
+        for old in self._lines:
+            if _iou(old.box, box) >= _REUSE_IOU and _delta(old.signature, sig) <= _REUSE_DELTA:
+                return old
+        return None
+
+    def replace(self, lines: list[_Remembered]) -> None:
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+class OcrEngine:
+    """Detector and recognizer sessions; ``read`` is thread-safe given distinct memories."""
+
+    def __init__(
+        self,
+        det_path: Path,
+        rec_path: Path,
+        options: OcrOptions = OcrOptions(),  # noqa: B008 - frozen, never mutated
+        providers: list[str] | None = None,
+    ) -> None:
+        self.options = options
+        self._det = make_session(det_path, options.threads, providers)
+        self._rec = make_session(rec_path, options.threads, providers)
+        meta = self._rec.get_modelmeta().custom_metadata_map
+        if "character" not in meta:
+            raise ModelError(f"OCR model {rec_path} carries no character list in its metadata")
+        # CTC index 0 is the blank; the dictionary ends with a space, as PaddleOCR trains it.
+        self._chars = ["", *meta["character"].splitlines(), " "]
+        self._det_in = self._det.get_inputs()[0].name
+        self._rec_in = self._rec.get_inputs()[0].name
+        self._pre = DetPreProcess(options.det_limit_side_len, "max", [0.5] * 3, [0.5] * 3)
+        self._post = DBPostProcess(
+            thresh=0.3, box_thresh=options.box_thresh, max_candidates=1000, unclip_ratio=1.6
+        )
+
+    @classmethod
+    def from_manifest(
+        cls, specs: Sequence[ModelSpec], options: OcrOptions = OcrOptions()  # noqa: B008
+    ) -> OcrEngine:
+        """Build from the manifest entries ``ppocr-v4-det`` and ``ppocr-v4-rec`` (checksums
+        verified)."""
+        by_name = {s.name: s for s in specs}
+        missing = [n for n in (DET_MODEL, REC_MODEL) if n not in by_name]
+        if missing:
+            raise ModelError(f"ocr is enabled but the model manifest lacks {', '.join(missing)}")
+        return cls(verify(by_name[DET_MODEL]), verify(by_name[REC_MODEL]), options)
+
+    def detect(self, bgr: npt.NDArray[np.uint8]) -> list[Quad]:
+        """Text boxes in reading order (top to bottom, then left to right)."""
+        h, w = bgr.shape[:2]
+        batch = self._pre(bgr)
+        if batch is None:
+            return []
+        (prob,) = self._det.run(None, {self._det_in: batch})
+        boxes, _ = self._post(prob, (h, w))
+        quads: list[Quad] = []
+        for box in boxes:
+            quad = np.asarray(box, dtype=np.float32).reshape(4, 2)
+            quad[:, 0] = np.clip(quad[:, 0], 0, w - 1)
+            quad[:, 1] = np.clip(quad[:, 1], 0, h - 1)
+            if np.linalg.norm(quad[0] - quad[1]) > 3 and np.linalg.norm(quad[0] - quad[3]) > 3:
+                quads.append(quad)
+        return _reading_order(quads)
+
+    def recognize(self, crops: Sequence[npt.NDArray[np.uint8]]) -> list[tuple[str, float]]:
+        """Text and mean character confidence of each BGR line crop, in order."""
+        out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        # Similar widths share a batch, so little of it is padding.
+        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
+        for start in range(0, len(order), _REC_BATCH):
+            chunk = order[start : start + _REC_BATCH]
+            ratios = [crops[i].shape[1] / crops[i].shape[0] for i in chunk]
+            width = math.ceil(_REC_HEIGHT * max(max(ratios), _REC_MIN_WIDTH / _REC_HEIGHT))
+            batch = np.zeros((len(chunk), 3, _REC_HEIGHT, width), dtype=np.float32)
+            used: list[int] = []
+            for j, i in enumerate(chunk):
+                rw = min(width, math.ceil(_REC_HEIGHT * ratios[j]))
+                resized = cv2.resize(crops[i], (rw, _REC_HEIGHT)).astype(np.float32)
+                batch[j, :, :, :rw] = resized.transpose(2, 0, 1) / 127.5 - 1.0
+                used.append(rw)
+            (preds,) = self._rec.run(None, {self._rec_in: batch})
+            for j, i in enumerate(chunk):
+                px_per_step = width / preds.shape[1] * crops[i].shape[1] / used[j]
+                out[i] = self._decode(preds[j], px_per_step, crops[i])
+        return out
+
+    def _decode(
+        self, probs: npt.NDArray[np.float32], px_per_step: float, crop: npt.NDArray[np.uint8]
+    ) -> tuple[str, float]:
+        ids = probs.argmax(axis=1)
+        keep = np.ones(len(ids), dtype=bool)
+        keep[1:] = ids[1:] != ids[:-1]
+        keep &= ids != 0
+        steps = np.flatnonzero(keep)
+        if steps.size == 0:
+            return "", 0.0
+        conf = float(probs[steps, ids[steps]].mean())
+        xs = (steps + 0.5) * px_per_step
+        gaps = _ink_gaps(crop)
+        text: list[str] = []
+        for k, step in enumerate(steps):
+            ch = self._chars[int(ids[step])]
+            if k and ch != " " and text[-1] != " " and _gap_between(gaps, xs[k - 1], xs[k]):
+                text.append(" ")
+            text.append(ch)
+        return "".join(text).strip(), conf
+
+    def read(self, image: Image, memory: LineMemory | None = None) -> OcrReading:
+        """Detect and recognize the text of an RGB frame; ``memory`` holds the stream's
+        previous reading and is updated with this one."""
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        started = time.perf_counter()
+        quads = self.detect(bgr)
+        det_ms = (time.perf_counter() - started) * 1000.0
+        started = time.perf_counter()
+        crops = [_crop(bgr, q) for q in quads]
+        boxes = [_bbox(q) for q in quads]
+        sigs = [_signature(c) for c in crops]
+        found = [memory.find(b, s) if memory is not None else None for b, s in zip(boxes, sigs, strict=True)]
+        todo = [i for i, f in enumerate(found) if f is None]
+        fresh = dict(zip(todo, self.recognize([crops[i] for i in todo]), strict=True))
+        rec_ms = (time.perf_counter() - started) * 1000.0
+        remembered: list[_Remembered] = []
+        lines: list[TextLine] = []
+        for i, quad in enumerate(quads):
+            old = found[i]
+            text, score = (old.text, old.score) if old is not None else fresh[i]
+            remembered.append(_Remembered(boxes[i], sigs[i], text, score))
+            if text and score >= self.options.min_text_score:
+                x0, y0, x1, y1 = boxes[i]
+                corners = tuple((float(px), float(py)) for px, py in quad)
+                lines.append(TextLine(text, score, x0, y0, x1 - x0, y1 - y0, corners, old is not None))
+        if memory is not None:
+            memory.replace(remembered)
+        return OcrReading(tuple(lines), det_ms, rec_ms, len(todo), len(quads) - len(todo))
+
+
+def _reading_order(quads: list[Quad]) -> list[Quad]:
+    if not quads:
+        return []
+    quads = sorted(quads, key=lambda q: (float(q[0, 1]), float(q[0, 0])))
+    heights = sorted(float(q[3, 1] - q[0, 1]) for q in quads)
+    tolerance = max(4.0, heights[len(heights) // 2] / 2)
+    rows: list[list[Quad]] = []
+    for q in quads:
+        if rows and abs(float(q[0, 1]) - float(rows[-1][0][0, 1])) <= tolerance:
+            rows[-1].append(q)
+        else:
+            rows.append([q])
+    return [q for row in rows for q in sorted(row, key=lambda q: float(q[0, 0]))]
+
+
+def _crop(bgr: npt.NDArray[np.uint8], quad: Quad) -> npt.NDArray[np.uint8]:
+    width = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3])))
+    height = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
+    width, height = max(width, 1), max(height, 1)
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    crop = cv2.warpPerspective(
+        bgr, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
+    )
+    if height / width >= 1.5:
+        # A tall box is vertical text: read it lying down, as PaddleOCR does.
+        crop = np.rot90(crop)
+    return cast("npt.NDArray[np.uint8]", np.ascontiguousarray(crop))
+
+
+def _bbox(quad: Quad) -> tuple[int, int, int, int]:
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _signature(crop: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return cast("npt.NDArray[np.uint8]", cv2.resize(grey, _SIG_SIZE, interpolation=cv2.INTER_AREA))
+
+
+def _delta(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _ink_gaps(crop: npt.NDArray[np.uint8]) -> list[tuple[int, int]]:
+    """Column runs without ink, at least a word gap wide (Otsu split; ink is the minority)."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    _, binary = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if binary.mean() > 0.5:
+        binary = 1 - binary
+    h = binary.shape[0]
+    # The box's top and bottom margins may hold other lines' ascenders: skip them.
+    ink = binary[h // 6 : h - h // 6].any(axis=0)
+    padded = np.concatenate(([True], ink, [True]))
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    gaps = edges.reshape(-1, 2)
+    min_gap = _SPACE_GAP * h
+    return [(int(a), int(b)) for a, b in gaps if a > 0 and b < len(ink) and b - a >= min_gap]
+
+
+def _gap_between(gaps: list[tuple[int, int]], x0: float, x1: float) -> bool:
+    return any(x0 < (a + b) / 2 < x1 for a, b in gaps)

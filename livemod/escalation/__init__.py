@@ -1,0 +1,1 @@
+"""Escalation of uncertain or severe clips to a multimodal LLM and to human review."""

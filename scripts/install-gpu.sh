@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install livemod for a GPU host into $VENV (default .venv): the project with
+# onnxruntime-gpu instead of onnxruntime (never both), then verify the models.
+# Dockerfile.gpu runs exactly this script, so the image and a bare host match.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -e .
+# The CPU runtime came in as a dependency; swap it for the GPU build.
+"$VENV/bin/python" -m pip uninstall -q -y onnxruntime
+"$VENV/bin/python" -m pip install -q "onnxruntime-gpu>=1.17"
+"$VENV/bin/python" - <<'PY'
+import onnxruntime as ort
+from livemod.providers import check_single_runtime
+check_single_runtime()
+print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
+PY
+"$VENV/bin/livemod" models
