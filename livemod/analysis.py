@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from livemod import metrics
-from livemod.analyzers.base import AnalyzerResult, FrameAnalyzer
+from livemod.analyzers.base import AnalyzerResult, FrameAnalyzer, StageEvidence, StreamStage
 from livemod.batching import BatchPolicy, MicroBatcher
-from livemod.messages import FrameAnalysis, Image, Region, Signal, VideoFrame
+from livemod.messages import Decision, FrameAnalysis, Image, Region, Signal, VideoFrame
 
 
 class AnalysisService:
@@ -27,10 +27,13 @@ class AnalysisService:
         *,
         workers: int,
         batch: BatchPolicy | None = None,
+        stages: Sequence[StreamStage] = (),
     ) -> None:
         if not analyzers:
             raise ValueError("at least one analyzer is required")
         self._analyzers = list(analyzers)
+        # Per-stream stages (OCR) see the whole VideoFrame and schedule their own work.
+        self._stages = list(stages)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livemod-infer")
         self._pending = 0
         # One batcher per analyzer: frames of every stream share each model call.
@@ -59,14 +62,29 @@ class AnalysisService:
         return out
 
     def close(self) -> None:
+        for stage in self._stages:
+            stage.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def forget(self, stream_id: str) -> None:
+        """A stream ended: its per-stream stage state goes."""
+        for stage in self._stages:
+            stage.forget(stream_id)
+
+    def evidence(self, stream_id: str, decision: Decision) -> StageEvidence | None:
+        """Annotated evidence from the stage whose signals triggered ``decision``."""
+        for stage in self._stages:
+            found = stage.evidence(stream_id, decision)
+            if found is not None:
+                return found
+        return None
 
     async def analyze(self, frame: VideoFrame) -> FrameAnalysis:
         started = time.perf_counter()
         jobs = [batcher.submit(frame.image) for batcher in self._batchers]
         self._pending += len(jobs)
         try:
-            results = await asyncio.gather(*jobs)
+            results = await asyncio.gather(*jobs, *(s.analyze(frame) for s in self._stages))
         finally:
             self._pending -= len(jobs)
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)

@@ -175,14 +175,17 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
     record = await daemon.store.get_evidence(eid)
     if record is None:
         raise RequestError(f"no evidence with id {eid}", status=404)
-    if request.match_info.get("part") == "image":
-        path = record.get("path")
+    # Speech evidence keeps a WAV of what was said where frames keep a JPEG.
+    path = record.pop("path", None)
+    kind = "audio" if path and path.endswith(".wav") else "image"
+    part = request.match_info.get("part")
+    if part in ("image", "audio"):
         # FileResponse reads off the loop; a vanished file answers 404 by itself.
-        if not path:
-            raise RequestError(f"evidence {eid} has no image (past retention?)", status=404)
-        return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
-    record.pop("path", None)
-    record["image"] = f"/v1/evidence/{eid}/image"
+        if not path or part != kind:
+            raise RequestError(f"evidence {eid} has no {part} (past retention?)", status=404)
+        mime = "audio/wav" if kind == "audio" else "image/jpeg"
+        return web.FileResponse(path, headers={"Content-Type": mime})
+    record[kind] = f"/v1/evidence/{eid}/{kind}"
     return web.json_response(record)
 
 
@@ -220,7 +223,7 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/streams/{id}", get_stream)
     app.router.add_delete("/v1/streams/{id}", delete_stream)
     app.router.add_get("/v1/evidence/{id}", get_evidence)
-    app.router.add_get("/v1/evidence/{id}/{part:image}", get_evidence)
+    app.router.add_get("/v1/evidence/{id}/{part:image|audio}", get_evidence)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     for component in daemon.components:

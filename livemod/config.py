@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from livemod.errors import ConfigError
 from livemod.paths import DEFAULT_POLICY, MODELS_MANIFEST
@@ -52,6 +59,16 @@ class StoreConfig(_Section):
 
 FallbackMode = Literal["fail_open", "fail_closed", "degraded"]
 Severity = Literal["none", "low", "medium", "high", "critical"]
+TierName = Literal["low", "medium", "high"]
+EventType = Literal["action", "escalation", "review", "breaker", "session"]
+
+
+def _medium_tier() -> list[TierName]:
+    return ["medium"]
+
+
+def _action_events() -> list[EventType]:
+    return ["action", "escalation"]
 
 
 def _http_url(name: str, url: str) -> None:
@@ -87,8 +104,8 @@ class LlmConfig(_Section):
     degraded_confidence: float = Field(
         0.8, ge=0, le=1, description="Degraded: first-pass confidence that takes the high action"
     )
-    escalate_tiers: list[Literal["low", "medium", "high"]] = Field(
-        default_factory=lambda: ["medium"], description="Tiers whose actions are escalated"
+    escalate_tiers: list[TierName] = Field(
+        default_factory=_medium_tier, description="Tiers whose actions are escalated"
     )
     always_escalate: list[str] = Field(
         default_factory=list, description="Categories escalated whatever their tier"
@@ -122,8 +139,8 @@ class WebhooksConfig(_Section):
         "LIVEMOD_WEBHOOK_SECRET", description="Env var holding the HMAC-SHA256 signing secret"
     )
     min_severity: Severity = Field("medium", description="Actions at or above this are sent")
-    event_types: list[Literal["action", "escalation", "review", "breaker", "session"]] = Field(
-        default_factory=lambda: ["action", "escalation"], description="Event types sent"
+    event_types: list[EventType] = Field(
+        default_factory=_action_events, description="Event types sent"
     )
     timeout_s: float = Field(5.0, gt=0, description="One delivery's deadline")
     concurrency: int = Field(4, ge=1, le=64, description="Deliveries in flight per endpoint")
@@ -139,8 +156,33 @@ class WebhooksConfig(_Section):
 
 
 class WhipConfig(_Section):
+    enabled: bool = Field(True, description="Accept WebRTC publishers at POST /whip/{room_id}")
     ice_addresses: list[str] = Field(default_factory=list, description="ICE host addresses")
     ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs")
+    tokens: dict[str, str] = Field(
+        default_factory=dict, description="Publisher bearer token -> user_id"
+    )
+    cors_origin: str = Field("*", description="Access-Control-Allow-Origin for browser publishers")
+    connect_timeout_s: float = Field(15.0, gt=0, description="ICE+DTLS must connect within this")
+    idle_timeout_s: float = Field(10.0, gt=0, description="A publisher silent this long is gone")
+
+    @field_validator("ice_addresses")
+    @classmethod
+    def _ip_literals(cls, value: list[str]) -> list[str]:
+        for addr in value:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ValueError(f"{addr!r} is not an IP address") from None
+        return value
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return value
 
 
 class SamplingConfig(_Section):
@@ -171,6 +213,50 @@ class VisionConfig(_Section):
     batch_wait_ms: float = Field(0.0, ge=0, le=100, description="Longest wait to fill a batch")
 
 
+class OcrConfig(_Section):
+    """On-screen text (PP-OCRv4) and QR codes, read at a low rate and only on change."""
+
+    enabled: bool = Field(True, description="Read on-screen text and QR codes")
+    fps: float = Field(1.0, gt=0, le=30.0, description="Most OCR passes per second, per stream")
+    change_threshold: float = Field(
+        0.005, ge=0, le=1, description="Fraction of the picture that must change to read again"
+    )
+    refresh_s: float = Field(30.0, gt=0, description="Read an unchanged picture again after this")
+    det_limit_side_len: int = Field(
+        640, ge=64, le=4096, description="Detector input, longest side in pixels"
+    )
+    box_thresh: float = Field(0.4, gt=0, lt=1, description="Detector confidence to keep a box")
+    min_text_score: float = Field(
+        0.5, ge=0, le=1, description="Recognizer confidence to keep a line"
+    )
+    qr: bool = Field(True, description="Detect and decode QR codes when OCR runs")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per OCR call")
+    workers: int = Field(1, ge=1, le=64, description="OCR passes at once, all streams together")
+
+
+class AsrConfig(_Section):
+    """Speech moderation: faster-whisper with Silero VAD, transcripts judged by the text policy."""
+
+    enabled: bool = Field(False, description="Transcribe and moderate every stream's audio")
+    model: Path | None = Field(
+        None, description="CTranslate2 Whisper model folder (default: tiny.en, packaged)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="Where Whisper runs")
+    compute_type: str = Field("auto", description="CTranslate2 type (auto: int8 CPU, float16 CUDA)")
+    language: str | None = Field(None, description="Spoken language (default: en, or detected)")
+    threads: int = Field(2, ge=1, le=64, description="CPU threads per Whisper call")
+    workers: int = Field(1, ge=1, le=64, description="Whisper calls at once, all streams together")
+    text_policy: Path | None = Field(None, description="Lexicon and patterns (text_policy.yaml)")
+    decode_interval_s: float = Field(1.0, ge=0.2, le=10, description="Decode this often in speech")
+    min_silence_s: float = Field(0.5, ge=0.1, le=5, description="Silence that ends an utterance")
+    speech_pad_s: float = Field(0.8, ge=0, le=2, description="Audio kept before speech starts")
+    vad_threshold: float = Field(0.5, gt=0.15, lt=1, description="Silero speech probability")
+    max_buffer_s: float = Field(30.0, ge=5, le=30, description="Audio kept per stream")
+    no_speech_max: float = Field(0.6, ge=0, le=1, description="Drop segments likelier silence")
+    compression_ratio_max: float = Field(2.4, gt=1, description="Drop repetitive segments")
+    logprob_min: float = Field(-1.5, le=0, description="Drop segments decoded less surely")
+
+
 class IngestConfig(_Section):
     schemes: list[str] = Field(
         default_factory=lambda: ["rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https", "file"],
@@ -180,6 +266,50 @@ class IngestConfig(_Section):
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
     read_timeout_s: float = Field(10.0, gt=0, description="A source silent this long is broken")
     queue_frames: int = Field(2, ge=1, le=256, description="Sampled frames queued per stream")
+
+
+class HooksConfig(_Section):
+    """Streaming-server hooks: ``POST /hooks/nginx-rtmp``, ``/hooks/mediamtx``, ``/hooks/srs``."""
+
+    enabled: bool = Field(True, description="Serve the hook endpoints")
+    user_arg: str = Field("user_id", description="Publish URL query arg holding the user id")
+    room_arg: str | None = Field(None, description="Query arg holding the room id (null: name)")
+    default_user_id: str | None = Field(
+        None, description="User id when user_arg is missing (null: refuse the publish)"
+    )
+    key_check: Literal["none", "shared", "signed"] = Field(
+        "none", description="none, shared (key == secret) or signed (HMAC of userId:roomId)"
+    )
+    key_arg: str = Field("key", description="Query arg carrying the stream key")
+    secret_env: str = Field(
+        "LIVEMOD_PUBLISH_SECRET", description="Env var holding the publish secret"
+    )
+    pull_url: str | None = Field(
+        None, description="Pull URL template (null: derived from the hook)"
+    )
+    hold_publish_s: float = Field(
+        2.0, ge=0, le=10, description="Hold on_publish until the daemon's own play is seen"
+    )
+    reconnect_max_s: float = Field(
+        30.0, ge=0, description="Retry a dropped pull this long while the publisher is live"
+    )
+    fail_open: bool = Field(False, description="Allow a publish the daemon cannot moderate")
+
+
+class EnforceConfig(_Section):
+    """Acting on the streaming server: drop, hold or kick a publisher."""
+
+    enabled: bool = Field(False, description="Act on streaming servers (off: events only)")
+    nginx_control_url: str | None = Field(None, description="nginx-rtmp rtmp_control URL")
+    pause_stream: str = Field(
+        "{name}__paused", description="nginx-rtmp holding stream for pause ({name}: the room's)"
+    )
+    mediamtx_api_url: str | None = Field(None, description="MediaMTX control API base URL")
+    srs_api_url: str | None = Field(None, description="SRS HTTP API base URL")
+    end_refuse_s: float = Field(
+        600.0, ge=0, description="After an end, refuse publishes to the room this long"
+    )
+    timeout_s: float = Field(5.0, gt=0, description="One call to a server's API")
 
 
 class Config(_Section):
@@ -195,7 +325,11 @@ class Config(_Section):
     whip: WhipConfig = WhipConfig()
     sampling: SamplingConfig = SamplingConfig()
     vision: VisionConfig = VisionConfig()
+    ocr: OcrConfig = OcrConfig()
+    asr: AsrConfig = AsrConfig()
     ingest: IngestConfig = IngestConfig()
+    hooks: HooksConfig = HooksConfig()
+    enforce: EnforceConfig = EnforceConfig()
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @model_validator(mode="after")
@@ -293,7 +427,11 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     out = dict(data)
     if "policy" in out:
         out["policy"] = fix(out["policy"])
-    for section, keys in (("store", ("path", "evidence_dir")), ("vision", ("manifest",))):
+    for section, keys in (
+        ("store", ("path", "evidence_dir")),
+        ("vision", ("manifest",)),
+        ("asr", ("model", "text_policy")),
+    ):
         if isinstance(out.get(section), dict):
             sec = dict(out[section])
             for key in keys:

@@ -16,14 +16,16 @@ from livemod import metrics, providers
 from livemod.actions.events import EventHub
 from livemod.actions.websocket import EventServer
 from livemod.analysis import AnalysisService
-from livemod.analyzers.base import FrameAnalyzer
+from livemod.analyzers.base import FrameAnalyzer, StreamStage
 from livemod.batching import BatchPolicy
 from livemod.components import Component
 from livemod.config import Config
 from livemod.errors import RequestError
+from livemod.ingest.source import SourceFactory
 from livemod.policy.taxonomy import load_policy
 from livemod.policy.vote import VoteEngine
 from livemod.session import Session, SessionInfo
+from livemod.speech import build_speech
 from livemod.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,37 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     return analyzers
 
 
+def build_stages(config: Config) -> list[StreamStage]:
+    """Per-stream analysis stages the configuration enables (OCR)."""
+    if not config.ocr.enabled:
+        return []
+    from livemod.analyzers.ocr_stage import build_ocr_stage
+
+    return [build_ocr_stage(config)]
+
+
 def build_components(config: Config) -> list[Component]:
     """The optional parts this configuration enables, in start order."""
+    from livemod.actions.webhooks import WebhookSender
+    from livemod.escalation.desk import ReviewDesk
+    from livemod.escalation.escalator import Escalator
+
     components: list[Component] = []
+    # The review queue is always on: the policy's ``review`` action feeds it.
+    desk = ReviewDesk()
+    components.append(desk)
+    if config.llm.base_url is not None:
+        components.append(Escalator(config, desk))
+    if config.webhooks.urls:
+        components.append(WebhookSender(config.webhooks))
+    if config.hooks.enabled:
+        from livemod.hooks_api import StreamingServerHooks
+
+        components.append(StreamingServerHooks(config))
+    if config.whip.enabled:
+        from livemod.ingest.whip import WhipIngest
+
+        components.append(WhipIngest(config))
     return components
 
 
@@ -67,8 +97,10 @@ class Daemon:
         self.config = config
         self.policy = load_policy(config.policy)
         self.engine = VoteEngine(self.policy)
+        self.speech = build_speech(config, self.policy)
         self.analysis = AnalysisService(
             analyzers if analyzers is not None else build_analyzers(config),
+            stages=build_stages(config),
             workers=config.vision.workers,
             batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
         )
@@ -140,6 +172,8 @@ class Daemon:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.events.close()
         self.analysis.close()
+        if self.speech is not None:
+            self.speech.close()
         await self.store.close()
 
     async def start_session(
@@ -150,6 +184,7 @@ class Daemon:
         *,
         metadata: dict[str, Any] | None = None,
         realtime: bool = False,
+        source: SourceFactory | None = None,
     ) -> Session:
         active = sum(1 for s in self.sessions.values() if s.status in ("starting", "live"))
         if active >= self.config.ingest.max_sessions:
@@ -162,7 +197,16 @@ class Daemon:
             realtime=realtime,
             metadata=metadata or {},
         )
-        session = Session(info, self.config, self.analysis, self.engine, self.hub)
+        session = Session(
+            info,
+            self.config,
+            self.analysis,
+            self.engine,
+            self.hub,
+            source=source,
+            # Pushed sources (WHIP) hand over video only, so far.
+            speech=self.speech if source is None else None,
+        )
         await self.store.add_session(info.id, user_id, room_id, url, info.source, info.metadata)
         self.sessions[info.id] = session
         await session.announce("started", url=url, source=info.source)

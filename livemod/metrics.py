@@ -131,3 +131,68 @@ for _event in REVIEW_EVENTS:
     REVIEWS.labels(_event)
 for _result in WEBHOOK_RESULTS:
     WEBHOOK_DELIVERIES.labels(_result)
+
+OCR_GATE_REASONS = ("rate", "unchanged", "busy")
+"""``rate``: sooner than ``ocr.fps`` allows; ``unchanged``: the picture moved less than
+``ocr.change_threshold`` since the stream's last OCR; ``busy``: every OCR worker was
+taken. The fraction gated off is gated / (gated + runs)."""
+OCR_RUNS = Counter("livemod_ocr_runs_total", "Sampled frames that went through OCR")
+OCR_GATED = Counter(
+    "livemod_ocr_gated_total", "Sampled frames the OCR gate let pass unread, by reason", ["reason"]
+)
+OCR_SECONDS = Histogram(
+    "livemod_ocr_seconds",
+    "Time of one OCR step on one frame: det (detection), rec (recognition), qr",
+    ["step"],
+    buckets=_STAGE_BUCKETS,
+)
+OCR_BOXES = Counter(
+    "livemod_ocr_boxes_total",
+    "Detected text boxes: recognized, or reused (content unchanged since the last reading)",
+    ["outcome"],
+)
+for _reason in OCR_GATE_REASONS:
+    OCR_GATED.labels(_reason)
+for _step in ("det", "rec", "qr"):
+    OCR_SECONDS.labels(_step)
+for _outcome in ("recognized", "reused"):
+    OCR_BOXES.labels(_outcome)
+DROPS.labels("ocr", "error")
+
+# Speech moderation (livemod/asr_service.py, livemod/speech.py).
+ASR_LAG = Histogram(
+    "livemod_asr_lag_seconds",
+    "Arrival of a word's audio to its commit in the transcript: how far speech"
+    " moderation trails real time",
+    buckets=_LATENCY_BUCKETS,
+)
+ASR_BEHIND = Gauge(
+    "livemod_asr_behind_seconds",
+    "Audio received but not yet transcribed when the latest decode finished",
+)
+ASR_DECODES = Counter(
+    "livemod_asr_decodes_total", "Whisper calls: partial (speech goes on) or final", ["kind"]
+)
+ASR_COALESCED = Counter(
+    "livemod_asr_coalesced_total",
+    "Decode requests merged into one already queued for the same stream",
+)
+ASR_REJECTED = Counter(
+    "livemod_asr_rejected_segments_total",
+    "Transcript segments dropped by the hallucination guard (no speech, repetition)",
+)
+for _kind in ("partial", "final"):
+    ASR_DECODES.labels(_kind)
+QUEUE_DEPTH.labels("asr")
+DROPS.labels("audio", "corrupt_packet")
+DROPS.labels("asr", "queue_full")
+
+# Streaming-server hooks and enforcement (livemod/hooks_api.py).
+HOOK_CALLS = Counter(
+    "livemod_hook_calls_total", "Streaming-server hook calls, by server and call", ["server", "call"]
+)
+ENFORCEMENTS = Counter(
+    "livemod_enforcements_total",
+    "Actions enforced on a streaming server, by server, action and outcome",
+    ["server", "action", "outcome"],
+)

@@ -10,6 +10,9 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 
+import numpy as np
+import numpy.typing as npt
+
 from livemod.messages import VideoFrame
 
 
@@ -105,3 +108,67 @@ class FrameRing:
 
     def __iter__(self) -> Iterator[VideoFrame]:
         return iter(list(self._frames))
+
+
+class AudioRing:
+    """The last ``capacity_s`` of one stream's 16 kHz mono audio, by media time.
+
+    Chunks are laid at their own media times; a gap (lost packets) is filled with
+    silence so sample positions stay a linear function of time. Also remembers
+    when each chunk arrived, so a media time maps back to a wall-clock arrival.
+    """
+
+    def __init__(self, capacity_s: float, rate: int = 16_000) -> None:
+        if capacity_s <= 0:
+            raise ValueError("capacity_s must be positive")
+        self._rate = rate
+        self._cap = int(capacity_s * rate)
+        self._buf = np.zeros(0, np.float32)
+        self._start_s = 0.0
+        self._arrivals: deque[tuple[float, float]] = deque()
+
+    @property
+    def start_s(self) -> float:
+        return self._start_s
+
+    @property
+    def end_s(self) -> float:
+        return self._start_s + len(self._buf) / self._rate
+
+    def push(self, media_time_s: float, samples: npt.NDArray[np.float32], t_arrival: float) -> None:
+        if not len(self._buf) and not self._arrivals:
+            self._start_s = media_time_s
+        gap = round((media_time_s - self.end_s) * self._rate)
+        if gap > 0:
+            self._buf = np.concatenate([self._buf, np.zeros(gap, np.float32), samples])
+        elif gap < 0 and -gap < len(samples):
+            # Overlap (timestamps jitter): keep what we have, append the rest.
+            self._buf = np.concatenate([self._buf, samples[-gap:]])
+        elif gap == 0:
+            self._buf = np.concatenate([self._buf, samples])
+        else:
+            return
+        self._arrivals.append((media_time_s, t_arrival))
+        excess = len(self._buf) - self._cap
+        if excess > 0:
+            self._buf = self._buf[excess:]
+            self._start_s += excess / self._rate
+        while len(self._arrivals) > 1 and self._arrivals[1][0] <= self._start_s:
+            self._arrivals.popleft()
+
+    def slice(self, start_s: float, end_s: float) -> npt.NDArray[np.float32]:
+        """A copy of the audio between two media times (clipped to what is kept)."""
+        lo = max(0, round((start_s - self._start_s) * self._rate))
+        hi = min(len(self._buf), round((end_s - self._start_s) * self._rate))
+        return self._buf[lo:hi].copy() if hi > lo else np.zeros(0, np.float32)
+
+    def arrival(self, media_time_s: float) -> float:
+        """Wall clock when the audio at ``media_time_s`` arrived (nearest kept chunk)."""
+        if not self._arrivals:
+            return 0.0
+        best = self._arrivals[0]
+        for item in self._arrivals:
+            if item[0] > media_time_s:
+                break
+            best = item
+        return best[1]

@@ -16,7 +16,7 @@ from livemod.actions.events import EventHub
 from livemod.analysis import AnalysisService
 from livemod.batching import BatchPolicy
 from livemod.config import Config
-from livemod.daemon import build_analyzers
+from livemod.daemon import build_analyzers, build_stages
 from livemod.messages import FrameAnalysis
 from livemod.policy.taxonomy import load_policy, severity
 from livemod.policy.vote import VoteEngine
@@ -42,6 +42,7 @@ async def scan(
     policy = load_policy(config.policy)
     analysis = AnalysisService(
         build_analyzers(config),
+        stages=build_stages(config),
         workers=config.vision.workers,
         batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
     )

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from livemod import metrics
@@ -23,10 +23,12 @@ from livemod.actions.events import EventHub, action_event, session_event
 from livemod.analysis import AnalysisService
 from livemod.config import Config
 from livemod.ingest.av_source import AvSource, SourceEnd, SourceOptions, source_kind
-from livemod.messages import Decision, FrameAnalysis, VideoFrame
+from livemod.ingest.source import FrameSource, SourceFactory
+from livemod.messages import AudioChunk, AudioUnavailable, Decision, FrameAnalysis, VideoFrame
 from livemod.policy.taxonomy import severity
 from livemod.policy.vote import VoteEngine
 from livemod.sampling import FrameRing, FrameSampler
+from livemod.speech import SpeechModerator, SpeechSetup
 from livemod.store import EvidenceInput
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,14 @@ class Session:
         *,
         blocking: bool = False,
         on_analysis: Callable[[FrameAnalysis], None] | None = None,
+        source: SourceFactory | None = None,
+        speech: SpeechSetup | None = None,
     ) -> None:
         self.info = info
+        self._speech_setup = speech
+        self._speech: SpeechModerator | None = None
+        self.audio = "moderated" if speech is not None else "off"
+        """Speech moderation: off, moderated, or why the audio is not moderated."""
         self._config = config
         self._analysis = analysis
         self._engine = engine
@@ -86,17 +94,22 @@ class Session:
         self._maxlen = config.ingest.queue_frames
         self._wakeup = asyncio.Event()
         self._slots = threading.Semaphore(self._maxlen)
-        self._source = AvSource(
-            info.id,
-            SourceOptions(
-                url=info.url,
-                realtime=info.realtime,
-                open_timeout_s=config.ingest.open_timeout_s,
-                read_timeout_s=config.ingest.read_timeout_s,
-            ),
-            self.sampler,
-            self._deliver,
-        )
+        self._source: FrameSource
+        if source is not None:
+            self._source = source(info.id, self.sampler, self._deliver)
+        else:
+            self._source = AvSource(
+                info.id,
+                SourceOptions(
+                    url=info.url,
+                    realtime=info.realtime,
+                    open_timeout_s=config.ingest.open_timeout_s,
+                    read_timeout_s=config.ingest.read_timeout_s,
+                ),
+                self.sampler,
+                self._deliver,
+                self._deliver_audio if speech is not None else None,
+            )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_done = False
         self.status = "starting"
@@ -110,6 +123,7 @@ class Session:
         self.actions: list[dict[str, Any]] = []
         self.last_lag_s = 0.0
         self._evidence_ids: dict[tuple[str, str], str] = {}
+        self._side_tasks: set[asyncio.Future[Any]] = set()
 
     # -- decode thread side ----------------------------------------------------
 
@@ -122,6 +136,24 @@ class Session:
                 if self._source_done:
                     return
         loop.call_soon_threadsafe(self._offer, frame)
+
+    def _deliver_audio(self, item: AudioChunk | AudioUnavailable) -> None:
+        speech = self._speech
+        if isinstance(item, AudioChunk):
+            if speech is not None:
+                speech.feed(item)
+            return
+        loop = self._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(self._audio_unavailable, item.reason)
+
+    def _audio_unavailable(self, reason: str) -> None:
+        self.audio = f"not moderated: {reason}"
+        if self._speech is not None:
+            self._speech.give_up()
+        task = asyncio.ensure_future(self.announce("audio_unmoderated", reason=reason))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def _offer(self, frame: VideoFrame) -> None:
         if not self._blocking and len(self._queue) >= self._maxlen:
@@ -145,6 +177,10 @@ class Session:
     async def run(self) -> SourceEnd:
         self._loop = asyncio.get_running_loop()
         done: asyncio.Future[SourceEnd] = self._loop.create_future()
+        if self._speech_setup is not None:
+            self._speech = self._speech_setup.moderator(
+                self.info.id, self.info.key, self._engine, self._emit, self._track_speech
+            )
 
         def thread_main() -> None:
             try:
@@ -163,9 +199,17 @@ class Session:
         try:
             await self._consume(done)
             end = await done
+            if self._speech is not None:
+                # The last words of the stream are still judged before it ends.
+                await self._speech.finish()
         finally:
+            if self._speech is not None:
+                await self._speech.close()
+            if self._side_tasks:
+                await asyncio.gather(*self._side_tasks, return_exceptions=True)
             self._source.stop()
             self._source_done = True
+            self._analysis.forget(self.info.id)
             metrics.SESSIONS_ACTIVE.labels(self.info.source).dec()
         self.status = "failed" if end.reason == "error" else "ended"
         self.error = end.error
@@ -214,7 +258,13 @@ class Session:
         if flagged and len(self.flagged) < MAX_FLAGGED:
             self.flagged.append(round(analysis.frame.media_time_s, 3))
 
-    async def _emit(self, decision: Decision) -> None:
+    def _track_speech(self, media_time_s: float, flagged: bool) -> None:
+        levels = self._engine.levels(self.info.key)
+        self.peak_risk = max(self.peak_risk, max(levels.values(), default=0.0))
+        if flagged and len(self.flagged) < MAX_FLAGGED:
+            self.flagged.append(round(media_time_s, 3))
+
+    async def _emit(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
         started = time.perf_counter()
         info = self.info
         body = action_event(decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id)
@@ -223,8 +273,12 @@ class Session:
         if decision.state == "stop" and standing in self._evidence_ids:
             # A stop points at the evidence of the action it ends.
             body["evidence_id"] = self._evidence_ids.pop(standing)
-        if decision.state == "start":
+        if decision.state == "start" and speech is not None:
+            evidence = speech  # what was said: transcript snippet and a WAV
+        elif decision.state == "start":
             frame = decision.evidence_frame
+            # A stage (OCR) may keep better evidence: the frame with its boxes drawn, the text.
+            staged = self._analysis.evidence(info.id, decision)
             evidence = EvidenceInput(
                 stream_id=info.id,
                 category=decision.category,
@@ -232,6 +286,8 @@ class Session:
                 scores=decision.evidence_scores,
                 image=frame.image if frame is not None else None,
             )
+            if staged is not None:
+                evidence = replace(evidence, image=staged.image, text=staged.text)
         event = await self._hub.publish(body, evidence=evidence, t_trigger=decision.t_trigger)
         if decision.state == "start" and event.get("evidence_id"):
             self._evidence_ids[standing] = event["evidence_id"]
@@ -274,6 +330,7 @@ class Session:
             "risk_score": risk,
             "severity": severity(risk),
             "flagged_media_times": self.flagged,
+            "audio": self.audio,
             "standing_actions": [
                 {"category": a.category, "action": a.action, "tier": a.tier}
                 for a in self._engine.standing(info.key)

@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 import uuid
+import wave
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from livemod.errors import StoreError
-from livemod.messages import Image
+from livemod.messages import AUDIO_RATE, Image, Samples
 
 T = TypeVar("T")
 
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS evidence (
     path TEXT,
     scores TEXT NOT NULL,
     media_time_s REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    text TEXT
 );
 """
 
@@ -70,6 +72,10 @@ class EvidenceInput:
     media_time_s: float
     scores: dict[str, float]
     image: Image | None
+    text: str | None = None
+    """The words behind the action (on-screen text, a transcript), if any."""
+    audio: Samples | None = None
+    """What was said (16 kHz mono), kept as a WAV file when there is no image."""
 
 
 class Store:
@@ -93,6 +99,9 @@ class Store:
             # FULL: an acknowledged event survives power loss, not only a crash.
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
+            # Stores made before evidence kept text gain the column.
+            if "text" not in {row[1] for row in db.execute("PRAGMA table_info(evidence)")}:
+                db.execute("ALTER TABLE evidence ADD COLUMN text TEXT")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self._path}: {exc}") from exc
         self._db = db
@@ -244,9 +253,11 @@ class Store:
             if ok:
                 file.write_bytes(data.tobytes())
                 path = str(file)
+        elif evidence.audio is not None and len(evidence.audio):
+            path = self._save_wav(evidence_id, evidence.audio)
         self.db.execute(
-            "INSERT INTO evidence (id, stream_id, category, path, scores, media_time_s, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO evidence (id, stream_id, category, path, scores, media_time_s, created_at,"
+            " text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 evidence_id,
                 evidence.stream_id,
@@ -255,9 +266,22 @@ class Store:
                 json.dumps(evidence.scores),
                 evidence.media_time_s,
                 time.time(),
+                evidence.text,
             ),
         )
         return evidence_id
+
+    def _save_wav(self, evidence_id: str, audio: Samples) -> str:
+        folder = self._evidence_dir / time.strftime("%Y%m%d", time.gmtime())
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / f"{evidence_id}.wav"
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+        with wave.open(str(file), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(AUDIO_RATE)
+            out.writeframes(pcm.tobytes())
+        return str(file)
 
     async def events_since(
         self,
@@ -295,13 +319,16 @@ class Store:
     async def get_evidence(self, evidence_id: str) -> dict[str, Any] | None:
         def work() -> dict[str, Any] | None:
             row = self.db.execute(
-                "SELECT id, stream_id, category, path, scores, media_time_s, created_at"
+                "SELECT id, stream_id, category, path, scores, media_time_s, created_at, text"
                 " FROM evidence WHERE id=?",
                 (evidence_id,),
             ).fetchone()
             if row is None:
                 return None
-            keys = ("id", "stream_id", "category", "path", "scores", "media_time_s", "created_at")
+            keys = (
+                "id", "stream_id", "category", "path", "scores", "media_time_s", "created_at",
+                "text",
+            )  # fmt: skip
             out = dict(zip(keys, row, strict=True))
             out["scores"] = json.loads(out["scores"])
             return out
@@ -309,17 +336,21 @@ class Store:
         return await self._run(work)
 
     async def purge_evidence(self, older_than_s: float) -> int:
-        """Delete evidence files past retention; their index rows keep the scores."""
+        """Delete evidence files and text past retention; their index rows keep the scores."""
 
         def work() -> int:
             cutoff = time.time() - older_than_s
-            rows: Sequence[tuple[str, str]] = self.db.execute(
-                "SELECT id, path FROM evidence WHERE created_at < ? AND path IS NOT NULL",
+            rows: Sequence[tuple[str, str | None]] = self.db.execute(
+                "SELECT id, path FROM evidence WHERE created_at < ?"
+                " AND (path IS NOT NULL OR text IS NOT NULL)",
                 (cutoff,),
             ).fetchall()
             for evidence_id, path in rows:
-                Path(path).unlink(missing_ok=True)
-                self.db.execute("UPDATE evidence SET path=NULL WHERE id=?", (evidence_id,))
+                if path is not None:
+                    Path(path).unlink(missing_ok=True)
+                self.db.execute(
+                    "UPDATE evidence SET path=NULL, text=NULL WHERE id=?", (evidence_id,)
+                )
             return len(rows)
 
         return await self._run(work)

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg)
+# fonts-dejavu-core: the font ffmpeg drawtext writes on-screen text with in the OCR tests.
+APT_PACKAGES=(ffmpeg fonts-dejavu-core espeak-ng chromium prometheus nginx libnginx-mod-rtmp)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -29,6 +30,15 @@ if .venv/bin/python -m pip show -q onnxruntime-gpu >/dev/null 2>&1 \
     .venv/bin/python -m pip uninstall -q -y onnxruntime-gpu
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# rapidocr-onnxruntime ships the PP-OCRv4 models. It requires opencv-python, whose cv2/
+# would overwrite opencv-python-headless's, so it goes in without dependencies
+# (pyproject.toml lists the others); a stray opencv-python is replaced by headless.
+.venv/bin/python -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
+if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
+    echo "setup: removing opencv-python (keeping opencv-python-headless as the only cv2)" >&2
+    .venv/bin/python -m pip uninstall -q -y opencv-python
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps opencv-python-headless
+fi
 .venv/bin/python -m livemod models >/dev/null || {
     echo "setup: model verification failed; run: .venv/bin/livemod models" >&2
     exit 1

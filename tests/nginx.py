@@ -62,6 +62,11 @@ rtmp {{
             live on;
             record off;
 {hooks}        }}
+        # No hooks: stands in for a server that calls the daemon some other way.
+        application plain {{
+            live on;
+            record off;
+        }}
     }}
 }}
 http {{
@@ -84,6 +89,20 @@ http {{
 """
 
 
+def from_example(example: Path, *, rtmp_port: int, http_port: int, hook_url: str) -> str:
+    """The shipped example config on test ports (it must still contain its defaults)."""
+    text = example.read_text()
+    for old, new in (
+        ("listen 1935;", f"listen 127.0.0.1:{rtmp_port};"),
+        ("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{http_port};"),
+        ("http://127.0.0.1:8080/hooks/nginx-rtmp", hook_url),
+    ):
+        if old not in text:
+            raise ValueError(f"{example} no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
 @dataclass
 class NginxRtmp:
     """One nginx-rtmp server. ``start``, ``stop``, ``restart``; ports stay fixed."""
@@ -91,6 +110,8 @@ class NginxRtmp:
     prefix: Path
     hook_url: str | None = None
     app: str = "live"
+    example: Path | None = None
+    """Run this shipped config (ports and hook URL replaced) instead of the test one."""
     rtmp_port: int = field(default_factory=_free_port)
     http_port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -103,24 +124,34 @@ class NginxRtmp:
     def control_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/control"
 
-    def publish_url(self, room: str, query: str = "") -> str:
-        url = f"rtmp://127.0.0.1:{self.rtmp_port}/{self.app}/{room}"
+    def publish_url(self, room: str, query: str = "", app: str | None = None) -> str:
+        url = f"rtmp://127.0.0.1:{self.rtmp_port}/{app or self.app}/{room}"
         return f"{url}?{query}" if query else url
 
     def start(self, timeout: float = 10.0) -> None:
         self.prefix.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(
-            render_config(
+        extra: list[str] = []
+        if self.example is not None:
+            assert self.hook_url is not None
+            text = from_example(
+                self.example,
+                rtmp_port=self.rtmp_port,
+                http_port=self.http_port,
+                hook_url=self.hook_url,
+            )
+            extra = ["-g", "daemon off; master_process off;"]
+        else:
+            text = render_config(
                 self.prefix,
                 rtmp_port=self.rtmp_port,
                 http_port=self.http_port,
                 hook_url=self.hook_url,
                 app=self.app,
             )
-        )
+        self.conf.write_text(text)
         log = open(self.prefix / "stderr.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
+            [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr", *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

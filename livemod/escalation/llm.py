@@ -15,7 +15,6 @@ Every failure is an ``LlmError`` that says whether a retry may help (timeouts,
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import json
@@ -216,9 +215,3 @@ class LlmClient:
         if not isinstance(content, str):
             raise VerdictError("message content is not a string")
         return content
-
-
-async def sleep_backoff(delay_s: float) -> None:
-    """Wait before a retry (a separate function so tests and benchmarks see it)."""
-    if delay_s > 0:
-        await asyncio.sleep(delay_s)

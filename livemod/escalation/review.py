@@ -134,8 +134,15 @@ class ReviewQueue:
             sql = f"SELECT {_COLUMNS} FROM reviews"
             where: list[str] = []
             args: list[Any] = []
+            lapsed = now - CLAIM_TTL_S
             if status == "open":
                 where.append("status IN ('pending', 'claimed')")
+            elif status == "pending":
+                where.append("(status = 'pending' OR (status = 'claimed' AND claimed_at <= ?))")
+                args.append(lapsed)
+            elif status == "claimed":
+                where.append("status = 'claimed' AND claimed_at > ?")
+                args.append(lapsed)
             elif status != "all":
                 where.append("status = ?")
                 args.append(status)
@@ -213,8 +220,7 @@ def _entry(now: float, event: str, reviewer: str, note: str = "") -> dict[str, A
 def _check_open(item: dict[str, Any], reviewer: str, now: float) -> None:
     if item["status"] == "decided":
         raise RequestError(
-            f"review {item['id']} was already decided ({item['decision']} by"
-            f" {item['decided_by']})",
+            f"review {item['id']} was already decided ({item['decision']} by {item['decided_by']})",
             status=409,
         )
     holder = item["claimed_by"]

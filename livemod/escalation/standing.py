@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from livemod import metrics
 from livemod.actions.events import action_event
 from livemod.messages import Decision, VideoFrame
+from livemod.policy.vote import SPEECH, VIDEO
 
 if TYPE_CHECKING:
     from livemod.daemon import Daemon
@@ -23,10 +24,15 @@ def key_of(event: dict[str, Any]) -> str:
     return f"{event.get('user_id')}:{event.get('room_id')}"
 
 
-def standing_action(daemon: Daemon, key: str, category: str) -> str | None:
-    """The action standing now for one key and category, if any."""
+def channel_of(event: dict[str, Any]) -> str:
+    """The vote an action came from: speech actions cover a span of words said."""
+    return SPEECH if event.get("span_s") is not None or event.get("channel") == SPEECH else VIDEO
+
+
+def standing_action(daemon: Daemon, key: str, category: str, channel: str = VIDEO) -> str | None:
+    """The action standing now for one key, category and channel, if any."""
     for standing in daemon.engine.standing(key):
-        if standing.category == category:
+        if standing.category == category and standing.channel == channel:
             return standing.action
     return None
 

@@ -44,6 +44,8 @@ def escalation_reason(
     """
     if event.get("type") != "action" or event.get("state") != "start":
         return None
+    if "origin" in event:
+        return None  # set by the LLM, a fallback or a reviewer: never escalated again
     category = str(event.get("category", ""))
     if category in config.always_escalate:
         return "always"

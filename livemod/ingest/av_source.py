@@ -21,7 +21,8 @@ import av.error
 
 from livemod import metrics
 from livemod.errors import IngestError
-from livemod.messages import VideoFrame
+from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
+from livemod.messages import AudioUnavailable, VideoFrame
 from livemod.sampling import FrameSampler
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class SourceOptions:
     read_timeout_s: float = 10.0
     max_side: int = 640
     """Admitted frames are scaled so their longer side is at most this."""
+    media_offset_s: float = 0.0
+    """Added to every media time, so a reconnected live pull continues the clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class SourceEnd:
     frames_decoded: int
     frames_sampled: int
     duration_s: float
+    retryable: bool = False
+    """A live source that ended this way may work again if reopened."""
 
 
 def source_kind(url: str) -> str:
@@ -97,11 +102,14 @@ class AvSource:
         options: SourceOptions,
         sampler: FrameSampler,
         deliver: Callable[[VideoFrame], None],
+        deliver_audio: AudioSink | None = None,
     ) -> None:
         self._stream_id = stream_id
         self._opts = options
         self._sampler = sampler
         self._deliver = deliver
+        # Audio is decoded only when someone listens (speech moderation is on).
+        self._deliver_audio = deliver_audio
         self._stop = threading.Event()
         self._kind = source_kind(options.url)
 
@@ -115,17 +123,19 @@ class AvSource:
         try:
             container = self._open()
         except IngestError as exc:
-            return SourceEnd("error", str(exc), 0, 0, 0.0)
+            return SourceEnd("error", str(exc), 0, 0, 0.0, exc.retryable)
         try:
             decoded, sampled = self._decode(container)
         except IngestError as exc:
-            return SourceEnd("error", str(exc), decoded, sampled, time.monotonic() - started)
+            return SourceEnd(
+                "error", str(exc), decoded, sampled, time.monotonic() - started, exc.retryable
+            )
         finally:
             container.close()
         reason: Literal["eof", "stopped"] = "stopped" if self._stop.is_set() else "eof"
         if reason == "eof" and decoded == 0:
             msg = f"{self._opts.url} ended before any video frame could be decoded"
-            return SourceEnd("error", msg, 0, 0, time.monotonic() - started)
+            return SourceEnd("error", msg, 0, 0, time.monotonic() - started, True)
         return SourceEnd(reason, None, decoded, sampled, time.monotonic() - started)
 
     def _open(self) -> Any:
@@ -154,8 +164,10 @@ class AvSource:
         counter = metrics.FRAMES_DECODED.labels(self._kind)
         decode_seconds = metrics.STAGE_SECONDS.labels("decode")
         sample_seconds = metrics.STAGE_SECONDS.labels("sample")
+        audio = self._audio_decoder(container, stream)
+        streams = [stream] if audio is None else [stream, audio.stream]
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux(*streams):
                 if self._stop.is_set():
                     break
                 if self._opts.realtime and packet.dts is not None and packet.time_base:
@@ -167,6 +179,9 @@ class AvSource:
                     if delay > 0 and self._stop.wait(delay):
                         break
                 t_arrival = time.time()
+                if audio is not None and packet.stream.index == audio.stream.index:
+                    audio.packet(packet, t_arrival)
+                    continue
                 started = time.perf_counter()
                 try:
                     frames = packet.decode()
@@ -182,7 +197,7 @@ class AvSource:
                     continue
                 for frame in frames:
                     counter.inc()
-                    media_time = _media_time(frame, stream, decoded)
+                    media_time = _media_time(frame, stream, decoded) + self._opts.media_offset_s
                     decoded += 1
                     started = time.perf_counter()
                     if not self._sampler.admit(media_time):
@@ -200,7 +215,24 @@ class AvSource:
             raise IngestError(
                 f"{self._opts.url} broke after {decoded} frames: {exc}", retryable=True
             ) from exc
+        finally:
+            if audio is not None:
+                audio.close()
         return decoded, sampled
+
+    def _audio_decoder(self, container: Any, video: Any) -> AudioDecoder | None:
+        if self._deliver_audio is None:
+            return None
+        if not container.streams.audio:
+            self._deliver_audio(AudioUnavailable(self._stream_id, "the source has no audio track"))
+            return None
+        decoder = AudioDecoder(
+            self._stream_id, container.streams.audio[0], stream_origin(video), self._deliver_audio
+        )
+        if not decoder.stream.codec_context or not decoder.stream.codec_context.sample_rate:
+            decoder.unavailable("the audio track cannot be decoded (unknown format)")
+            return None
+        return decoder
 
     def _to_video_frame(
         self, frame: Any, index: int, media_time: float, t_arrival: float

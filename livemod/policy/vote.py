@@ -193,20 +193,34 @@ class VoteEngine:
             _decision(key, cat.name, active, "stop", sample, sample, ()),
         ]
 
-    def release(self, key: str, category: str, *, t_now: float) -> Decision | None:
+    def release(
+        self,
+        key: str,
+        category: str,
+        *,
+        t_now: float,
+        fresh: bool = False,
+        channel: str = VIDEO,
+    ) -> Decision | None:
         """Lift the standing action of one category (a reviewer overturned it, or the
         LLM cleared it) and return its ``stop``; ``None`` when nothing stands.
 
         The same or a weaker action does not start again for this category until it
         has been clean for ``clear_after`` samples; a stronger one still can.
+        ``fresh`` (an expired ban: the publisher served it) instead forgets the
+        window, so the next violation acts again at once. ``channel``: ``video`` or
+        ``speech`` (the vote the action came from).
         """
-        cstate = self._category(key, category)
+        cstate = self._category(key, category, channel)
         if cstate is None or cstate.active is None:
             return None
         active, cstate.active = cstate.active, None
-        cstate.released = active.action
+        cstate.released = None if fresh else active.action
         cstate.clean_run = 0
-        return _manual(key, category, active, "stop", cstate, t_now)
+        stop = _manual(key, category, active, "stop", cstate, t_now)
+        if fresh:
+            cstate.window.clear()
+        return stop
 
     def upgrade(
         self,
@@ -218,11 +232,12 @@ class VoteEngine:
         tier: Tier,
         sources: tuple[str, ...],
         t_trigger: float,
+        channel: str = VIDEO,
     ) -> list[Decision]:
         """Replace the standing action with a stronger one (an LLM verdict, a
         fallback): the new action's ``start``, then the old one's ``stop``. Nothing
         when no action stands or the standing one is already as strong."""
-        cstate = self._category(key, category)
+        cstate = self._category(key, category, channel)
         if cstate is None or cstate.active is None:
             return []
         old = cstate.active
@@ -234,9 +249,11 @@ class VoteEngine:
             _manual(key, category, old, "stop", cstate, t_trigger),
         ]
 
-    def _category(self, key: str, category: str) -> _CategoryState | None:
+    def _category(self, key: str, category: str, channel: str) -> _CategoryState | None:
         state = self._keys.get(key)
-        return None if state is None else state.categories.get(category)
+        if state is None:
+            return None
+        return (state.speech if channel == SPEECH else state.categories).get(category)
 
     def suspicious(self, key: str) -> bool:
         """Any category with a recent hit: the sampler should boost."""

@@ -1,0 +1,295 @@
+"""The review desk: fills the review queue, serves it over HTTP, and applies
+reviewers' decisions to the standing actions live.
+
+Routes (bearer-protected like every ``/v1`` route):
+
+- ``GET /v1/reviews[?status=open|pending|claimed|decided|all&level=N&limit=N]``
+- ``GET /v1/reviews/{id}``
+- ``POST /v1/reviews/{id}/claim`` ``{"reviewer_id"}``
+- ``POST /v1/reviews/{id}/decide`` ``{"reviewer_id", "decision", "note"?}`` with
+  ``decision`` one of ``uphold`` (the action stands), ``overturn`` (the action is
+  lifted at once: a ``stop`` event) or ``escalate`` (back in the queue, one level up)
+
+Every claim and decision is committed as a ``review`` event: the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from livemod import metrics
+from livemod.actions.follow import follow
+from livemod.errors import RequestError
+from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
+from livemod.escalation.standing import (
+    channel_of,
+    key_of,
+    publish_decisions,
+    recent_frames,
+    standing_action,
+)
+from livemod.escalation.verdict import Verdict
+from livemod.messages import VideoFrame
+from livemod.policy.taxonomy import severity
+from livemod.store import EvidenceInput
+
+if TYPE_CHECKING:
+    from livemod.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
+REVIEW_FRAMES = 4
+MAX_NOTE = 2000
+
+
+class ReviewDesk:
+    """A daemon component (always on): the review queue and its routes."""
+
+    name = "review"
+
+    def __init__(self) -> None:
+        self._daemon: Daemon | None = None
+        self._queue: ReviewQueue | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._defer: Callable[[dict[str, Any]], bool] = lambda event: False
+
+    def defer_to(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
+        """First-pass ``review`` actions for which ``predicate`` is true are left to
+        another component (the escalator asks the LLM first and queues them itself)."""
+        self._defer = predicate
+
+    @property
+    def queue(self) -> ReviewQueue:
+        if self._queue is None:
+            raise RuntimeError("review desk is not started")
+        return self._queue
+
+    @property
+    def daemon(self) -> Daemon:
+        if self._daemon is None:
+            raise RuntimeError("review desk is not started")
+        return self._daemon
+
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._queue = ReviewQueue(daemon.store)
+        await self._queue.open()
+        await self._update_depth()
+        since = await daemon.store.last_seq()
+        self._task = asyncio.create_task(self._follow(since), name="review-follow")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _follow(self, since: int) -> None:
+        async for event in follow(self.daemon.hub, since):
+            if (
+                event.get("type") == "action"
+                and event.get("action") == "review"
+                and event.get("state") == "start"
+                and "origin" not in event
+                and not self._defer(event)
+            ):
+                try:
+                    await self.submit(event, reason="policy_review")
+                except Exception:  # one bad item must not stop the queue
+                    log.exception("could not queue a review", extra={"seq": event.get("seq")})
+
+    async def submit(
+        self,
+        event: dict[str, Any],
+        *,
+        reason: str,
+        frames: Sequence[VideoFrame] | None = None,
+        scores: dict[str, float] | None = None,
+        verdict: Verdict | None = None,
+        transcript: str = "",
+        ocr_text: str = "",
+    ) -> dict[str, Any]:
+        """Queue the clip behind a committed action event for a person to judge."""
+        daemon = self.daemon
+        stream_id = str(event.get("stream_id"))
+        category = str(event.get("category"))
+        if frames is None:
+            frames = recent_frames(daemon, stream_id, REVIEW_FRAMES)
+        evidence_ids = [event["evidence_id"]] if event.get("evidence_id") else []
+        for frame in frames:
+            evidence_ids.append(
+                await daemon.store.add_evidence(
+                    EvidenceInput(stream_id, category, frame.media_time_s, {}, frame.image)
+                )
+            )
+        if scores is None and event.get("evidence_id"):
+            record = await daemon.store.get_evidence(str(event["evidence_id"]))
+            scores = record["scores"] if record else {}
+        risk = float(event.get("confidence", 0.0))
+        if verdict is not None and verdict.unsafe:
+            risk = max(risk, verdict.confidence)
+        item = await self.queue.add(
+            NewReview(
+                stream_id=stream_id,
+                user_id=str(event.get("user_id")),
+                room_id=str(event.get("room_id")),
+                category=category,
+                severity=severity(risk),
+                reason=reason,
+                possible_minor=verdict.possible_minor if verdict is not None else False,
+                detail={
+                    "action": event.get("action"),
+                    "channel": channel_of(event),
+                    "action_seq": event.get("seq"),
+                    "tier": event.get("tier"),
+                    "confidence": event.get("confidence"),
+                    "sources": event.get("sources", []),
+                    "media_time_s": event.get("media_time_s"),
+                    "evidence_id": event.get("evidence_id"),
+                    "evidence_ids": evidence_ids,
+                    "scores": scores or {},
+                    "transcript": transcript,
+                    "ocr_text": ocr_text,
+                    "verdict": verdict.as_dict() if verdict is not None else None,
+                },
+            )
+        )
+        metrics.REVIEWS.labels("queued").inc()
+        await self._audit(item, "queued")
+        await self._update_depth()
+        return item
+
+    async def _audit(self, item: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
+        body = {
+            "type": "review",
+            "state": state,
+            "review_id": item["id"],
+            "stream_id": item["stream_id"],
+            "user_id": item["user_id"],
+            "room_id": item["room_id"],
+            "category": item["category"],
+            "severity": item["severity"],
+            "reason": item["reason"],
+            "level": item["level"],
+            "action_seq": item.get("action_seq"),
+            "evidence_id": item.get("evidence_id"),
+            **extra,
+        }
+        return await self.daemon.hub.publish(body)
+
+    async def _update_depth(self) -> None:
+        metrics.QUEUE_DEPTH.labels("review").set(await self.queue.open_count())
+
+    async def claim(self, review_id: str, reviewer: str) -> dict[str, Any]:
+        item = await self.queue.claim(review_id, reviewer)
+        metrics.REVIEWS.labels("claimed").inc()
+        await self._audit(item, "claimed", reviewer_id=reviewer)
+        return item
+
+    async def decide(
+        self, review_id: str, reviewer: str, decision: Decision, note: str = ""
+    ) -> dict[str, Any]:
+        """Record the decision, then apply it to the standing action live."""
+        item = await self.queue.decide(review_id, reviewer, decision, note)
+        metrics.REVIEWS.labels(decision).inc()
+        daemon = self.daemon
+        key, channel = key_of(item), str(item.get("channel", "video"))
+        lifted: list[dict[str, Any]] = []
+        if decision == "overturn":
+            stop = daemon.engine.release(key, item["category"], t_now=time.time(), channel=channel)
+            if stop is not None:
+                lifted = await publish_decisions(
+                    daemon, [stop], item, origin="review", extra={"review_id": item["id"]}
+                )
+        audit = await self._audit(
+            item,
+            "escalated" if decision == "escalate" else "decided",
+            decision=decision,
+            reviewer_id=reviewer,
+            note=note,
+            standing=standing_action(daemon, key, item["category"], channel),
+            lifted_seq=lifted[0]["seq"] if lifted else None,
+        )
+        await self._update_depth()
+        return {**item, "audit_seq": audit["seq"], "lifted_seq": audit["lifted_seq"]}
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/reviews", self._list)
+        app.router.add_get("/v1/reviews/{id}", self._get)
+        app.router.add_post("/v1/reviews/{id}/claim", self._claim)
+        app.router.add_post("/v1/reviews/{id}/decide", self._decide)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "open")
+        if status not in (*STATUSES, "open", "all"):
+            raise RequestError("status: one of pending, claimed, decided, open, all", status=422)
+        level = _int_param(request, "level", None, 0, 100)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        items = await self.queue.list(status=status, level=level, limit=limit or 100)
+        return web.json_response({"reviews": items})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.queue.get(request.match_info["id"]))
+
+    async def _claim(self, request: web.Request) -> web.Response:
+        data = await _body(request, {"reviewer_id"})
+        item = await self.claim(request.match_info["id"], _reviewer(data))
+        return web.json_response(item)
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        data = await _body(request, {"reviewer_id", "decision", "note"})
+        decision = data.get("decision")
+        if decision not in DECISIONS:
+            raise RequestError(f"decision: one of {', '.join(DECISIONS)}", status=422)
+        note = data.get("note", "")
+        if not isinstance(note, str) or len(note) > MAX_NOTE:
+            raise RequestError(f"note: a string of at most {MAX_NOTE} characters", status=422)
+        item = await self.decide(request.match_info["id"], _reviewer(data), decision, note)
+        return web.json_response(item)
+
+
+async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise RequestError("expected Content-Type: application/json", status=415)
+    try:
+        data = await request.json()
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"body is not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise RequestError("body must be a JSON object")
+    unknown = set(data) - allowed
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
+    return data
+
+
+def _reviewer(data: dict[str, Any]) -> str:
+    value = data.get("reviewer_id")
+    if not isinstance(value, str) or not _ID.match(value):
+        raise RequestError(
+            "reviewer_id: required, 1-128 characters of letters, digits, '_', '.', '@' or '-'",
+            status=422,
+        )
+    return value
+
+
+def _int_param(
+    request: web.Request, name: str, default: int | None, lo: int, hi: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise RequestError(f"{name}: an integer from {lo} to {hi}", status=422)
+    return int(raw)

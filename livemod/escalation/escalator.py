@@ -1,0 +1,428 @@
+"""The escalator: sends uncertain or severe clips to the LLM and applies what
+comes back, or the category's fallback when nothing usable does.
+
+It follows committed action events like any subscriber, so a slow or dead LLM
+never slows the pipeline. Each escalated action gets exactly one ``escalation``
+event: a verdict (``confirmed``, ``upgraded``, ``cleared``, ``inconclusive``) or
+a fallback (``fail_open``, ``fail_closed``, ``degraded``), whatever happens to
+the call, the queue (full: fallback at once) or the daemon (stopping: fallback).
+
+Calls run on ``max_concurrency`` workers behind a token bucket and a circuit
+breaker; timeouts, 429 and 5xx are retried with jittered exponential backoff
+(``Retry-After`` honoured up to ``retry_max_s``; a longer one is not waited for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import cv2
+import numpy as np
+
+from livemod import metrics
+from livemod.actions.follow import follow
+from livemod.config import Config
+from livemod.errors import ConfigError
+from livemod.escalation.breaker import BreakerState, CircuitBreaker, TokenBucket
+from livemod.escalation.desk import ReviewDesk
+from livemod.escalation.llm import Clip, LlmClient, LlmError
+from livemod.escalation.standing import (
+    channel_of,
+    key_of,
+    publish_decisions,
+    recent_frames,
+    standing_action,
+    trigger_time,
+)
+from livemod.escalation.triage import (
+    Plan,
+    escalation_reason,
+    fallback_mode,
+    plan_fallback,
+    plan_for_verdict,
+)
+from livemod.escalation.verdict import Verdict
+from livemod.messages import Image, VideoFrame
+
+if TYPE_CHECKING:
+    from livemod.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+_METRIC_OUTCOME = {"confirmed": "violation", "upgraded": "violation", "cleared": "benign"}
+
+
+@dataclass(slots=True)
+class _Job:
+    event: dict[str, Any]
+    reason: str
+    frames: list[VideoFrame]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+def _jpeg(image: Image, max_side: int) -> bytes:
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale < 1.0:
+        size = (round(w * scale), round(h * scale))
+        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(data.tobytes())
+
+
+class Escalator:
+    """A daemon component, enabled by ``llm.base_url``."""
+
+    name = "escalation"
+
+    def __init__(
+        self,
+        config: Config,
+        desk: ReviewDesk,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._cfg = config.llm
+        self._desk = desk
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.breaker = CircuitBreaker(
+            failures=self._cfg.breaker_failures,
+            window_s=self._cfg.breaker_window_s,
+            cooldown_s=self._cfg.breaker_cooldown_s,
+            clock=clock,
+            on_change=self._breaker_changed,
+        )
+        self._bucket = TokenBucket(self._cfg.rate_per_s, self._cfg.rate_burst, clock)
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=self._cfg.queue_size)
+        self._daemon: Daemon | None = None
+        self._client: LlmClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._side: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._sources: set[str] = set()
+        desk.defer_to(self.wants)
+
+    @property
+    def daemon(self) -> Daemon:
+        if self._daemon is None:
+            raise RuntimeError("escalator is not started")
+        return self._daemon
+
+    @property
+    def client(self) -> LlmClient:
+        if self._client is None:
+            raise RuntimeError("escalator is not started")
+        return self._client
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Whether this committed event is escalated (and so not queued for review
+        by the desk directly)."""
+        return escalation_reason(event, self._cfg, self._sources) is not None
+
+    async def start(self, daemon: Daemon) -> None:
+        self._check_categories(daemon)
+        self._daemon = daemon
+        self._sources = set(daemon.analysis.names)
+        self._http = aiohttp.ClientSession()
+        self._client = LlmClient(
+            self._http,
+            self._cfg,
+            categories=list(daemon.policy.categories),
+            api_key=os.environ.get(self._cfg.api_key_env) or None,
+        )
+        metrics.set_breaker_state(self.breaker.state)
+        since = await daemon.store.last_seq()
+        self._follower = asyncio.create_task(self._follow(since), name="escalation-follow")
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"escalation-{i}")
+            for i in range(self._cfg.max_concurrency)
+        ]
+        log.info(
+            "escalation on",
+            extra={"llm_url": self.client.url, "provider": self._cfg.provider},
+        )
+
+    def _check_categories(self, daemon: Daemon) -> None:
+        known = set(daemon.policy.categories)
+        named = [
+            ("llm.always_escalate", self._cfg.always_escalate),
+            ("llm.fallback", list(self._cfg.fallback)),
+            ("llm.cross_check", list(self._cfg.cross_check)),
+        ]
+        for field_name, categories in named:
+            for category in categories:
+                if category not in known:
+                    raise ConfigError(
+                        f"{field_name}: {category!r} is not a policy category"
+                        f" (the policy has {', '.join(sorted(known))})"
+                    )
+
+    async def stop(self) -> None:
+        """Stop taking events; settle every escalation still open with its fallback."""
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        self._stopping.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self._queue.empty():
+            await self._settle(self._queue.get_nowait(), None, "shutdown")
+        if self._side:
+            await asyncio.gather(*self._side, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        metrics.QUEUE_DEPTH.labels("escalation").set(0)
+
+    def add_routes(self, app: Any) -> None:
+        """No routes of its own: reviews are served by the review desk."""
+
+    # -- intake -------------------------------------------------------------------
+
+    async def _follow(self, since: int) -> None:
+        async for event in follow(self.daemon.hub, since):
+            reason = escalation_reason(event, self._cfg, self._sources)
+            if reason is None:
+                continue
+            # The ring moves on with the stream: take the frames now.
+            frames = recent_frames(self.daemon, str(event.get("stream_id")), self._cfg.clip_frames)
+            job = _Job(event, reason, frames)
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                metrics.DROPS.labels("escalation", "queue_full").inc()
+                await self._settle(job, None, "queue_full")
+            metrics.QUEUE_DEPTH.labels("escalation").set(self._queue.qsize())
+
+    async def _work(self) -> None:
+        while not self._stopping.is_set():
+            get = asyncio.ensure_future(self._queue.get())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({get, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not get.done():
+                get.cancel()
+                return
+            job = get.result()
+            metrics.QUEUE_DEPTH.labels("escalation").set(self._queue.qsize())
+            try:
+                await self._handle(job)
+            except Exception:  # the worker must survive anything one job does
+                log.exception("escalation failed", extra={"seq": job.event.get("seq")})
+
+    # -- one escalation ---------------------------------------------------------------
+
+    async def _handle(self, job: _Job) -> None:
+        clip = await self._clip(job)
+        call = asyncio.ensure_future(self._ask(self.client.request_body(clip)))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        started = time.perf_counter()
+        await asyncio.wait({call, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not call.done():
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            await self._settle(job, None, "shutdown", clip=clip)
+            return
+        metrics.ESCALATION_SECONDS.observe(time.perf_counter() - started)
+        try:
+            verdict = call.result()
+        except LlmError as exc:
+            # While the breaker is open every clip would say so: its transition is logged.
+            level = logging.DEBUG if exc.kind == "breaker_open" else logging.WARNING
+            log.log(level, "LLM gave no verdict: %s", exc, extra={"seq": job.event.get("seq")})
+            await self._settle(job, None, exc.kind, clip=clip)
+            return
+        await self._settle(job, verdict, None, clip=clip)
+
+    async def _clip(self, job: _Job) -> Clip:
+        event = job.event
+        daemon = self.daemon
+        scores: dict[str, float] = {}
+        jpegs: list[bytes] = []
+        evidence_id = event.get("evidence_id")
+        record = await daemon.store.get_evidence(str(evidence_id)) if evidence_id else None
+        if record is not None:
+            scores = record["scores"]
+        side = self._cfg.image_max_side
+        if job.frames:
+            images = [f.image for f in job.frames]
+            jpegs = await asyncio.to_thread(lambda: [_jpeg(i, side) for i in images])
+        elif record is not None and record.get("path"):
+            # The session is gone: the evidence frame is all there is.
+            path = str(record["path"])
+            jpegs = [await asyncio.to_thread(_read_bytes, path)]
+        return Clip(
+            stream_id=str(event.get("stream_id")),
+            category=str(event.get("category")),
+            action=str(event.get("action")),
+            tier=str(event.get("tier")),
+            confidence=float(event.get("confidence", 0.0)),
+            sources=tuple(event.get("sources") or ()),
+            media_time_s=float(event.get("media_time_s", 0.0)),
+            jpegs=tuple(jpegs),
+            scores=scores,
+            transcript=str(event.get("transcript", "")),
+            ocr_text=str(event.get("ocr_text", "")),
+        )
+
+    async def _ask(self, body: dict[str, Any]) -> Verdict:
+        """Call with retries, honouring the breaker and the rate limit."""
+        attempt = 0
+        while True:
+            if not self.breaker.allow():
+                raise LlmError("circuit breaker is open", kind="breaker_open")
+            try:
+                wait = self._bucket.reserve()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                verdict = await self.client.send(body)
+            except LlmError as exc:
+                self.breaker.record_failure()
+                delay = self._backoff(attempt, exc)
+                if delay is None:
+                    raise
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self.breaker.release_probe()
+                raise
+            self.breaker.record_success()
+            return verdict
+
+    def _backoff(self, attempt: int, exc: LlmError) -> float | None:
+        """Seconds to wait before retrying, or ``None`` to give up."""
+        cfg = self._cfg
+        if not exc.retryable or attempt >= cfg.retries:
+            return None
+        if exc.retry_after_s is not None:
+            return exc.retry_after_s if exc.retry_after_s <= cfg.retry_max_s else None
+        ceiling = min(cfg.retry_max_s, cfg.retry_base_s * (2.0**attempt))
+        # Half fixed, half random: spread retries of many clips without retrying at once.
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def _settle(
+        self,
+        job: _Job,
+        verdict: Verdict | None,
+        error: str | None,
+        *,
+        clip: Clip | None = None,
+    ) -> None:
+        """Publish the outcome and apply it to the standing action."""
+        daemon = self.daemon
+        event = job.event
+        key, category = key_of(event), str(event.get("category"))
+        standing = standing_action(daemon, key, category, channel_of(event))
+        mode = None
+        if verdict is not None:
+            plan = plan_for_verdict(verdict, standing, self._cfg)
+            metrics.ESCALATIONS.labels(_METRIC_OUTCOME.get(plan.outcome, "uncertain")).inc()
+        else:
+            mode = fallback_mode(category, self._cfg)
+            plan = plan_fallback(
+                mode,
+                category=category,
+                confidence=float(event.get("confidence", 0.0)),
+                standing=standing,
+                policy=daemon.policy,
+                config=self._cfg,
+            )
+            kind = error if error in ("timeout", "breaker_open") else "error"
+            metrics.ESCALATIONS.labels(kind).inc()
+            metrics.ESCALATION_FALLBACKS.labels(mode).inc()
+        escalation = await daemon.hub.publish(
+            {
+                "type": "escalation",
+                "outcome": plan.outcome,
+                "stream_id": event.get("stream_id"),
+                "user_id": event.get("user_id"),
+                "room_id": event.get("room_id"),
+                "category": category,
+                "action": event.get("action"),
+                "action_seq": event.get("seq"),
+                "evidence_id": event.get("evidence_id"),
+                "reason": job.reason,
+                "fallback": mode,
+                "error": error,
+                "verdict": verdict.as_dict() if verdict is not None else None,
+                "standing": standing,
+                "duration_ms": round((time.perf_counter() - job.queued_at) * 1000.0, 1),
+            }
+        )
+        await self._apply(job, plan, verdict, escalation, clip)
+
+    async def _apply(
+        self,
+        job: _Job,
+        plan: Plan,
+        verdict: Verdict | None,
+        escalation: dict[str, Any],
+        clip: Clip | None,
+    ) -> None:
+        daemon = self.daemon
+        event = job.event
+        key, category, channel = key_of(event), str(event.get("category")), channel_of(event)
+        origin = "llm" if verdict is not None else "fallback"
+        extra = {"escalation_seq": escalation["seq"]}
+        if plan.lift:
+            stop = daemon.engine.release(key, category, t_now=time.time(), channel=channel)
+            if stop is not None:
+                await publish_decisions(daemon, [stop], event, origin=origin, extra=extra)
+        if plan.start is not None:
+            confidence = verdict.confidence if verdict is not None else float(event["confidence"])
+            decisions = daemon.engine.upgrade(
+                key,
+                category,
+                plan.start,
+                confidence=round(confidence, 4),
+                tier=daemon.policy.tier(confidence),
+                sources=(*tuple(event.get("sources") or ()), origin),
+                t_trigger=trigger_time(event),
+                channel=channel,
+            )
+            await publish_decisions(daemon, decisions, event, origin=origin, extra=extra)
+        if plan.review:
+            await self._desk.submit(
+                event,
+                reason=plan.outcome,
+                frames=job.frames,
+                scores=clip.scores if clip is not None else None,
+                verdict=verdict,
+                transcript=clip.transcript if clip is not None else "",
+                ocr_text=clip.ocr_text if clip is not None else "",
+            )
+
+    # -- breaker state ---------------------------------------------------------------
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        metrics.set_breaker_state(new)
+        log.warning("LLM circuit breaker %s -> %s", old, new)
+        if self._daemon is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.daemon.hub.publish(
+                {"type": "breaker", "component": "llm", "state": new, "previous": old}
+            )
+        )
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()

@@ -1,0 +1,301 @@
+"""WHIP (RFC 9725): OBS, browsers and WebRTC servers publish to the daemon.
+
+Routes (a :class:`~livemod.components.Component`):
+
+* ``POST /whip/{room_id}`` with an ``application/sdp`` offer: ``201 Created``,
+  the SDP answer, ``Location`` of the WHIP session, its ``ETag``, and one
+  ``Link: rel="ice-server"`` per configured STUN/TURN server. The user is the
+  bearer token's (``whip.tokens``) or, for an admin or open daemon, ``?user_id=``.
+* ``PATCH`` on the session with ``application/trickle-ice-sdpfrag``: trickled
+  candidates (``204``); ICE restarts are not supported (``422``, publish again).
+* ``DELETE`` on the session ends it (``200``).
+* ``OPTIONS`` and CORS headers everywhere, for browser publishers.
+* ``GET /whip``: a publisher page for browsers (camera or a test pattern).
+
+Errors answer JSON ``{"error": "..."}`` with the RFC's status: 400 malformed
+offer, 401 missing or wrong token, 403 not yours / refused, 404 unknown session,
+412 stale ``If-Match``, 415 wrong content type, 422 unusable offer, 503 full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from livemod.config import Config
+from livemod.errors import RequestError
+from livemod.ingest import sdp
+from livemod.ingest.ice import parse_ice_server
+from livemod.ingest.source import Deliver
+from livemod.ingest.whip_peer import WhipPeer
+from livemod.ingest.whip_publisher import WhipPublisher
+from livemod.ingest.whip_source import WhipSource
+from livemod.sampling import FrameSampler
+
+if TYPE_CHECKING:
+    from livemod.daemon import Daemon
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+PAGE = Path(__file__).resolve().parent.parent / "static" / "whip.html"
+_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
+WhipHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: an admin (``http.token`` or no auth) or a mapped user."""
+
+    user_id: str | None
+
+
+class WhipIngest:
+    """The WHIP endpoint and every live WHIP publish."""
+
+    name = "whip"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._whip = config.whip
+        self._daemon: Daemon | None = None
+        self.publishers: dict[str, WhipPublisher] = {}
+        self._ended_at: dict[str, tuple[float, str]] = {}
+        """userId:roomId -> (when, category) of the last ``end`` enforced here."""
+
+    async def start(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        quiet = logging.getLogger("aioice")
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)  # it logs every candidate pair check at INFO
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.close() for p in list(self.publishers.values())))
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/whip", self._page)
+        app.router.add_post("/whip/{room_id}", self._wrap(self._post))
+        app.router.add_route("OPTIONS", "/whip/{room_id}", self._wrap(self._options))
+        app.router.add_patch("/whip/{room_id}/{sid}", self._wrap(self._patch))
+        app.router.add_delete("/whip/{room_id}/{sid}", self._wrap(self._delete))
+        app.router.add_route("OPTIONS", "/whip/{room_id}/{sid}", self._wrap(self._options))
+
+    # -- HTTP plumbing -------------------------------------------------------------
+
+    def _wrap(self, handler: WhipHandler) -> WhipHandler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except RequestError as exc:
+                response = web.json_response({"error": str(exc)}, status=exc.status)
+                if exc.status == 401:
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="livemod"'
+            self._cors(response)
+            return response
+
+        return wrapped
+
+    def _cors(self, response: web.StreamResponse) -> None:
+        h = response.headers
+        h["Access-Control-Allow-Origin"] = self._whip.cors_origin
+        h["Access-Control-Allow-Methods"] = "POST, PATCH, DELETE, OPTIONS"
+        h["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+        h["Access-Control-Expose-Headers"] = "Location, ETag, Link, Accept-Patch"
+        h["Access-Control-Max-Age"] = "600"
+
+    def _caller(self, request: web.Request) -> Caller:
+        admin, tokens = self._config.http.token, self._whip.tokens
+        if not admin and not tokens:
+            return Caller(None)
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise RequestError(
+                "missing bearer token: send Authorization: Bearer <token>", status=401
+            )
+        given = header[len("Bearer ") :].strip().encode()
+        if admin and hmac.compare_digest(given, admin.encode()):
+            return Caller(None)
+        for token, user_id in tokens.items():
+            if hmac.compare_digest(given, token.encode()):
+                return Caller(user_id)
+        raise RequestError("wrong bearer token", status=401)
+
+    def _publisher(self, request: web.Request, caller: Caller) -> WhipPublisher:
+        room_id, sid = request.match_info["room_id"], request.match_info["sid"]
+        pub = self.publishers.get(sid)
+        if pub is None or pub.room_id != room_id:
+            raise RequestError(f"no WHIP session {sid} in room {room_id} (ended?)", status=404)
+        if caller.user_id is not None and caller.user_id != pub.user_id:
+            raise RequestError("this WHIP session belongs to another user", status=403)
+        return pub
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def _options(self, request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=204)
+        if "sid" in request.match_info:
+            response.headers["Allow"] = "PATCH, DELETE, OPTIONS"
+            response.headers["Accept-Patch"] = SDPFRAG
+        else:
+            response.headers["Allow"] = "POST, OPTIONS"
+            response.headers["Accept-Post"] = SDP
+        return response
+
+    # -- WHIP ------------------------------------------------------------------------
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        daemon = self._daemon
+        assert daemon is not None
+        caller = self._caller(request)
+        room_id = request.match_info["room_id"]
+        if not _ID.match(room_id):
+            raise RequestError("room_id: 1-128 letters, digits, '_', '.', '@' or '-'", status=422)
+        user_id = self._user_id(request, caller)
+        if request.content_type != SDP:
+            raise RequestError(f"expected Content-Type: {SDP} (an SDP offer)", status=415)
+        self._check_not_ended(f"{user_id}:{room_id}")
+        try:
+            offer = await request.text()
+        except UnicodeDecodeError as exc:
+            raise RequestError("the SDP offer is not valid UTF-8 text", status=400) from exc
+        peer = WhipPeer(self._whip)
+        try:
+            answer = await peer.negotiate(offer)
+            pub = await self._start(daemon, peer, user_id, room_id)
+        except BaseException:
+            await peer.close()
+            raise
+        headers = {
+            "Content-Type": SDP,
+            "Location": pub.location,
+            "ETag": peer.etag,
+            "Accept-Patch": SDPFRAG,
+        }
+        response = web.Response(status=201, text=answer, headers=headers)
+        response.content_type = SDP
+        for link in self._ice_links():
+            response.headers.add("Link", link)
+        return response
+
+    def _user_id(self, request: web.Request, caller: Caller) -> str:
+        asked = request.query.get("user_id")
+        if caller.user_id is not None:
+            if asked is not None and asked != caller.user_id:
+                raise RequestError("user_id does not match the bearer token's user", status=403)
+            return caller.user_id
+        if asked is None or not _ID.match(asked):
+            raise RequestError(
+                "user_id: add ?user_id=... to the WHIP URL (1-128 letters, digits, '_', '.', "
+                "'@' or '-'), or map the publisher's bearer token to a user in whip.tokens",
+                status=422,
+            )
+        return asked
+
+    def _check_not_ended(self, key: str) -> None:
+        ended = self._ended_at.get(key)
+        if ended is None:
+            return
+        refuse_s = self._config.enforce.end_refuse_s
+        if time.monotonic() - ended[0] < refuse_s:
+            raise RequestError(
+                f"publishing here was ended by moderation ({ended[1]}); "
+                f"refused for {refuse_s:g} s (enforce.end_refuse_s)",
+                status=403,
+            )
+        del self._ended_at[key]
+
+    async def _start(
+        self, daemon: Daemon, peer: WhipPeer, user_id: str, room_id: str
+    ) -> WhipPublisher:
+        loop = asyncio.get_running_loop()
+        ended = asyncio.Event()
+        made: list[WhipSource] = []
+
+        def make_source(stream_id: str, sampler: FrameSampler, deliver: Deliver) -> WhipSource:
+            made.append(WhipSource(stream_id, sampler, deliver, loop=loop, on_end=ended.set))
+            return made[0]
+
+        metadata = {
+            "ingest": "whip",
+            "video_codec": peer.video_codec,
+            "audio_codec": peer.audio_codec,
+        }
+        session = await daemon.start_session(
+            f"whip:/whip/{room_id}", user_id, room_id, metadata=metadata, source=make_source
+        )
+        pub = WhipPublisher(
+            session,
+            peer,
+            made[0],
+            ended,
+            hub=daemon.hub,
+            config=self._whip,
+            on_closed=self._forget,
+            on_end_action=self._remember_end,
+        )
+        self.publishers[pub.id] = pub
+        pub.start()
+        return pub
+
+    def _forget(self, pub: WhipPublisher) -> None:
+        self.publishers.pop(pub.id, None)
+
+    def _remember_end(self, pub: WhipPublisher, category: str) -> None:
+        self._ended_at[f"{pub.user_id}:{pub.room_id}"] = (time.monotonic(), category)
+
+    def _ice_links(self) -> list[str]:
+        links = []
+        for url in self._whip.ice_servers:
+            server = parse_ice_server(url)
+            link = f'<{server.urls}>; rel="ice-server"'
+            if server.username is not None:
+                link += (
+                    f'; username="{server.username}"; credential="{server.credential}"'
+                    '; credential-type="password"'
+                )
+            links.append(link)
+        return links
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
+        pub = self._publisher(request, self._caller(request))
+        if request.content_type != SDPFRAG:
+            raise RequestError(f"expected Content-Type: {SDPFRAG}", status=415)
+        if_match = request.headers.get("If-Match")
+        if if_match == "*":
+            raise RequestError(
+                "ICE restarts are not supported: DELETE and publish again", status=422
+            )
+        if if_match is not None and if_match != pub.peer.etag:
+            raise RequestError(f"If-Match {if_match} is not this session's ETag", status=412)
+        frag = sdp.parse_sdpfrag(await request.text())
+        if frag.ice_ufrag is not None and frag.ice_ufrag != pub.peer.remote_ufrag:
+            raise RequestError(
+                "ICE restarts are not supported: DELETE and publish again", status=422
+            )
+        await pub.peer.add_candidates(frag)
+        return web.Response(status=204, headers={"ETag": pub.peer.etag})
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        pub = self._publisher(request, self._caller(request))
+        pub.end("stopped")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pub.closed.wait(), 10.0)
+        return web.json_response(
+            {
+                "id": pub.id,
+                "room_id": pub.room_id,
+                "status": "ended",
+                "frames": pub.source.received,
+                "samples": pub.session.samples,
+            }
+        )

@@ -1,0 +1,82 @@
+"""Every benchmark's quick mode runs and prints one JSON document with its setting.
+
+The numbers themselves are not asserted (that is what the full runs are for); the
+shape is, so docs/benchmarks.md and operators' scripts can rely on it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TIMEOUT_SCALE
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_quick(name: str, timeout: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=timeout * TIMEOUT_SCALE,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout)  # exactly one JSON document
+    return result
+
+
+def assert_percentiles(p: dict[str, Any]) -> None:
+    assert {"n", "p50", "p95", "p99"} <= set(p)
+    if p["n"]:
+        assert 0 <= p["p50"] <= p["p95"] <= p["p99"]
+
+
+def test_latency_quick() -> None:
+    out = run_quick("latency", 120)
+    setting = out["setting"]
+    assert {"machine", "streams_tested", "clip", "sampling_fps", "models"} <= set(setting)
+    assert setting["sampling_fps"] == 4.0 and "hash" in setting["models"]
+    assert setting["clip"]["resolution"] == "640x360"
+    summary = out["summary"]
+    one = summary["one_stream"]
+    for key in ("arrival_to_analyzed_ms", "event_latency_ms", "onset_to_event_ms"):
+        assert_percentiles(one[key])
+    assert one["arrival_to_analyzed_ms"]["n"] > 0
+    assert isinstance(summary["sustained_streams"], int)
+    assert {"compute_ratio_from_costs", "sustained_streams_vs_baseline_capacity"} <= set(
+        summary["ratios"]
+    )
+    costs = out["costs_ms_per_frame"]
+    assert costs["decode"]["frames"] > 0
+    for model in setting["models"]:
+        assert_percentiles(costs[model])
+    baseline = out["baseline"]
+    assert baseline["frames_analyzed"] > 0 and baseline["capacity_streams"] > 0
+    for level in out["levels"]:
+        assert {"drops", "drop_rate", "cpu_ms_per_stream_s", "inserts_detected"} <= set(level)
+
+
+def test_overload_quick() -> None:
+    out = run_quick("overload", 120)
+    assert out["setting"]["overload_streams"] == 2 * out["setting"]["sustainable_streams"]
+    summary = out["summary"]
+    assert isinstance(summary["bounded"], bool)
+    assert_percentiles(summary["arrival_to_analyzed_ms"])
+    assert out["livemod"]["windows"] and out["baseline"]["windows"]
+    assert out["baseline"]["frames_offered"] > out["baseline"]["frames_analyzed"]
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [("models", {"setting", "results"}), ("hashing", {"setting", "phash_ms_per_frame"})],
+)
+def test_cost_benchmarks_quick(name: str, keys: set[str]) -> None:
+    out = run_quick(name, 90)
+    assert keys <= set(out)
