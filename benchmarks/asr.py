@@ -31,22 +31,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from livemod import testspeech as ts  # noqa: E402
-from livemod.analyzers.asr import WhisperEngine  # noqa: E402
-from livemod.config import load_config  # noqa: E402
-from livemod.messages import AUDIO_RATE, AudioChunk, Decision, Samples  # noqa: E402
-from livemod.policy.taxonomy import load_policy  # noqa: E402
-from livemod.policy.text import TextPolicy  # noqa: E402
-from livemod.policy.vote import VoteEngine  # noqa: E402
-from livemod.speech import SpeechModerator, SpeechSetup, build_speech  # noqa: E402
-from livemod.store import EvidenceInput  # noqa: E402
+from livemod import testspeech as ts
+from livemod.analyzers.asr import WhisperEngine
+from livemod.config import load_config
+from livemod.messages import AUDIO_RATE, AudioChunk, Decision, Samples
+from livemod.policy.taxonomy import load_policy
+from livemod.policy.text import TextPolicy
+from livemod.policy.vote import VoteEngine
+from livemod.speech import SpeechModerator, SpeechSetup, build_speech
+from livemod.store import EvidenceInput
 
 THREAT = "I will kill you tonight."
 BENIGN = (
@@ -119,9 +116,7 @@ async def run_livemod(
             if d.state == "start":
                 mutes.append((i, time.time(), d))
 
-        mods.append(
-            setup.moderator(f"s{i}", f"user{i}:room", engine, emit, lambda _t, _f: None)
-        )
+        mods.append(setup.moderator(f"s{i}", f"user{i}:room", engine, emit, lambda _t, _f: None))
     cpu0, t_start = time.process_time(), time.time()
     t0s = [t_start + 0.2 + off for off in offsets]
     stop = threading.Event()
@@ -141,7 +136,9 @@ async def run_livemod(
     detected = 0
     for i in range(streams):
         for p in threats:
-            hits = [t for s, t, d in mutes if s == i and abs(d.media_time_s - p.speech_start_s) < 1.5]
+            hits = [
+                t for s, t, d in mutes if s == i and abs(d.media_time_s - p.speech_start_s) < 1.5
+            ]
             if hits:
                 detected += 1
                 latencies.append(min(hits) - (t0s[i] + p.speech_end_s))
@@ -156,13 +153,17 @@ async def run_livemod(
         "transcript_lag_s": percentiles(lags),
         "cpu_s_per_speech_s": round(cpu / speech, 3),
         "cpu_s_per_audio_s": round(cpu / (len(track) / AUDIO_RATE * streams), 3),
-        "decodes": sum(m._stream.decodes for m in mods),
+        "decodes": sum(m.decodes for m in mods),
     }
 
 
 def run_baseline(
-    engine: WhisperEngine, policy: TextPolicy, streams: int, track: Samples,
-    placed: Sequence[ts.Placed], chunk_s: float = 2.0,
+    engine: WhisperEngine,
+    policy: TextPolicy,
+    streams: int,
+    track: Samples,
+    placed: Sequence[ts.Placed],
+    chunk_s: float = 2.0,
 ) -> dict[str, Any]:
     """Fixed chunks per stream, transcribed when complete, one call at a time."""
     lock = threading.Lock()
@@ -190,10 +191,12 @@ def run_baseline(
             text = " ".join(w.text for w in out.words)
             if any(h.category == "violence" for h in policy.evaluate(text)):
                 for j, p in enumerate(threats):
-                    if k / AUDIO_RATE <= p.speech_end_s and end / AUDIO_RATE >= p.speech_start_s:
-                        if j not in found:
-                            found.add(j)
-                            latencies.append(now - (t0 + p.speech_end_s))
+                    inside = (
+                        k / AUDIO_RATE <= p.speech_end_s and end / AUDIO_RATE >= p.speech_start_s
+                    )
+                    if inside and j not in found:
+                        found.add(j)
+                        latencies.append(now - (t0 + p.speech_end_s))
         with lock:
             detected += len(found)
 
@@ -232,8 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     wer_ref = " ".join(p.part.text for p in placed if p.part.text)
     setup.close()
     sustained = max(
-        (r["streams"] for r in runs
-         if r["transcript_lag_s"]["n"] and r["transcript_lag_s"]["p95"] < LAG_LIMIT_S),
+        (
+            r["streams"]
+            for r in runs
+            if r["transcript_lag_s"]["n"] and r["transcript_lag_s"]["p95"] < LAG_LIMIT_S
+        ),
         default=0,
     )
     first = runs[0]

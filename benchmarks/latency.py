@@ -133,10 +133,16 @@ def headline(level: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    host = machine()  # before the load, so its load average is the machine's own
     inserts = 1 if args.quick else 6
     clip, known_bad = make_clip(workdir, inserts)
     config = make_config(
-        workdir, known_bad, threads=args.threads, workers=args.workers, boost=args.boost
+        workdir,
+        known_bad,
+        threads=args.threads,
+        workers=args.workers,
+        boost=args.boost,
+        ocr=args.ocr,
     )
     harness = Harness(config)
     await harness.open()
@@ -184,7 +190,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {
         "benchmark": "livemod latency",
         "setting": {
-            "machine": machine(),
+            "machine": host,
             "quick": args.quick,
             "streams_tested": [lv["streams"] for lv in levels],
             "clip": clip.describe(),
@@ -195,6 +201,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 else "off (boost_initial_s=0, boost_suspicious_s=0, boost_fps=fps): a true 4 fps"
             ),
             "models": harness.daemon.analysis.names,
+            "ocr": "on (per-stream stage, default gating)" if args.ocr else "off",
             "onnx_threads_per_call": config.vision.threads,
             "analysis_workers": config.vision.workers,
             "batch_size": getattr(config.vision, "batch_size", 1),
@@ -228,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--boost", action="store_true", help="keep the daemon's boost on suspicious content"
     )
+    parser.add_argument("--ocr", action="store_true", help="add the OCR stage (on by default)")
     parser.add_argument("--baseline-streams", type=int, default=1, help="streams the baseline gets")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="livemod-bench-") as tmp:

@@ -124,10 +124,17 @@ def make_clip(folder: Path, inserts: int, name: str = "clip.mp4") -> tuple[Clip,
 
 
 def make_config(
-    workdir: Path, known_bad: Path, *, threads: int, workers: int, boost: bool = False
+    workdir: Path,
+    known_bad: Path,
+    *,
+    threads: int,
+    workers: int,
+    boost: bool = False,
+    ocr: bool = False,
 ) -> Config:
     """The embedded defaults, with boost off so every stream is sampled at a true 4 fps
-    (``boost``: keep the suspicious-content boost to 8 fps, as the daemon does)."""
+    (``boost``: keep the suspicious-content boost to 8 fps, as the daemon does), and
+    OCR off unless ``ocr`` (the clips carry no text; it would only add its cost)."""
     # boost_fps = fps as well: a hit pulls the next sample in to the boost interval
     # even when boost_suspicious_s is 0.
     sampling: dict[str, float] = {"boost_initial_s": 0.0}
@@ -140,6 +147,7 @@ def make_config(
             "sampling": sampling,
             "vision": {"threads": threads, "workers": workers},
             "ingest": {"max_sessions": 1000},
+            "ocr": {"enabled": ocr},
         }
     )
 

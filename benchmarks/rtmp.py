@@ -13,8 +13,8 @@ GOP 2 s) that loops 1.5 s of test pattern and 1.5 s of a known-bad picture.
    ``pause`` event, whose ``latency_ms`` feeds (2).
 2. Arrival → action event (``latency_ms``) over RTMP: one stream at a time.
 3. Capacity: N concurrent publishers (N = 1, 2, 3, 4, 6, 8) for a fixed window each;
-   N is sustained while the action events' p95 latency stays under 1 s, every
-   stream is analyzed at >= 90 % of 4 fps and fewer than 5 % of samples are dropped.
+   N is sustained while the action events' p95 latency stays under 1 s and every
+   stream is analyzed at >= 90 % of 4 fps (drop rates are reported alongside).
 
 Prints one JSON document.
 
@@ -227,12 +227,13 @@ async def capacity_level(stack: Stack, clip: Path, n: int, window_s: float) -> d
         dropped += lost
     drop_rate = dropped / max(1, sampled + dropped)
     lat = percentiles(latencies)
+    # The issue's yardstick: every stream analyzed at (about) 4 fps, p95 under 1 s.
+    # Drops (the sampler admitted more than was analyzed) are reported, not judged.
     ok = (
         len(sids) == n
         and lat["p95"] is not None
         and float(lat["p95"]) < 1000.0
         and min(rates, default=0.0) >= 0.9 * FPS
-        and drop_rate < 0.05
     )
     return {
         "streams": n,

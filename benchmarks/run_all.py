@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("hashing", "models", "latency", "overload")
+BENCHMARKS = ("hashing", "models", "latency", "overload", "asr")
+OPTIONAL = ("ocr", "whip")
+"""Other parts' benchmarks, run too when their script is there (same --quick contract)."""
 
 
 def run_one(name: str, quick: bool) -> dict[str, Any]:
@@ -38,11 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="each benchmark's quick mode")
     parser.add_argument(
-        "--only", default="", help="comma-separated subset of " + ",".join(BENCHMARKS)
+        "--only", default="", help="comma-separated subset of " + ",".join((*BENCHMARKS, *OPTIONAL))
     )
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
-    unknown = set(names) - set(BENCHMARKS)
+    known = [*BENCHMARKS, *(n for n in OPTIONAL if (HERE / f"{n}.py").exists())]
+    names = [n for n in args.only.split(",") if n] or known
+    unknown = set(names) - set(known)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     results = {}

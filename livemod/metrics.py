@@ -189,10 +189,15 @@ DROPS.labels("asr", "queue_full")
 
 # Streaming-server hooks and enforcement (livemod/hooks_api.py).
 HOOK_CALLS = Counter(
-    "livemod_hook_calls_total", "Streaming-server hook calls, by server and call", ["server", "call"]
+    "livemod_hook_calls_total",
+    "Streaming-server hook calls, by server and call",
+    ["server", "call"],
 )
 ENFORCEMENTS = Counter(
     "livemod_enforcements_total",
     "Actions enforced on a streaming server, by server, action and outcome",
     ["server", "action", "outcome"],
+)
+RECONNECTS = Counter(
+    "livemod_ingest_reconnects_total", "Live pulls reopened while their publisher was live"
 )

@@ -116,6 +116,8 @@ class AudioRing:
     Chunks are laid at their own media times; a gap (lost packets) is filled with
     silence so sample positions stay a linear function of time. Also remembers
     when each chunk arrived, so a media time maps back to a wall-clock arrival.
+    Storage is one array of twice the capacity, compacted when full: a push costs
+    its own length, not the ring's.
     """
 
     def __init__(self, capacity_s: float, rate: int = 16_000) -> None:
@@ -123,7 +125,9 @@ class AudioRing:
             raise ValueError("capacity_s must be positive")
         self._rate = rate
         self._cap = int(capacity_s * rate)
-        self._buf = np.zeros(0, np.float32)
+        self._data = np.zeros(2 * self._cap, np.float32)
+        self._lo = 0
+        self._hi = 0
         self._start_s = 0.0
         self._arrivals: deque[tuple[float, float]] = deque()
 
@@ -133,34 +137,45 @@ class AudioRing:
 
     @property
     def end_s(self) -> float:
-        return self._start_s + len(self._buf) / self._rate
+        return self._start_s + (self._hi - self._lo) / self._rate
 
     def push(self, media_time_s: float, samples: npt.NDArray[np.float32], t_arrival: float) -> None:
-        if not len(self._buf) and not self._arrivals:
+        if self._hi == self._lo and not self._arrivals:
             self._start_s = media_time_s
         gap = round((media_time_s - self.end_s) * self._rate)
-        if gap > 0:
-            self._buf = np.concatenate([self._buf, np.zeros(gap, np.float32), samples])
-        elif gap < 0 and -gap < len(samples):
+        if gap < 0:
             # Overlap (timestamps jitter): keep what we have, append the rest.
-            self._buf = np.concatenate([self._buf, samples[-gap:]])
-        elif gap == 0:
-            self._buf = np.concatenate([self._buf, samples])
-        else:
-            return
+            if -gap >= len(samples):
+                return
+            samples = samples[-gap:]
+        elif gap > 0:
+            self._write(np.zeros(min(gap, self._cap), np.float32))
+        self._write(samples[-self._cap :])
         self._arrivals.append((media_time_s, t_arrival))
-        excess = len(self._buf) - self._cap
-        if excess > 0:
-            self._buf = self._buf[excess:]
-            self._start_s += excess / self._rate
         while len(self._arrivals) > 1 and self._arrivals[1][0] <= self._start_s:
             self._arrivals.popleft()
 
+    def _write(self, samples: npt.NDArray[np.float32]) -> None:
+        n = len(samples)
+        if self._hi + n > len(self._data):
+            kept = self._hi - self._lo
+            self._data[:kept] = self._data[self._lo : self._hi]
+            self._lo, self._hi = 0, kept
+        self._data[self._hi : self._hi + n] = samples
+        self._hi += n
+        excess = self._hi - self._lo - self._cap
+        if excess > 0:
+            self._lo += excess
+            self._start_s += excess / self._rate
+
     def slice(self, start_s: float, end_s: float) -> npt.NDArray[np.float32]:
         """A copy of the audio between two media times (clipped to what is kept)."""
+        size = self._hi - self._lo
         lo = max(0, round((start_s - self._start_s) * self._rate))
-        hi = min(len(self._buf), round((end_s - self._start_s) * self._rate))
-        return self._buf[lo:hi].copy() if hi > lo else np.zeros(0, np.float32)
+        hi = min(size, round((end_s - self._start_s) * self._rate))
+        if hi <= lo:
+            return np.zeros(0, np.float32)
+        return self._data[self._lo + lo : self._lo + hi].copy()
 
     def arrival(self, media_time_s: float) -> float:
         """Wall clock when the audio at ``media_time_s`` arrived (nearest kept chunk)."""

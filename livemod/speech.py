@@ -187,6 +187,11 @@ class SpeechModerator:
         self.lags: deque[float] = deque(maxlen=1000)
         """Recent commit lags (arrival of a word's audio to its commit), seconds."""
 
+    @property
+    def decodes(self) -> int:
+        """Whisper calls made for this stream so far."""
+        return self._stream.decodes
+
     # -- decode and worker threads ------------------------------------------------------
 
     def feed(self, chunk: AudioChunk) -> None:

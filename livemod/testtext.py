@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import av
 import cv2
 import numpy as np
-from av.video.stream import VideoStream
 
 from livemod import testmedia
 from livemod.messages import Image
@@ -101,7 +100,7 @@ def page_frame() -> Image:
     """scikit-image's page.png (a photographed book page) shown in a 640x360 frame."""
     from skimage import data
 
-    page = cv2.cvtColor(data.page(), cv2.COLOR_GRAY2RGB)
+    page = cv2.cvtColor(np.asarray(data.page()), cv2.COLOR_GRAY2RGB)  # type: ignore[no-untyped-call]
     page = cv2.resize(page, (640, 318), interpolation=cv2.INTER_CUBIC)
     frame = np.full((360, 640, 3), 255, dtype=np.uint8)
     frame[:318] = page
@@ -120,7 +119,7 @@ def make_background(
     """Encode the background video (H.264, yuv420p) with PyAV."""
     still = _fitted(photo, size) if kind == "photo" else None
     with av.open(str(path), mode="w") as out:
-        stream = cast(VideoStream, out.add_stream("libx264", rate=fps))
+        stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)

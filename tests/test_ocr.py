@@ -12,15 +12,16 @@ import cv2
 import numpy as np
 import pytest
 
-from livemod.analyzers.ocr import LineMemory, OcrEngine, OcrOptions
+from livemod.analyzers.ocr import OcrEngine, OcrOptions
 from livemod.analyzers.ocr_gate import OcrGate, WorkerTurns, changed_fraction, thumbnail
+from livemod.analyzers.ocr_lines import LineMemory
 from livemod.analyzers.ocr_stage import OcrStage, StageSettings
 from livemod.messages import Decision, Image, VideoFrame
 from livemod.models import load_manifest
 from livemod.policy.text import TextPolicy
 from livemod.store import EvidenceInput, Store
 from livemod.testmedia import fit, photo
-from livemod.testtext import captioned, page_frame, qr_image
+from livemod.testtext import captioned, page_frame, qr_image, talking_head
 
 # The prose of scikit-image's page.png (a photographed book page), line by line; the
 # code line below it is set in a small typewriter face and is not counted.
@@ -109,19 +110,41 @@ def test_benign_photographs_read_no_text(engine: OcrEngine) -> None:
 
 def test_gate_runs_at_its_rate_and_only_on_change() -> None:
     plain = thumbnail(captioned([]))
-    text = thumbnail(captioned(["Call me 555-867-5309"]))
+    text = thumbnail(captioned(["Call me 555-867-5309"], size=16))
+    # The camera shook by two pixels: edges moved, nothing new appeared.
+    shift = np.array([[1, 0, 2], [0, 1, -2]], dtype=np.float32)
+    shaken = thumbnail(
+        cv2.warpAffine(captioned([]), shift, (640, 360), borderMode=cv2.BORDER_REPLICATE)
+    )
     assert changed_fraction(plain, plain) == 0.0
-    assert changed_fraction(plain, text) > 0.01
+    assert changed_fraction(shaken, plain) < 0.002
+    assert changed_fraction(text, plain) > 0.01
     gate = OcrGate(fps=1.0, change_threshold=0.005, refresh_s=30.0)
     assert gate.check(0.0, plain) == "run"
     gate.ran(0.0, plain)
-    assert gate.check(0.5, text) == "rate"  # changed, but not due
-    assert gate.check(1.0, plain) == "unchanged"
-    assert gate.check(1.25, text) == "run"
+    assert gate.check(0.5, shaken) == "rate"
+    assert gate.check(1.0, shaken) == "unchanged"
+    assert gate.check(1.25, text) == "run"  # a caption popped up
     gate.ran(1.25, text)
-    assert gate.check(31.25, text) == "run"  # refresh_s: read again anyway
+    assert gate.check(2.0, text) == "rate"
+    assert gate.check(2.5, text) == "unchanged"
+    assert gate.check(32.0, text) == "run"  # refresh_s: read again anyway
     assert gate.check(0.2, text) == "run"  # media time went back: a new publish
-    assert (gate.counts.run, gate.counts.rate, gate.counts.unchanged) == (2, 1, 1)
+    assert (gate.counts.run, gate.counts.rate, gate.counts.unchanged) == (2, 2, 2)
+
+
+def test_gate_overlooks_a_moving_speaker() -> None:
+    gate = OcrGate(fps=1.0, change_threshold=0.005, refresh_s=30.0)
+    outcomes = []
+    for i in range(80):  # ten seconds at 8 samples a second
+        t = i / 8
+        thumb = thumbnail(fit(talking_head(t, (1280, 720))))
+        outcomes.append(gate.check(t, thumb))
+        if outcomes[-1] == "run":
+            gate.ran(t, thumb)
+    assert outcomes.count("run") == 1
+    frame = captioned(["Follow me @baker_anna"], background="astronaut")
+    assert gate.check(10.0, thumbnail(frame)) == "run"
 
 
 def test_worker_turns_are_fair() -> None:

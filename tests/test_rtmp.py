@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -421,3 +422,23 @@ async def test_srs_hooks_start_moderation_and_end_kicks_the_client(
             events.close()
     finally:
         await runner.cleanup()
+
+
+def test_rtmp_benchmark_quick_mode_prints_one_json_document() -> None:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "rtmp.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240 * TIMEOUT_SCALE,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["setting"]["machine"]["cpu_count"] and out["setting"]["sampling_fps"] == 4.0
+    held = out["first_frame"]["held_on_publish"]["spawn_to_first_analyzed_ms"]
+    naive = out["first_frame"]["baseline_answer_at_once"]["spawn_to_first_analyzed_ms"]
+    assert held["n"] == naive["n"] == 2 and held["p50"] <= held["p95"]
+    assert [lv["streams"] for lv in out["capacity"]["levels"]][:1] == [1]
+    assert isinstance(out["capacity"]["sustained_streams"], int)
+    assert "first_frame_p50_baseline_over_held" in out["ratios"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,9 +107,11 @@ async def test_spoken_threat_is_muted_over_its_span(
             summary = await resp.json()
         assert summary["audio"] == "moderated" and summary["severity"] == "critical"
         assert any(lo - 0.3 <= t <= hi for t in summary["flagged_media_times"])
-
-    metrics = urllib.request.urlopen(f"{d.base}/metrics", timeout=5).read().decode()
-    lag_count = [ln for ln in metrics.splitlines() if ln.startswith("livemod_asr_lag_seconds_count")]
+        async with http.get(f"{d.base}/metrics") as resp:
+            metrics = await resp.text()
+    lag_count = [
+        ln for ln in metrics.splitlines() if ln.startswith("livemod_asr_lag_seconds_count")
+    ]
     assert lag_count and float(lag_count[0].split()[-1]) > 0
     # What was said is in the evidence, never in the log.
     assert "kill" not in d.log().lower()

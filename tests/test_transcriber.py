@@ -185,3 +185,18 @@ def test_low_tier_speech_warns() -> None:
         out += engine.update_signals("u:r", insult if i < 4 else [], i * 0.25, float(i))
     assert [(d.action, d.state) for d in out][:1] == [("warn", "start")]
     assert engine.standing("u:r") == [] or engine.standing("u:r")[0].channel == "speech"
+
+
+def test_audio_ring_keeps_the_newest_seconds_by_media_time() -> None:
+    from livemod.sampling import AudioRing
+
+    ring = AudioRing(1.0, rate=10)
+    for i in range(25):
+        ring.push(i * 0.5, np.full(5, i, np.float32), 100.0 + i)
+    assert (ring.start_s, ring.end_s) == (11.5, 12.5)
+    assert ring.slice(0, 100).tolist() == [23.0] * 5 + [24.0] * 5
+    assert ring.arrival(12.2) == 124.0
+    ring.push(13.0, np.full(5, 9, np.float32), 200.0)  # 0.5 s lost: silence fills it
+    assert ring.slice(12.5, 13.5).tolist() == [0.0] * 5 + [9.0] * 5
+    ring.push(13.3, np.full(5, 7, np.float32), 201.0)  # overlaps by 0.2 s
+    assert ring.end_s == pytest.approx(13.8) and ring.slice(13.5, 13.8).tolist() == [7.0] * 3

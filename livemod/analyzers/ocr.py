@@ -21,13 +21,23 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 
+from livemod.analyzers.ocr_lines import (
+    LineMemory,
+    Quad,
+    Remembered,
+    bbox,
+    crop,
+    gap_between,
+    ink_gaps,
+    reading_order,
+    signature,
+)
 from livemod.analyzers.vision import make_session
 from livemod.errors import ModelError
 from livemod.messages import Image
@@ -37,23 +47,12 @@ DET_MODEL = "ppocr-v4-det"
 REC_MODEL = "ppocr-v4-rec"
 """Manifest names of the two models."""
 
-Quad = npt.NDArray[np.float32]
-"""Four corners (top-left, top-right, bottom-right, bottom-left), shape (4, 2)."""
-
 _REC_HEIGHT = 48
 _REC_MIN_WIDTH = 320
 # On CPU a batch of lines costs more than the lines one by one (padding to the widest
 # line; measured 411 ms for six page lines one by one, 701 ms as one batch).
 _REC_BATCH_CPU = 1
 _REC_BATCH_GPU = 8
-# A word gap in rendered Latin text is about a third of the text height; letter gaps
-# are a tenth or less. The line box is taller than the letters, hence 0.22.
-_SPACE_GAP = 0.22
-# A box is the "same" as one of the previous reading when it overlaps it this much
-# and its crop, shrunk to 8x32 grey, differs by at most this mean level.
-_REUSE_IOU = 0.6
-_REUSE_DELTA = 8.0
-_SIG_SIZE = (32, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,36 +98,6 @@ class OcrReading:
     def text(self) -> str:
         """The lines in reading order, one a line."""
         return "\n".join(line.text for line in self.lines)
-
-
-@dataclass(frozen=True, slots=True)
-class _Remembered:
-    box: tuple[int, int, int, int]
-    signature: npt.NDArray[np.uint8]
-    text: str
-    score: float
-
-
-class LineMemory:
-    """The boxes of one stream's previous reading, for reuse. Not thread-safe: a
-    stream has at most one OCR pass in flight."""
-
-    def __init__(self) -> None:
-        self._lines: list[_Remembered] = []
-
-    def find(
-        self, box: tuple[int, int, int, int], sig: npt.NDArray[np.uint8]
-    ) -> _Remembered | None:
-        for old in self._lines:
-            if _iou(old.box, box) >= _REUSE_IOU and _delta(old.signature, sig) <= _REUSE_DELTA:
-                return old
-        return None
-
-    def replace(self, lines: list[_Remembered]) -> None:
-        self._lines = lines
-
-    def __len__(self) -> int:
-        return len(self._lines)
 
 
 class OcrEngine:
@@ -189,7 +158,7 @@ class OcrEngine:
             quad[:, 1] = np.clip(quad[:, 1], 0, h - 1)
             if np.linalg.norm(quad[0] - quad[1]) > 3 and np.linalg.norm(quad[0] - quad[3]) > 3:
                 quads.append(quad)
-        return _reading_order(quads)
+        return reading_order(quads)
 
     def recognize(self, crops: Sequence[npt.NDArray[np.uint8]]) -> list[tuple[str, float]]:
         """Text and mean character confidence of each BGR line crop, in order."""
@@ -214,7 +183,7 @@ class OcrEngine:
         return out
 
     def _decode(
-        self, probs: npt.NDArray[np.float32], px_per_step: float, crop: npt.NDArray[np.uint8]
+        self, probs: npt.NDArray[np.float32], px_per_step: float, line: npt.NDArray[np.uint8]
     ) -> tuple[str, float]:
         ids = probs.argmax(axis=1)
         keep = np.ones(len(ids), dtype=bool)
@@ -225,11 +194,11 @@ class OcrEngine:
             return "", 0.0
         conf = float(probs[steps, ids[steps]].mean())
         xs = (steps + 0.5) * px_per_step
-        gaps = _ink_gaps(crop)
+        gaps = ink_gaps(line)
         text: list[str] = []
         for k, step in enumerate(steps):
             ch = self._chars[int(ids[step])]
-            if k and ch != " " and text[-1] != " " and _gap_between(gaps, xs[k - 1], xs[k]):
+            if k and ch != " " and text[-1] != " " and gap_between(gaps, xs[k - 1], xs[k]):
                 text.append(" ")
             text.append(ch)
         return " ".join("".join(text).split()), conf
@@ -242,9 +211,9 @@ class OcrEngine:
         quads = self.detect(bgr)
         det_ms = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
-        crops = [_crop(bgr, q) for q in quads]
-        boxes = [_bbox(q) for q in quads]
-        sigs = [_signature(c) for c in crops]
+        crops = [crop(bgr, q) for q in quads]
+        boxes = [bbox(q) for q in quads]
+        sigs = [signature(c) for c in crops]
         found = [
             memory.find(b, s) if memory is not None else None
             for b, s in zip(boxes, sigs, strict=True)
@@ -252,12 +221,12 @@ class OcrEngine:
         todo = [i for i, f in enumerate(found) if f is None]
         fresh = dict(zip(todo, self.recognize([crops[i] for i in todo]), strict=True))
         rec_ms = (time.perf_counter() - started) * 1000.0
-        remembered: list[_Remembered] = []
+        remembered: list[Remembered] = []
         lines: list[TextLine] = []
         for i, quad in enumerate(quads):
             old = found[i]
             text, score = (old.text, old.score) if old is not None else fresh[i]
-            remembered.append(_Remembered(boxes[i], sigs[i], text, score))
+            remembered.append(Remembered(boxes[i], sigs[i], text, score))
             if text and score >= self.options.min_text_score:
                 x0, y0, x1, y1 = boxes[i]
                 corners = tuple((float(px), float(py)) for px, py in quad)
@@ -267,79 +236,3 @@ class OcrEngine:
         if memory is not None:
             memory.replace(remembered)
         return OcrReading(tuple(lines), det_ms, rec_ms, len(todo), len(quads) - len(todo))
-
-
-def _reading_order(quads: list[Quad]) -> list[Quad]:
-    if not quads:
-        return []
-    quads = sorted(quads, key=lambda q: (float(q[0, 1]), float(q[0, 0])))
-    heights = sorted(float(q[3, 1] - q[0, 1]) for q in quads)
-    tolerance = max(4.0, heights[len(heights) // 2] / 2)
-    rows: list[list[Quad]] = []
-    for q in quads:
-        if rows and abs(float(q[0, 1]) - float(rows[-1][0][0, 1])) <= tolerance:
-            rows[-1].append(q)
-        else:
-            rows.append([q])
-    return [q for row in rows for q in sorted(row, key=lambda q: float(q[0, 0]))]
-
-
-def _crop(bgr: npt.NDArray[np.uint8], quad: Quad) -> npt.NDArray[np.uint8]:
-    width = int(max(np.linalg.norm(quad[0] - quad[1]), np.linalg.norm(quad[2] - quad[3])))
-    height = int(max(np.linalg.norm(quad[0] - quad[3]), np.linalg.norm(quad[1] - quad[2])))
-    width, height = max(width, 1), max(height, 1)
-    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
-    crop = cv2.warpPerspective(
-        bgr, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE, flags=cv2.INTER_CUBIC
-    )
-    if height / width >= 1.5:
-        # A tall box is vertical text: read it lying down, as PaddleOCR does.
-        crop = np.rot90(crop)
-    return cast("npt.NDArray[np.uint8]", np.ascontiguousarray(crop))
-
-
-def _bbox(quad: Quad) -> tuple[int, int, int, int]:
-    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-    return int(x0), int(y0), int(x1), int(y1)
-
-
-def _signature(crop: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    return cast("npt.NDArray[np.uint8]", cv2.resize(grey, _SIG_SIZE, interpolation=cv2.INTER_AREA))
-
-
-def _delta(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
-
-
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _ink_gaps(crop: npt.NDArray[np.uint8]) -> list[tuple[int, int]]:
-    """Column runs without ink, at least a word gap wide (Otsu split; ink is the minority)."""
-    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    _, binary = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    if binary.mean() > 0.5:
-        binary = 1 - binary
-    h = binary.shape[0]
-    # The box's top and bottom margins may hold other lines' ascenders: skip them.
-    ink: npt.NDArray[np.bool_] = np.asarray(binary[h // 6 : h - h // 6].any(axis=0))
-    width = int(ink.shape[0])
-    padded = np.concatenate(([True], ink, [True]))
-    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    gaps = edges.reshape(-1, 2)
-    min_gap = _SPACE_GAP * h
-    return [(int(a), int(b)) for a, b in gaps if a > 0 and b < width and b - a >= min_gap]
-
-
-def _gap_between(gaps: list[tuple[int, int]], x0: float, x1: float) -> bool:
-    return any(x0 < (a + b) / 2 < x1 for a, b in gaps)

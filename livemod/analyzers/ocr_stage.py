@@ -26,57 +26,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
-import numpy as np
 
 from livemod import metrics
 from livemod.analyzers.base import AnalyzerResult, StageEvidence
-from livemod.analyzers.ocr import (
-    DET_MODEL,
-    REC_MODEL,
-    LineMemory,
-    OcrEngine,
-    OcrOptions,
-    OcrReading,
-    TextLine,
-)
+from livemod.analyzers.ocr import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
 from livemod.analyzers.ocr_gate import OcrGate, WorkerTurns, thumbnail
+from livemod.analyzers.ocr_lines import LineMemory
+from livemod.analyzers.ocr_signals import (
+    QR_SCORE,
+    SOURCE,
+    KeptReading,
+    QrCode,
+    draw_boxes,
+    find_qr,
+    qr_signal,
+    text_signals,
+)
 from livemod.config import Config
-from livemod.messages import Decision, Image, Region, Signal, VideoFrame
-from livemod.policy.text import TextHit, TextPolicy
+from livemod.messages import Decision, Image, VideoFrame
+from livemod.policy.text import TextPolicy
 
 log = logging.getLogger(__name__)
 
-SOURCE = "ocr"
-QR_SOURCE = "ocr:qr"
-QR_CATEGORY = "contact"
-QR_SCORE = 0.9
-"""A decoded QR code on a live stream is a link or contact almost always: medium tier."""
 _KEPT_READINGS = 4
-_HIT = (255, 0, 0)
-_TEXT = (0, 200, 0)
-_QR = (0, 80, 255)
-
-
-@dataclass(frozen=True, slots=True)
-class QrCode:
-    payload: str
-    quad: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Kept:
-    """A reading kept for evidence; ``image`` only when it produced signals."""
-
-    frame_index: int
-    reading: OcrReading
-    hit_lines: frozenset[int]
-    qr: tuple[QrCode, ...]
-    image: Image | None
-
-    @property
-    def text(self) -> str:
-        qr = "".join(f"\n[QR] {code.payload}" for code in self.qr)
-        return self.reading.text + qr
 
 
 @dataclass(slots=True)
@@ -84,7 +56,7 @@ class _Stream:
     gate: OcrGate
     memory: LineMemory
     held: AnalyzerResult = field(default_factory=AnalyzerResult)
-    kept: deque[_Kept] = field(default_factory=lambda: deque(maxlen=_KEPT_READINGS))
+    kept: deque[KeptReading] = field(default_factory=lambda: deque(maxlen=_KEPT_READINGS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +138,7 @@ class OcrStage:
         state.kept.append(kept)
         return result
 
-    def _read(self, frame: VideoFrame, state: _Stream) -> tuple[_Kept, AnalyzerResult]:
+    def _read(self, frame: VideoFrame, state: _Stream) -> tuple[KeptReading, AnalyzerResult]:
         started = time.perf_counter()
         reading = self.engine.read(frame.image, state.memory)
         metrics.OCR_SECONDS.labels("det").observe(reading.det_ms / 1000.0)
@@ -182,11 +154,10 @@ class OcrStage:
         signals, hit_lines = text_signals(reading, hits)
         scores = {f"ocr:{s.category}": s.score for s in signals}
         if qr:
-            regions = tuple(_region(code.quad, "qr_code", QR_SCORE) for code in qr)
-            signals.append(Signal(QR_CATEGORY, QR_SCORE, QR_SOURCE, "qr_code", regions))
+            signals.append(qr_signal(qr))
             scores["ocr:qr"] = QR_SCORE
         image = frame.image if signals else None
-        kept = _Kept(frame.index, reading, hit_lines, qr, image)
+        kept = KeptReading(frame.index, reading, hit_lines, qr, image)
         metrics.STAGE_SECONDS.labels("ocr").observe(time.perf_counter() - started)
         return kept, AnalyzerResult(tuple(signals), scores)
 
@@ -196,12 +167,7 @@ class OcrStage:
         if detector is None:
             detector = cv2.QRCodeDetector()
             self._local.qr = detector
-        payload, points, _ = detector.detectAndDecode(np.ascontiguousarray(image[:, :, ::-1]))
-        if not payload or points is None:
-            # Undecodable "codes" are mostly false finds on busy pictures.
-            return ()
-        quad = tuple((float(x), float(y)) for x, y in np.asarray(points).reshape(-1, 2))
-        return (QrCode(str(payload), quad),)
+        return find_qr(detector, image)
 
     def evidence(self, stream_id: str, decision: Decision) -> StageEvidence | None:
         """The frame of the reading behind ``decision`` with its boxes drawn (hits red,
@@ -227,58 +193,6 @@ class OcrStage:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def text_signals(reading: OcrReading, hits: list[TextHit]) -> tuple[list[Signal], frozenset[int]]:
-    """One ``ocr`` signal per category hit, with the boxes of the lines the hits fall in."""
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for line in reading.lines:
-        spans.append((pos, pos + len(line.text)))
-        pos += len(line.text) + 1  # the "\n" that joins lines
-    by_category: dict[str, list[tuple[TextHit, list[int]]]] = {}
-    touched: set[int] = set()
-    for hit in hits:
-        lines = [i for i, (a, b) in enumerate(spans) if hit.start < b and hit.end > a]
-        touched.update(lines)
-        by_category.setdefault(hit.category, []).append((hit, lines))
-    signals: list[Signal] = []
-    for category, found in by_category.items():
-        best = max(found, key=lambda f: f[0].score)[0]
-        line_score: dict[int, float] = {}
-        for hit, lines in found:
-            for i in lines:
-                line_score[i] = max(line_score.get(i, 0.0), hit.score)
-        regions = tuple(
-            _line_region(reading.lines[i], score) for i, score in sorted(line_score.items())
-        )
-        signals.append(Signal(category, best.score, SOURCE, best.term, regions))
-    return signals, frozenset(touched)
-
-
-def _line_region(line: TextLine, score: float) -> Region:
-    return Region(line.x, line.y, line.w, line.h, "text", score)
-
-
-def _region(quad: tuple[tuple[float, float], ...], label: str, score: float) -> Region:
-    xs = [p[0] for p in quad]
-    ys = [p[1] for p in quad]
-    x0, y0 = int(np.floor(min(xs))), int(np.floor(min(ys)))
-    x1, y1 = int(np.ceil(max(xs))), int(np.ceil(max(ys)))
-    return Region(max(0, x0), max(0, y0), x1 - max(0, x0), y1 - max(0, y0), label, score)
-
-
-def draw_boxes(image: Image, kept: _Kept) -> Image:
-    """A copy of ``image`` with the reading's text boxes and QR codes outlined."""
-    out = np.ascontiguousarray(image.copy())
-    for i, line in enumerate(kept.reading.lines):
-        pts = np.asarray(line.quad, dtype=np.int32).reshape(-1, 1, 2)
-        colour = _HIT if i in kept.hit_lines else _TEXT
-        cv2.polylines(out, [pts], isClosed=True, color=colour, thickness=2)
-    for code in kept.qr:
-        pts = np.asarray(code.quad, dtype=np.int32).reshape(-1, 1, 2)
-        cv2.polylines(out, [pts], isClosed=True, color=_QR, thickness=2)
-    return out
 
 
 def build_ocr_stage(config: Config) -> OcrStage:

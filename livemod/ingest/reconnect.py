@@ -149,7 +149,7 @@ class ReconnectingSource:
                 )
                 return SourceEnd("error", msg, decoded, sampled, now - started)
             attempt += 1
-            metrics.DROPS.labels("ingest", "reconnect").inc()
+            metrics.RECONNECTS.inc()
             if self._control.on_retry is not None:
                 self._control.on_retry(attempt, last_error)
             delay = min(self._control.backoff_max_s, self._control.backoff_s * 2 ** (attempt - 1))

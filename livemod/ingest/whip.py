@@ -233,6 +233,7 @@ class WhipIngest:
         session = await daemon.start_session(
             f"whip:/whip/{room_id}", user_id, room_id, metadata=metadata, source=make_source
         )
+        peer.label = session.info.id
         pub = WhipPublisher(
             session,
             peer,
@@ -251,7 +252,11 @@ class WhipIngest:
         self.publishers.pop(pub.id, None)
 
     def _remember_end(self, pub: WhipPublisher, category: str) -> None:
-        self._ended_at[f"{pub.user_id}:{pub.room_id}"] = (time.monotonic(), category)
+        now = time.monotonic()
+        refuse_s = self._config.enforce.end_refuse_s
+        for key in [k for k, (at, _) in self._ended_at.items() if now - at >= refuse_s]:
+            del self._ended_at[key]  # lapsed: keeps the table as small as the live ends
+        self._ended_at[f"{pub.user_id}:{pub.room_id}"] = (now, category)
 
     def _ice_links(self) -> list[str]:
         links = []

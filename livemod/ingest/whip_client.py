@@ -63,12 +63,15 @@ class WhipClient:
         self.location: str | None = None
         self.etag: str | None = None
         self.answer: str | None = None
+        self.connected = asyncio.Event()
         self.ended = asyncio.Event()
         """Set when the connection reaches ``closed`` or ``failed`` (e.g. the daemon
         closed it to enforce an ``end``)."""
         self.pc.on("connectionstatechange", self._on_state)
 
     def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected.set()
         if self.pc.connectionState in ("closed", "failed"):
             self.ended.set()
 

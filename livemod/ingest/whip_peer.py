@@ -46,9 +46,10 @@ AudioSink = Callable[[Any, float], None]
 class WhipPeer:
     """Wraps one ``RTCPeerConnection``; ``on_state`` hears its connection states."""
 
-    def __init__(self, config: WhipConfig, stream_label: str = "") -> None:
+    def __init__(self, config: WhipConfig) -> None:
         self._config = config
-        self._label = stream_label
+        self.label = ""
+        """The stream id, for logs, once the session exists."""
         self._loopback_only = bool(config.ice_addresses) and all(
             is_loopback(a) for a in config.ice_addresses
         )
@@ -148,6 +149,9 @@ class WhipPeer:
                 source.offer(frame, time.time())
         except MediaStreamError:
             return  # the track ended with the connection
+        except Exception as exc:  # a bug must end this publish, not the daemon
+            log.exception("WHIP receive failed", extra={"stream_id": self.label})
+            source.finish("error", f"internal error receiving WHIP video: {exc}")
 
     async def _pump_audio(self, track: MediaStreamTrack) -> None:
         try:
@@ -170,5 +174,5 @@ class WhipPeer:
         try:
             await self.pc.close()
         except Exception:  # closing must not fail the caller; the pc is gone either way
-            log.exception("closing a WHIP peer connection failed", extra={"stream_id": self._label})
+            log.exception("closing a WHIP peer connection failed", extra={"stream_id": self.label})
         await asyncio.gather(*tasks, return_exceptions=True)
