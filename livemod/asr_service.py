@@ -70,12 +70,13 @@ class AsrStream:
             before = self._core.settled_s
             self._core.push(chunk)
             due = self._core.due()
+            urgent = self._core.final_due()
             settled = self._core.settled_s
         if settled > before:
             # Silence settles the timeline without a decode: the vote counts it clean.
             self._deliver(Commit((), settled, False))
         if due:
-            self._service.request(self)
+            self._service.request(self, urgent=urgent)
 
     def finish(self) -> None:
         """End of the stream's audio: decode what is open, then say so with a final."""
@@ -83,7 +84,7 @@ class AsrStream:
             self._core.finish()
             due = self._core.due()
         if due:
-            self._service.request(self)
+            self._service.request(self, urgent=True)
         elif self.idle:
             self._deliver(Commit((), self.end_s, True), done=True)
         # else: a decode is in flight; its apply() sees the finish and says done.
@@ -123,6 +124,7 @@ class AsrStream:
         with self._lock:
             commit = self._core.apply(window, decoded.words)
             due = self._core.due()
+            urgent = self._core.final_due()
             ring = self._core.ring
             done = self._core.finished and not due
             if done:
@@ -135,7 +137,7 @@ class AsrStream:
         self._deliver(commit, arrival, done=done)
         metrics.ASR_BEHIND.set(max(0.0, behind))
         if due:
-            self._service.request(self)
+            self._service.request(self, urgent=urgent)
 
     def _deliver(self, commit: Commit, arrival: float = 0.0, *, done: bool = False) -> None:
         now = time.time()
@@ -176,11 +178,17 @@ class AsrService:
     def open(self, stream_id: str, listener: Listener) -> AsrStream:
         return AsrStream(self, stream_id, listener)
 
-    def request(self, stream: AsrStream) -> None:
-        """Queue a stream for decoding; a stream already queued is coalesced."""
+    def request(self, stream: AsrStream, *, urgent: bool = False) -> None:
+        """Queue a stream for decoding; a stream already queued is coalesced.
+
+        ``urgent`` (a segment ended: its words can become final) goes to the front,
+        ahead of partial decodes of speech still going on.
+        """
         with self._cond:
             if id(stream) in self._queue:
                 metrics.ASR_COALESCED.inc()
+                if urgent:
+                    self._queue.move_to_end(id(stream), last=False)
                 return
             if len(self._queue) >= self._max:
                 # More streams waiting than the bound: the longest-waiting one loses
@@ -188,6 +196,8 @@ class AsrService:
                 self._queue.popitem(last=False)
                 metrics.DROPS.labels("asr", "queue_full").inc()
             self._queue[id(stream)] = stream
+            if urgent:
+                self._queue.move_to_end(id(stream), last=False)
             metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
             self._cond.notify()
 

@@ -181,8 +181,9 @@ class StreamTranscriber:
         if self._pending:
             floor = max(floor, self._pending[-1].voice_end_s)
         else:
-            # The first partial decode comes interval_s after speech is confirmed.
-            self._last_window_end_s = self.ring.end_s
+            # The first partial decode waits two intervals: most sentences end before
+            # that, and their final decode then comes without one in flight ahead of it.
+            self._last_window_end_s = self.ring.end_s + self.opts.interval_s
         start = max(floor, self._speech_start_s - self.opts.pad_s)
         self._pending.append(Segment(start, self._speech_start_s, self._voice_s))
 
@@ -192,9 +193,13 @@ class StreamTranscriber:
         """Whether a decode should be queued for this stream now."""
         if self.busy or not self._pending:
             return False
-        if any(s.end_s is not None for s in self._pending):
-            return True
-        return self.ring.end_s - self._last_window_end_s >= self.opts.interval_s
+        return self.final_due() or (
+            self.ring.end_s - self._last_window_end_s >= self.opts.interval_s
+        )
+
+    def final_due(self) -> bool:
+        """A segment has ended: its words can be made final (the service serves these first)."""
+        return not self.busy and any(s.end_s is not None for s in self._pending)
 
     def take(self) -> Window | None:
         """The window to decode now, over every pending segment; marks the stream busy."""

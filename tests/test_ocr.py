@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from livemod.analyzers.ocr import OcrEngine, OcrOptions
-from livemod.analyzers.ocr_gate import OcrGate, WorkerTurns, changed_fraction, thumbnail
+from livemod.analyzers.ocr_gate import (
+    OcrGate,
+    WorkerTurns,
+    changed_fraction,
+    text_cells,
+    thumbnail,
+)
 from livemod.analyzers.ocr_lines import LineMemory
 from livemod.analyzers.ocr_stage import OcrStage, StageSettings
 from livemod.messages import Decision, Image, VideoFrame
@@ -145,6 +151,29 @@ def test_gate_overlooks_a_moving_speaker() -> None:
     assert outcomes.count("run") == 1
     frame = captioned(["Follow me @baker_anna"], background="astronaut")
     assert gate.check(10.0, thumbnail(frame)) == "run"
+
+
+def test_gate_follows_a_scrolling_ticker(engine: OcrEngine) -> None:
+    first = captioned(["Markets close higher as rain moves east; local team wins"], size=20)
+    reading = engine.read(first)
+    boxes = [(line.x, line.y, line.w, line.h) for line in reading.lines]
+    assert boxes
+    start = thumbnail(first)
+    cells = text_cells(boxes, (640, 360), start)
+    moved = first.copy()
+    moved[290:350] = np.roll(first[290:350], -10, axis=1)
+    # Outside known text a 10-pixel move passes for motion; inside the text it is news.
+    step = thumbnail(moved)
+    assert changed_fraction(step, start, cells) > 4 * changed_fraction(step, start)
+    gate = OcrGate(fps=1.0, change_threshold=0.005, refresh_s=30.0)
+    assert gate.check(0.0, start) == "run"
+    gate.ran(0.0, start, cells)
+    outcomes = []
+    for i in range(1, 9):  # the ticker moves 10 pixels a sample, 8 samples a second
+        frame = first.copy()
+        frame[290:350] = np.roll(first[290:350], -10 * i, axis=1)
+        outcomes.append(gate.check(i / 8, thumbnail(frame)))
+    assert outcomes == ["rate"] * 7 + ["run"]
 
 
 def test_worker_turns_are_fair() -> None:

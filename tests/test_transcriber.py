@@ -74,7 +74,9 @@ def test_segment_end_gives_one_final_window_with_padding() -> None:
 def test_local_agreement_commits_only_what_two_decodes_share() -> None:
     feed = Feed()
     feed.run(1.0, loud=False)
-    feed.run(1.4, loud=True)
+    feed.run(1.9, loud=True)
+    assert feed.tr.take() is None  # the first partial waits two intervals
+    feed.run(0.5, loud=True)
     first = feed.tr.take()
     assert first is not None and not first.final
     c1 = feed.tr.apply(first, words(("I", 1.0, 1.2), ("will", 1.2, 1.5), ("kiln", 1.5, 2.2)))

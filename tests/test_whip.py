@@ -234,7 +234,7 @@ async def test_bad_whip_requests(tmp_path: Path, known_bad_dir: Path) -> None:
         tmp_path,
         known_bad_dir,
         LIVEMOD_HTTP__TOKEN="admin-token",
-        LIVEMOD_WHIP__TOKENS=json.dumps({"alice-key": "alice"}),
+        LIVEMOD_WHIP__TOKENS=json.dumps({"alice-key": "alice", "bob-key": "bob"}),
         LIVEMOD_WHIP__IDLE_TIMEOUT_S="2",
     )
     room = f"{daemon.base}/whip/room"
@@ -293,7 +293,8 @@ async def audio_only_offer() -> str:
 
 async def check_patch_rules(daemon: DaemonProcess, status: Status) -> None:
     """On a live session: stale If-Match 412, ICE restart 422, wrong type 415,
-    malformed fragment 400, another user's token 403, a good fragment 204."""
+    malformed fragment 400, a good fragment 204, another user's token 403; then
+    ``DELETE /v1/streams/{id}`` closes the publisher's connection."""
     client = WhipClient(f"{daemon.base}/whip/patchy", token="alice-key", ice_addresses=LOOPBACK)
     await client.publish(VideoStreamTrack(), codec="VP8")
     loc = client.location
@@ -308,8 +309,15 @@ async def check_patch_rules(daemon: DaemonProcess, status: Status) -> None:
         assert await status("PATCH", loc, end, **auth) == 415
         assert await status("PATCH", loc, "garbage\r\n", **frag) == 400
         assert await status("PATCH", loc, end, **frag, **{"If-Match": client.etag}) == 204
+        assert await status("DELETE", loc, Authorization="Bearer bob-key") == 403
+        await asyncio.wait_for(client.connected.wait(), 10 * TIMEOUT_SCALE)
+        # Stopping the stream through the generic API closes the WebRTC connection too.
+        sid = loc.rsplit("/", 1)[1]
+        admin = "Bearer admin-token"
+        assert await status("DELETE", f"{daemon.base}/v1/streams/{sid}", Authorization=admin) == 200
+        await asyncio.wait_for(client.ended.wait(), 10 * TIMEOUT_SCALE)
     finally:
-        assert await client.delete() == 200
+        assert await client.delete() in (200, 404)
 
 
 async def check_vanished_publisher(http: aiohttp.ClientSession, daemon: DaemonProcess) -> None:

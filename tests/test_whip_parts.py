@@ -1,5 +1,5 @@
 """WHIP's pure parts: offer checks, trickle fragments, the media clock, the frame
-source's one-slot mailbox, and ICE address scoping."""
+source's one-slot mailbox, ICE address scoping and the access rules."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from livemod.errors import ConfigError, RequestError
 from livemod.ingest import sdp
 from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.ice import host_addresses, parse_ice_server, rtc_configuration
+from livemod.ingest.whip_access import Caller, EndRefusals, authorize, publisher_user
 from livemod.ingest.whip_source import MediaClock, WhipSource
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
@@ -172,3 +173,29 @@ def test_whip_config_errors_name_the_field(tmp_path: Path, text: str, needle: st
     with pytest.raises(ConfigError) as err:
         load_config(path, environ={})
     assert needle in str(err.value)
+
+
+def test_access_rules() -> None:
+    tokens = {"key-a": "alice"}
+    assert authorize("", None, {}) == Caller(None)  # an open (loopback) daemon
+    assert authorize("Bearer key-a", "admin", tokens) == Caller("alice")
+    assert authorize("Bearer admin", "admin", tokens) == Caller(None)
+    for header in ("", "Basic key-a", "Bearer key-b"):
+        with pytest.raises(RequestError) as err:
+            authorize(header, "admin", tokens)
+        assert err.value.status == 401
+    assert publisher_user(Caller("alice"), None) == "alice"
+    assert publisher_user(Caller(None), "bob") == "bob"
+    for caller, asked, status in ((Caller("alice"), "bob", 403), (Caller(None), None, 422)):
+        with pytest.raises(RequestError) as err:
+            publisher_user(caller, asked)
+        assert err.value.status == status
+
+    refusals = EndRefusals(refuse_s=60.0)
+    refusals.remember("alice:r1", "known_bad", now=100.0)
+    refusals.check("bob:r1", now=101.0)  # another user in the room is not refused
+    with pytest.raises(RequestError) as err:
+        refusals.check("alice:r1", now=159.0)
+    assert err.value.status == 403 and "known_bad" in str(err.value)
+    refusals.check("alice:r1", now=160.0)  # lapsed
+    refusals.check("alice:r1", now=161.0)

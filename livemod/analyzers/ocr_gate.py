@@ -15,6 +15,10 @@ cells take levels the picture did not have there, does. Measured on generated
 clips: a talking head changes 0.2 % of cells between samples and at most 0.6 % over
 a second; a 12-pixel caption 0.8-1.2 %, larger ones 1.1-3.4 %.
 
+Inside the boxes where the last reading found text, that tolerance would hide what
+matters (a scrolling ticker is a texture whose neighbourhoods span black to white),
+so there any cell that moved by ``CELL_DELTA`` counts.
+
 A stream is re-read when one sample differs from the previous sample by
 ``change_threshold`` (text pops up), or the picture drifted ``DRIFT_FACTOR`` times
 that far from the last one read (a slow fade, a pan), or ``refresh_s`` passed.
@@ -22,6 +26,7 @@ that far from the last one read (a slow fade, a pan), or ``refresh_s`` passed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -40,6 +45,7 @@ _NEIGHBOURS = np.ones((3, 3), dtype=np.uint8)
 GateOutcome = Literal["run", "rate", "unchanged"]
 
 Thumb = npt.NDArray[np.uint8]
+Cells = npt.NDArray[np.bool_]
 
 
 def thumbnail(image: Image) -> Thumb:
@@ -50,21 +56,42 @@ def thumbnail(image: Image) -> Thumb:
     return cast(Thumb, cv2.resize(grey, size, interpolation=cv2.INTER_AREA))
 
 
-def changed_fraction(new: Thumb, ref: Thumb) -> float:
+def text_cells(
+    boxes: Sequence[tuple[int, int, int, int]], image_size: tuple[int, int], thumb: Thumb
+) -> Cells:
+    """The thumbnail cells covered by ``boxes`` (x, y, w, h in image pixels of an image
+    ``image_size`` = (width, height)), grown by one cell."""
+    mask = np.zeros(thumb.shape, dtype=np.bool_)
+    th, tw = thumb.shape
+    sx, sy = tw / max(image_size[0], 1), th / max(image_size[1], 1)
+    for x, y, w, h in boxes:
+        x0, y0 = max(0, int(x * sx) - 1), max(0, int(y * sy) - 1)
+        x1, y1 = min(tw, int(np.ceil((x + w) * sx)) + 1), min(th, int(np.ceil((y + h) * sy)) + 1)
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def changed_fraction(new: Thumb, ref: Thumb, text: Cells | None = None) -> float:
     """Fraction of cells that appeared or vanished: outside the other thumbnail's 3x3
     neighbourhood range by more than ``CELL_DELTA``, either way round (1.0 when the frame
     size changed). Both ways, because text leaving shows only the second way: the
-    photograph's levels fit inside the range of a black-and-white caption's cells."""
+    photograph's levels fit inside the range of a black-and-white caption's cells.
+    Within ``text`` cells, any move by more than ``CELL_DELTA`` counts."""
     if new.shape != ref.shape:
         return 1.0
-    return max(_outside(new, ref), _outside(ref, new))
+    appeared, vanished = _outside(new, ref), _outside(ref, new)
+    if text is not None and text.shape == new.shape:
+        moved = text & (np.abs(new.astype(np.int16) - ref.astype(np.int16)) > CELL_DELTA)
+        appeared |= moved
+        vanished |= moved
+    return max(float(appeared.mean()), float(vanished.mean()))
 
 
-def _outside(cells: Thumb, ref: Thumb) -> float:
+def _outside(cells: Thumb, ref: Thumb) -> Cells:
     high = cv2.dilate(ref, _NEIGHBOURS).astype(np.int16) + CELL_DELTA
     low = cv2.erode(ref, _NEIGHBOURS).astype(np.int16) - CELL_DELTA
     values = cells.astype(np.int16)
-    return float(((values > high) | (values < low)).mean())
+    return (values > high) | (values < low)
 
 
 @dataclass(slots=True)
@@ -97,6 +124,7 @@ class OcrGate:
         self.counts = GateCounts()
         self._last_t: float | None = None
         self._last_thumb: Thumb | None = None
+        self._last_text: Cells | None = None
         self._prev: Thumb | None = None
         self._popped = False
         """A sample differed suddenly from the one before since the last reading."""
@@ -112,7 +140,8 @@ class OcrGate:
 
     def _decide(self, t: float, thumb: Thumb) -> GateOutcome:
         prev, self._prev = self._prev, thumb
-        if prev is not None and changed_fraction(thumb, prev) >= self.change_threshold:
+        text = self._last_text
+        if prev is not None and changed_fraction(thumb, prev, text) >= self.change_threshold:
             self._popped = True
         last_t, last_thumb = self._last_t, self._last_thumb
         if last_t is None or last_thumb is None or t < last_t:
@@ -124,15 +153,16 @@ class OcrGate:
             return "rate"
         if self._popped or elapsed >= self.refresh_s:
             return "run"
-        drift = changed_fraction(thumb, last_thumb)
+        drift = changed_fraction(thumb, last_thumb, text)
         return "run" if drift >= DRIFT_FACTOR * self.change_threshold else "unchanged"
 
-    def ran(self, media_time_s: float, thumb: Thumb) -> None:
-        """Record that the frame at ``media_time_s`` was OCR'd: the next difference is
-        taken against it."""
+    def ran(self, media_time_s: float, thumb: Thumb, text: Cells | None = None) -> None:
+        """Record that the frame at ``media_time_s`` was OCR'd (``text``: the cells where
+        it found text, see ``text_cells``): the next difference is taken against it."""
         self.counts.run += 1
         self._last_t = media_time_s
         self._last_thumb = thumb
+        self._last_text = text
         self._popped = False
 
 

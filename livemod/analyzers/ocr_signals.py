@@ -60,6 +60,12 @@ def find_qr(detector: cv2.QRCodeDetector, image: Image) -> tuple[QrCode, ...]:
     return (QrCode(str(payload), quad),)
 
 
+def qr_box(code: QrCode) -> tuple[int, int, int, int]:
+    """The code's bounds (x, y, w, h) in image pixels."""
+    r = _region(code.quad, "qr_code", QR_SCORE)
+    return r.x, r.y, r.w, r.h
+
+
 def qr_signal(codes: tuple[QrCode, ...]) -> Signal:
     """One ``contact`` signal with a region per code."""
     regions = tuple(_region(code.quad, "qr_code", QR_SCORE) for code in codes)

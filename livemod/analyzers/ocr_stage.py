@@ -30,7 +30,7 @@ import cv2
 from livemod import metrics
 from livemod.analyzers.base import AnalyzerResult, StageEvidence
 from livemod.analyzers.ocr import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
-from livemod.analyzers.ocr_gate import OcrGate, WorkerTurns, thumbnail
+from livemod.analyzers.ocr_gate import OcrGate, WorkerTurns, text_cells, thumbnail
 from livemod.analyzers.ocr_lines import LineMemory
 from livemod.analyzers.ocr_signals import (
     QR_SCORE,
@@ -39,6 +39,7 @@ from livemod.analyzers.ocr_signals import (
     QrCode,
     draw_boxes,
     find_qr,
+    qr_box,
     qr_signal,
     text_signals,
 )
@@ -119,7 +120,10 @@ class OcrStage:
             return state.held
         finally:
             self._turns.done()
-        state.gate.ran(frame.media_time_s, thumb)
+        boxes = [(ln.x, ln.y, ln.w, ln.h) for ln in kept.reading.lines]
+        boxes += [qr_box(code) for code in kept.qr]
+        size = (frame.width, frame.height)
+        state.gate.ran(frame.media_time_s, thumb, text_cells(boxes, size, thumb))
         metrics.OCR_RUNS.inc()
         log.debug(
             "ocr reading",

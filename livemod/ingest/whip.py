@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +32,16 @@ from aiohttp import web
 from livemod.config import Config
 from livemod.errors import RequestError
 from livemod.ingest import sdp
-from livemod.ingest.ice import parse_ice_server
 from livemod.ingest.source import Deliver
+from livemod.ingest.whip_access import (
+    Caller,
+    EndRefusals,
+    authorize,
+    check_room,
+    cors_headers,
+    ice_links,
+    publisher_user,
+)
 from livemod.ingest.whip_peer import WhipPeer
 from livemod.ingest.whip_publisher import WhipPublisher
 from livemod.ingest.whip_source import WhipSource
@@ -48,15 +53,7 @@ if TYPE_CHECKING:
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 PAGE = Path(__file__).resolve().parent.parent / "static" / "whip.html"
-_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 WhipHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who sent a request: an admin (``http.token`` or no auth) or a mapped user."""
-
-    user_id: str | None
 
 
 class WhipIngest:
@@ -69,8 +66,7 @@ class WhipIngest:
         self._whip = config.whip
         self._daemon: Daemon | None = None
         self.publishers: dict[str, WhipPublisher] = {}
-        self._ended_at: dict[str, tuple[float, str]] = {}
-        """userId:roomId -> (when, category) of the last ``end`` enforced here."""
+        self._refusals = EndRefusals(config.enforce.end_refuse_s)
 
     async def start(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -99,35 +95,14 @@ class WhipIngest:
                 response = web.json_response({"error": str(exc)}, status=exc.status)
                 if exc.status == 401:
                     response.headers["WWW-Authenticate"] = 'Bearer realm="livemod"'
-            self._cors(response)
+            response.headers.update(cors_headers(self._whip.cors_origin))
             return response
 
         return wrapped
 
-    def _cors(self, response: web.StreamResponse) -> None:
-        h = response.headers
-        h["Access-Control-Allow-Origin"] = self._whip.cors_origin
-        h["Access-Control-Allow-Methods"] = "POST, PATCH, DELETE, OPTIONS"
-        h["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
-        h["Access-Control-Expose-Headers"] = "Location, ETag, Link, Accept-Patch"
-        h["Access-Control-Max-Age"] = "600"
-
     def _caller(self, request: web.Request) -> Caller:
-        admin, tokens = self._config.http.token, self._whip.tokens
-        if not admin and not tokens:
-            return Caller(None)
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise RequestError(
-                "missing bearer token: send Authorization: Bearer <token>", status=401
-            )
-        given = header[len("Bearer ") :].strip().encode()
-        if admin and hmac.compare_digest(given, admin.encode()):
-            return Caller(None)
-        for token, user_id in tokens.items():
-            if hmac.compare_digest(given, token.encode()):
-                return Caller(user_id)
-        raise RequestError("wrong bearer token", status=401)
+        return authorize(header, self._config.http.token, self._whip.tokens)
 
     def _publisher(self, request: web.Request, caller: Caller) -> WhipPublisher:
         room_id, sid = request.match_info["room_id"], request.match_info["sid"]
@@ -157,13 +132,11 @@ class WhipIngest:
         daemon = self._daemon
         assert daemon is not None
         caller = self._caller(request)
-        room_id = request.match_info["room_id"]
-        if not _ID.match(room_id):
-            raise RequestError("room_id: 1-128 letters, digits, '_', '.', '@' or '-'", status=422)
-        user_id = self._user_id(request, caller)
+        room_id = check_room(request.match_info["room_id"])
+        user_id = publisher_user(caller, request.query.get("user_id"))
         if request.content_type != SDP:
             raise RequestError(f"expected Content-Type: {SDP} (an SDP offer)", status=415)
-        self._check_not_ended(f"{user_id}:{room_id}")
+        self._refusals.check(f"{user_id}:{room_id}", time.monotonic())
         try:
             offer = await request.text()
         except UnicodeDecodeError as exc:
@@ -183,36 +156,9 @@ class WhipIngest:
         }
         response = web.Response(status=201, text=answer, headers=headers)
         response.content_type = SDP
-        for link in self._ice_links():
+        for link in ice_links(self._whip.ice_servers):
             response.headers.add("Link", link)
         return response
-
-    def _user_id(self, request: web.Request, caller: Caller) -> str:
-        asked = request.query.get("user_id")
-        if caller.user_id is not None:
-            if asked is not None and asked != caller.user_id:
-                raise RequestError("user_id does not match the bearer token's user", status=403)
-            return caller.user_id
-        if asked is None or not _ID.match(asked):
-            raise RequestError(
-                "user_id: add ?user_id=... to the WHIP URL (1-128 letters, digits, '_', '.', "
-                "'@' or '-'), or map the publisher's bearer token to a user in whip.tokens",
-                status=422,
-            )
-        return asked
-
-    def _check_not_ended(self, key: str) -> None:
-        ended = self._ended_at.get(key)
-        if ended is None:
-            return
-        refuse_s = self._config.enforce.end_refuse_s
-        if time.monotonic() - ended[0] < refuse_s:
-            raise RequestError(
-                f"publishing here was ended by moderation ({ended[1]}); "
-                f"refused for {refuse_s:g} s (enforce.end_refuse_s)",
-                status=403,
-            )
-        del self._ended_at[key]
 
     async def _start(
         self, daemon: Daemon, peer: WhipPeer, user_id: str, room_id: str
@@ -252,24 +198,7 @@ class WhipIngest:
         self.publishers.pop(pub.id, None)
 
     def _remember_end(self, pub: WhipPublisher, category: str) -> None:
-        now = time.monotonic()
-        refuse_s = self._config.enforce.end_refuse_s
-        for key in [k for k, (at, _) in self._ended_at.items() if now - at >= refuse_s]:
-            del self._ended_at[key]  # lapsed: keeps the table as small as the live ends
-        self._ended_at[f"{pub.user_id}:{pub.room_id}"] = (now, category)
-
-    def _ice_links(self) -> list[str]:
-        links = []
-        for url in self._whip.ice_servers:
-            server = parse_ice_server(url)
-            link = f'<{server.urls}>; rel="ice-server"'
-            if server.username is not None:
-                link += (
-                    f'; username="{server.username}"; credential="{server.credential}"'
-                    '; credential-type="password"'
-                )
-            links.append(link)
-        return links
+        self._refusals.remember(f"{pub.user_id}:{pub.room_id}", category, time.monotonic())
 
     async def _patch(self, request: web.Request) -> web.StreamResponse:
         pub = self._publisher(request, self._caller(request))

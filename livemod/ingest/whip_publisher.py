@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -28,6 +29,8 @@ from livemod.config import WhipConfig
 from livemod.ingest.whip_peer import WhipPeer
 from livemod.ingest.whip_source import WhipSource
 from livemod.session import Session
+
+log = logging.getLogger(__name__)
 
 TICK_S = 0.25
 """How often timeouts are checked."""
@@ -143,6 +146,12 @@ class WhipPublisher:
     # -- enforcement ---------------------------------------------------------------
 
     async def _enforce(self) -> None:
+        try:
+            await self._follow_actions()
+        except Exception:  # enforcement must fail loudly, the publish goes on
+            log.exception("WHIP enforcement stopped", extra={"stream_id": self.id})
+
+    async def _follow_actions(self) -> None:
         async for event in follow(self._hub, 0, EventFilter(stream_id=self.id)):
             if event.get("type") != "action":
                 continue
