@@ -13,7 +13,9 @@ of test pattern, then 1.5 s of a known-bad picture, over and over. Video only.
    against the same clip pulled as a file.
 3. Capacity: N concurrent WHIP publishers (N = 1, 2, 4, 6, 8) for a fixed window
    each; N is sustained while the events' p95 latency stays under 1 s, every stream
-   is analyzed at >= 90 % of 4 fps and fewer than 5 % of samples are dropped.
+   is analyzed at >= 90 % of 4 fps and fewer than 5 % of samples are dropped. The
+   last N tried is then run again as file pulls (baseline), so a limit that is the
+   machine's rather than WHIP's shows as such.
 
 Prints one JSON document.
 
@@ -231,9 +233,16 @@ async def steady(pub: Publishing, feed: Feed, window: float, http: Any) -> dict[
     return out
 
 
-async def capacity_level(pub: Publishing, feed: Feed, n: int, window: float, http: Any) -> Any:
-    rooms = [f"cap{n}-{i}" for i in range(n)]
-    published = await asyncio.gather(*(pub.whip(room) for room in rooms))
+async def capacity_level(
+    pub: Publishing, feed: Feed, n: int, window: float, http: Any, kind: str = "whip"
+) -> Any:
+    """N concurrent streams of ``kind`` (``whip`` publishers or ``file`` pulls)."""
+    rooms = [f"cap{kind}{n}-{i}" for i in range(n)]
+    clients: list[WhipClient] = []
+    if kind == "whip":
+        clients = [client for client, _ in await asyncio.gather(*(pub.whip(r) for r in rooms))]
+    else:
+        await asyncio.gather(*(pub.pull(http, room) for room in rooms))
     sids: list[str] = []
     for room in rooms:
         started = await feed.first(15, type="session", state="started", room_id=room)
@@ -249,7 +258,10 @@ async def capacity_level(pub: Publishing, feed: Feed, n: int, window: float, htt
     publisher_cpu = time.process_time() - cpu0
     after = {sid: await status(http, pub.base, sid) for sid in sids}
     mailbox = await whip_drops(http, pub.base) - mailbox0
-    await asyncio.gather(*(client.delete() for client, _ in published))
+    if kind == "whip":
+        await asyncio.gather(*(client.delete() for client in clients))
+    else:
+        await asyncio.gather(*(pub.end(http, sid, None) for sid in sids))
     rates, dropped, sampled = [], 0, 0
     for sid in sids:
         got = after[sid]["samples"] - before[sid]["samples"]
@@ -267,6 +279,7 @@ async def capacity_level(pub: Publishing, feed: Feed, n: int, window: float, htt
         and drop_rate < 0.05
     )
     return {
+        "kind": kind,
         "publishers": n,
         "started": len(sids),
         "event_latency_ms": lat,
@@ -310,6 +323,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     levels.append(await capacity_level(pub, feed, n, args.window, http))
                     if not levels[-1]["sustained"]:
                         break
+                # The same load through file-pull ingest: what the machine gives any source.
+                last = levels[-1]["publishers"]
+                file_level = await capacity_level(pub, feed, last, args.window, http, "file")
         finally:
             daemon.stop()
     finally:
@@ -341,7 +357,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "first_frame": first,
         "event_latency_one_stream_ms": one,
-        "capacity": {"levels": levels, "sustained_publishers": sustained},
+        "capacity": {
+            "levels": levels,
+            "sustained_publishers": sustained,
+            "baseline_file_pull_at_last_level": file_level,
+        },
         "ratios": {
             "first_analyzed_p50_whip_over_file": (
                 round(whip_first / file_first, 2) if whip_first and file_first else None

@@ -24,6 +24,11 @@ TIMEOUT_SCALE = float(os.environ.get("LIVEMOD_TEST_TIMEOUT_SCALE", "1"))
 BAD_START, BAD_END = 5.0, 8.0
 
 
+def loopback_only() -> bool:
+    """Whether this network namespace has no interface but ``lo``."""
+    return {name for _, name in socket.if_nameindex()} <= {"lo"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,9 +24,8 @@ from livemod import testmedia
 from livemod.ingest.ice import host_addresses, rtc_configuration
 from livemod.ingest.sdp import candidate_address
 from livemod.ingest.whip_client import WhipClient, WhipRefused
-from livemod.paths import DEFAULT_POLICY
-from tests.chromium import Chromium, open_page
-from tests.conftest import BAD_END, BAD_START, TIMEOUT_SCALE, DaemonProcess
+from livemod.paths import DEFAULT_POLICY, REPO_ROOT
+from tests.conftest import BAD_END, BAD_START, TIMEOUT_SCALE, DaemonProcess, loopback_only
 
 pytestmark = pytest.mark.e2e
 
@@ -168,42 +167,23 @@ async def test_end_closes_the_publishers_connection(tmp_path: Path, known_bad_di
         daemon.stop()
 
 
-async def test_browser_publisher_is_moderated(
-    whip_daemon: DaemonProcess, known_bad_dir: Path, tmp_path: Path
-) -> None:
-    browser = Chromium(tmp_path)
-    browser.start()
-    bad_png = base64.b64encode((known_bad_dir / "bad.png").read_bytes()).decode()
-    seen: list[Event] = []
-    try:
-        page, page_ws = await open_page(browser)
-        async with page_ws, websockets.connect(f"{whip_daemon.ws}?room_id=whip-3") as ws:
-            await page.goto(f"{whip_daemon.base}/whip", "window.livemodWhip")
-            # A media permission (the fake camera) lets WebRTC offer 127.0.0.1 at all;
-            # the page then keeps only the 127.0.0.1 candidates in its offer.
-            assert await page.evaluate(
-                "navigator.mediaDevices.getUserMedia({video: true})"
-                ".then(s => { window.camera = s; return true; })"
-            )
-            published = await page.evaluate(
-                "livemodWhip.publish({url: location.origin + '/whip', room: 'whip-3',"
-                " user: 'bob', source: 'pattern', candidatePrefix: '127.0.0.1'})"
-            )
-            offer = await page.evaluate("livemodWhip.offer()")
-            assert answer_candidates(offer) == {"127.0.0.1"}
-            started = await wait_event(ws, is_session("started"), seen, 10)
-            assert published["location"].endswith(started["stream_id"])
-            await asyncio.sleep(1.0)
-            await page.evaluate(f"livemodWhip.showImage('data:image/png;base64,{bad_png}', 3)")
-            pause = await wait_event(ws, is_action("pause", "start"), seen, 20)
-            assert pause["category"] == "known_bad" and pause["user_id"] == "bob"
-            await wait_event(ws, is_session("held"), seen, 5)
-            assert await page.evaluate("livemodWhip.state()") == "connected"
-            assert await page.evaluate("livemodWhip.stop()") == 200
-            ended = await wait_event(ws, is_session("ended"), seen, 10)
-            assert ended["reason"] == "stopped" and ended["frames"] > 0
-    finally:
-        browser.stop()
+def test_browser_publisher_is_moderated() -> None:
+    """A headless Chromium page publishes to the daemon over WHIP and is moderated.
+
+    The whole scenario (daemon, browser, event client) runs in a fresh network
+    namespace whose only interface is loopback, so no packet can use another address.
+    """
+    inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    inner.append("tests/netns_browser.py")
+    cmd = inner
+    if not loopback_only():
+        script = "ip link set lo up && exec " + shlex.join(inner)
+        cmd = ["unshare", "--net", "--fork", "sh", "-c", script]
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240 * TIMEOUT_SCALE
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
 
 
 PUBLISHER = """

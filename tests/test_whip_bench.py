@@ -25,6 +25,9 @@ def test_whip_quick() -> None:
     assert level["publishers"] == level["started"] == 2
     assert level["samples_per_s_per_stream"]["min"] > 0
     assert isinstance(out["capacity"]["sustained_publishers"], int)
+    baseline = out["capacity"]["baseline_file_pull_at_last_level"]
+    assert baseline["kind"] == "file" and baseline["started"] == 2
+    assert_percentiles(baseline["event_latency_ms"])
     assert {"first_analyzed_p50_whip_over_file", "event_latency_p95_whip_over_file"} <= set(
         out["ratios"]
     )
