@@ -116,6 +116,9 @@ def config(tmp: Path, llm: FakeLlm, **llm_cfg: Any) -> Config:
             "websocket": {"port": 0, "queue_size": 100_000},
             "store": {"path": str(tmp / "bench.db")},
             "vision": {"models": []},
+            # Not measured here; off so that only escalation shares the loop.
+            "hooks": {"enabled": False},
+            "whip": {"enabled": False},
             "llm": {
                 "base_url": llm.base_url,
                 "model": "fake",

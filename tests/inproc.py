@@ -26,6 +26,10 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "websocket": {"port": 0},
         "store": {"path": str(tmp_path / "livemod.db")},
         "vision": {"models": []},
+        # Not under test here; off so their start-up and shutdown stay out of the way.
+        "hooks": {"enabled": False},
+        "whip": {"enabled": False},
+        "ocr": {"enabled": False},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

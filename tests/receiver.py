@@ -64,7 +64,8 @@ class Receiver:
         )
         if self.hang_s:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.hang_s)
+                async with asyncio.timeout(self.hang_s):
+                    await self._closing.wait()
         status = 200
         if self.down:
             status = 503

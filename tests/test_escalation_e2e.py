@@ -72,6 +72,7 @@ async def test_review_queue_lifts_a_pause_live_and_survives_a_restart(
             known_bad_dir,
             extra_env={
                 "LIVEMOD_VISION__MODELS": "[]",
+                "LIVEMOD_OCR__ENABLED": "false",
                 "LIVEMOD_LLM__BASE_URL": llm.base_url,
                 "LIVEMOD_LLM__MODEL": "fake-vlm",
                 "LIVEMOD_LLM__RETRIES": "0",
@@ -191,6 +192,7 @@ async def test_webhooks_are_signed_retried_and_applied_once(
         known_bad_dir,
         extra_env={
             "LIVEMOD_VISION__MODELS": "[]",
+            "LIVEMOD_OCR__ENABLED": "false",
             "LIVEMOD_WEBHOOKS__URLS": json.dumps([receiver.url]),
             "LIVEMOD_WEBHOOKS__BACKOFF_BASE_S": "0.1",
             "LIVEMOD_WEBHOOK_SECRET": secret,

@@ -7,6 +7,7 @@ import dataclasses
 import sqlite3
 import time
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -277,6 +278,23 @@ async def test_ocr_never_queues_behind_another_stream(
         # Stream b reads at its next sample instead.
         await stage.analyze(video_frame(image, 0.25, 1, "b"))
         assert gate_b.counts.run == 1
+    finally:
+        stage.close()
+
+
+async def test_a_failing_reading_costs_one_reading(policy: TextPolicy) -> None:
+    class Broken:
+        def read(self, image: Image, memory: LineMemory | None = None) -> None:
+            raise RuntimeError("onnxruntime: bad input")
+
+    stage = OcrStage(cast(OcrEngine, Broken()), policy, StageSettings())
+    try:
+        image = captioned(["Call me 555-867-5309"])
+        results = [await stage.analyze(video_frame(image, i / 8, i)) for i in range(8)]
+        assert all(r.signals == () for r in results)
+        gate = stage.stream_gate("s1")
+        # Tried once, then left alone until the next reading is due.
+        assert gate is not None and gate.counts.run == 1 and gate.counts.rate == 7
     finally:
         stage.close()
 

@@ -180,8 +180,11 @@ class WebhookSender:
                 continue
             next_at = await self.outbox.next_due(url)
             delay = IDLE_POLL_S if next_at is None else min(IDLE_POLL_S, max(0.0, next_at - now))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that lands as the wait completes, and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await wake.wait()
 
     async def _deliver(self, row: OutboxRow) -> None:
         assert self._http is not None

@@ -2,7 +2,7 @@
 
 The model files and the detector's post-processing (DB binarisation, box unclipping)
 come from ``rapidocr-onnxruntime``; the sessions are livemod's own (pinned threads),
-and recognition is batched and decoded here so that it can:
+and recognition is run and decoded here so that it can:
 
 - run only for detected boxes, and only for boxes whose content changed since the
   stream's previous reading (``LineMemory``): a caption that stays on screen is read

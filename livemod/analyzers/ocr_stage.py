@@ -1,7 +1,7 @@
 """The OCR stage: per stream, gate -> OCR and QR -> text policy -> signals.
 
 A ``StreamStage`` the ``AnalysisService`` runs beside the frame analyzers. For each
-sampled frame it asks the stream's ``OcrGate`` whether to read (about 0.2 ms); when
+sampled frame it asks the stream's ``OcrGate`` whether to read (about 0.3 ms); when
 it does, the pass runs on the stage's own workers, off the event loop.
 
 Between readings the last reading's signals stand for every sample: the gate let
@@ -96,6 +96,8 @@ class OcrStage:
         return state.gate if state is not None else None
 
     async def analyze(self, frame: VideoFrame) -> AnalyzerResult:
+        """The stream's signals for this sample: a new reading when the gate lets it
+        through and a worker is free, else the stream's latest reading."""
         state = self._streams.get(frame.stream_id)
         if state is None:
             s = self.settings
@@ -117,6 +119,9 @@ class OcrStage:
         except Exception:  # a bad frame must cost one reading, not the stream
             log.exception("OCR pass failed", extra={"stream_id": frame.stream_id})
             metrics.DROPS.labels("ocr", "error").inc()
+            # Counted as a reading, so a frame that keeps failing is retried at the
+            # OCR rate, not at every sample.
+            state.gate.ran(frame.media_time_s, thumb)
             return state.held
         finally:
             self._turns.done()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import cv2
 import numpy as np
+from aiohttp import web
 
 from livemod import metrics
 from livemod.actions.follow import follow
@@ -187,7 +188,7 @@ class Escalator:
             await self._http.close()
         metrics.QUEUE_DEPTH.labels("escalation").set(0)
 
-    def add_routes(self, app: Any) -> None:
+    def add_routes(self, app: web.Application) -> None:
         """No routes of its own: reviews are served by the review desk."""
 
     # -- intake -------------------------------------------------------------------

@@ -162,7 +162,8 @@ class FakeLlm:
         reply = self.script.popleft() if self.script else self.default
         if reply.delay_s:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), reply.delay_s)
+                async with asyncio.timeout(reply.delay_s):
+                    await self._closing.wait()
         if reply.kind == "status":
             headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}
             return web.json_response(

@@ -12,11 +12,10 @@ from livemod import metrics
 from livemod.actions.events import action_event
 from livemod.messages import Decision, VideoFrame
 from livemod.policy.vote import SPEECH, VIDEO
+from livemod.session import MAX_ACTIONS_KEPT
 
 if TYPE_CHECKING:
     from livemod.daemon import Daemon
-
-MAX_ACTIONS_KEPT = 200
 
 
 def key_of(event: dict[str, Any]) -> str:
