@@ -75,6 +75,8 @@ class FrameSampler:
 
     def mark_suspicious(self, media_time_s: float) -> None:
         """Boost the rate until ``media_time_s + boost_suspicious_s``."""
+        if self._boost_suspicious_s <= 0:
+            return
         with self._lock:
             self._boost_until = max(self._boost_until, media_time_s + self._boost_suspicious_s)
         due = self._next_due

@@ -71,3 +71,11 @@ def test_ring_keeps_latest() -> None:
     assert ring.find(3) is not None and ring.find(0) is None
     with pytest.raises(ValueError):
         FrameRing(0)
+
+
+def test_no_suspicious_boost_when_disabled() -> None:
+    sampler = FrameSampler(4.0, 8.0, boost_suspicious_s=0.0)
+    admitted(sampler, 30.0, 2.0)
+    sampler.mark_suspicious(2.0)
+    got = admitted(sampler, 30.0, 2.0, start=2.0)
+    assert len(got) <= 9
