@@ -42,7 +42,8 @@ from livemod.actions.events import EventFilter, Subscription, action_event
 from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex
 from livemod.config import Config
 from livemod.daemon import Daemon
-from livemod.escalation.escalator import Escalator, _jpeg
+from livemod.escalation.clip import jpeg
+from livemod.escalation.escalator import Escalator
 from livemod.escalation.fake import FakeLlm, Reply, unsafe
 from livemod.escalation.llm import Clip
 from livemod.messages import FrameAnalysis, Signal, VideoFrame
@@ -159,7 +160,7 @@ async def bench_latency(tmp: Path, n: int, burst: int) -> dict[str, Any]:
             jpeg_ms: list[float] = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                jpegs = tuple(_jpeg(img, 512) for img in images)
+                jpegs = tuple(jpeg(img, 512) for img in images)
                 jpeg_ms.append((time.perf_counter() - t0) * 1000.0)
             clip = Clip("s", "sexual", "blur", "medium", 0.8, ("vision:bench",), 0.5, jpegs)
             body = json.dumps(esc.client.request_body(clip))

@@ -200,7 +200,7 @@ def test_fallback_modes_do_what_they_say() -> None:
 
 
 def clip() -> Clip:
-    from livemod.escalation.escalator import _jpeg
+    from livemod.escalation.clip import jpeg
 
     return Clip(
         stream_id="s1",
@@ -210,7 +210,7 @@ def clip() -> Clip:
         confidence=0.8,
         sources=("vision:a",),
         media_time_s=12.5,
-        jpegs=(_jpeg(image(), 512), _jpeg(image(120), 512)),
+        jpegs=(jpeg(image(), 512), jpeg(image(120), 512)),
         scores={"vision:a": 0.8},
         transcript="hello there",
     )
@@ -317,3 +317,23 @@ def test_bad_escalation_settings_name_the_field(env: dict[str, str], needle: str
     with pytest.raises(ConfigError) as err:
         load_config(None, environ=env)
     assert needle in str(err.value)
+
+
+def test_backoff_is_jittered_exponential_and_honours_retry_after() -> None:
+    import random
+
+    from livemod.escalation.guard import GuardedLlm
+
+    cfg = LlmConfig(retries=3, retry_base_s=0.2, retry_max_s=1.0)
+    guard = GuardedLlm(cfg, clock=Clock(), rng=random.Random(7), on_change=lambda a, b: None)
+    err = LlmError("boom", kind="http_500", retryable=True)
+    for attempt, (lo, hi) in enumerate([(0.1, 0.2), (0.2, 0.4), (0.4, 0.8)]):
+        delays = [guard.backoff(attempt, err) for _ in range(50)]
+        assert all(d is not None and lo <= d <= hi for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert guard.backoff(3, err) is None  # retries spent
+    assert guard.backoff(0, LlmError("no", kind="http_400")) is None
+    slow = LlmError("429", kind="http_429", retryable=True, retry_after_s=0.5)
+    assert guard.backoff(0, slow) == 0.5
+    later = LlmError("429", kind="http_429", retryable=True, retry_after_s=2.0)
+    assert guard.backoff(0, later) is None  # longer than retry_max_s: not waited for

@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import cv2
-import numpy as np
 from aiohttp import web
 
 from livemod import metrics
 from livemod.actions.follow import follow
 from livemod.config import Config
 from livemod.errors import ConfigError
-from livemod.escalation.breaker import BreakerState, CircuitBreaker, TokenBucket
+from livemod.escalation.breaker import BreakerState, CircuitBreaker
+from livemod.escalation.clip import build_clip
 from livemod.escalation.desk import ReviewDesk
+from livemod.escalation.guard import GuardedLlm
 from livemod.escalation.llm import Clip, LlmClient, LlmError
 from livemod.escalation.standing import (
     channel_of,
@@ -51,7 +51,7 @@ from livemod.escalation.triage import (
     plan_for_verdict,
 )
 from livemod.escalation.verdict import Verdict
-from livemod.messages import Image, VideoFrame
+from livemod.messages import VideoFrame
 
 if TYPE_CHECKING:
     from livemod.daemon import Daemon
@@ -69,19 +69,6 @@ class _Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-def _jpeg(image: Image, max_side: int) -> bytes:
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale < 1.0:
-        size = (round(w * scale), round(h * scale))
-        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-    bgr = np.ascontiguousarray(image[:, :, ::-1])
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return bytes(data.tobytes())
-
-
 class Escalator:
     """A daemon component, enabled by ``llm.base_url``."""
 
@@ -97,19 +84,11 @@ class Escalator:
     ) -> None:
         self._cfg = config.llm
         self._desk = desk
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self.breaker = CircuitBreaker(
-            failures=self._cfg.breaker_failures,
-            window_s=self._cfg.breaker_window_s,
-            cooldown_s=self._cfg.breaker_cooldown_s,
-            clock=clock,
-            on_change=self._breaker_changed,
+        self.llm = GuardedLlm(
+            self._cfg, clock=clock, rng=rng or random.Random(), on_change=self._breaker_changed
         )
-        self._bucket = TokenBucket(self._cfg.rate_per_s, self._cfg.rate_burst, clock)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=self._cfg.queue_size)
         self._daemon: Daemon | None = None
-        self._client: LlmClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._follower: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -125,10 +104,12 @@ class Escalator:
         return self._daemon
 
     @property
+    def breaker(self) -> CircuitBreaker:
+        return self.llm.breaker
+
+    @property
     def client(self) -> LlmClient:
-        if self._client is None:
-            raise RuntimeError("escalator is not started")
-        return self._client
+        return self.llm.client
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Whether this committed event is escalated (and so not queued for review
@@ -140,11 +121,13 @@ class Escalator:
         self._daemon = daemon
         self._sources = set(daemon.analysis.names)
         self._http = aiohttp.ClientSession()
-        self._client = LlmClient(
-            self._http,
-            self._cfg,
-            categories=list(daemon.policy.categories),
-            api_key=os.environ.get(self._cfg.api_key_env) or None,
+        self.llm.attach(
+            LlmClient(
+                self._http,
+                self._cfg,
+                categories=list(daemon.policy.categories),
+                api_key=os.environ.get(self._cfg.api_key_env) or None,
+            )
         )
         metrics.set_breaker_state(self.breaker.state)
         since = await daemon.store.last_seq()
@@ -227,8 +210,8 @@ class Escalator:
     # -- one escalation ---------------------------------------------------------------
 
     async def _handle(self, job: _Job) -> None:
-        clip = await self._clip(job)
-        call = asyncio.ensure_future(self._ask(self.client.request_body(clip)))
+        clip = await build_clip(self.daemon.store, job.event, job.frames, self._cfg.image_max_side)
+        call = asyncio.ensure_future(self.llm.ask(self.client.request_body(clip)))
         stopping = asyncio.ensure_future(self._stopping.wait())
         started = time.perf_counter()
         await asyncio.wait({call, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -248,73 +231,6 @@ class Escalator:
             await self._settle(job, None, exc.kind, clip=clip)
             return
         await self._settle(job, verdict, None, clip=clip)
-
-    async def _clip(self, job: _Job) -> Clip:
-        event = job.event
-        daemon = self.daemon
-        scores: dict[str, float] = {}
-        jpegs: list[bytes] = []
-        evidence_id = event.get("evidence_id")
-        record = await daemon.store.get_evidence(str(evidence_id)) if evidence_id else None
-        if record is not None:
-            scores = record["scores"]
-        side = self._cfg.image_max_side
-        if job.frames:
-            images = [f.image for f in job.frames]
-            jpegs = await asyncio.to_thread(lambda: [_jpeg(i, side) for i in images])
-        elif record is not None and record.get("path"):
-            # The session is gone: the evidence frame is all there is.
-            path = str(record["path"])
-            jpegs = [await asyncio.to_thread(_read_bytes, path)]
-        return Clip(
-            stream_id=str(event.get("stream_id")),
-            category=str(event.get("category")),
-            action=str(event.get("action")),
-            tier=str(event.get("tier")),
-            confidence=float(event.get("confidence", 0.0)),
-            sources=tuple(event.get("sources") or ()),
-            media_time_s=float(event.get("media_time_s", 0.0)),
-            jpegs=tuple(jpegs),
-            scores=scores,
-            transcript=str(event.get("transcript", "")),
-            ocr_text=str(event.get("ocr_text", "")),
-        )
-
-    async def _ask(self, body: dict[str, Any]) -> Verdict:
-        """Call with retries, honouring the breaker and the rate limit."""
-        attempt = 0
-        while True:
-            if not self.breaker.allow():
-                raise LlmError("circuit breaker is open", kind="breaker_open")
-            try:
-                wait = self._bucket.reserve()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                verdict = await self.client.send(body)
-            except LlmError as exc:
-                self.breaker.record_failure()
-                delay = self._backoff(attempt, exc)
-                if delay is None:
-                    raise
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                self.breaker.release_probe()
-                raise
-            self.breaker.record_success()
-            return verdict
-
-    def _backoff(self, attempt: int, exc: LlmError) -> float | None:
-        """Seconds to wait before retrying, or ``None`` to give up."""
-        cfg = self._cfg
-        if not exc.retryable or attempt >= cfg.retries:
-            return None
-        if exc.retry_after_s is not None:
-            return exc.retry_after_s if exc.retry_after_s <= cfg.retry_max_s else None
-        ceiling = min(cfg.retry_max_s, cfg.retry_base_s * (2.0**attempt))
-        # Half fixed, half random: spread retries of many clips without retrying at once.
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     async def _settle(
         self,
@@ -422,8 +338,3 @@ class Escalator:
         )
         self._side.add(task)
         task.add_done_callback(self._side.discard)
-
-
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
