@@ -202,8 +202,11 @@ class StreamingServerHooks:
                 log.error("hooks fell behind the event stream; resubscribing")
                 self._sub = self.daemon.hub.subscribe(EventFilter())
                 continue
+            # asyncio.timeout, not wait_for: in a loop, 3.11's wait_for can swallow
+            # the cancellation that stop() sends, and the task would never end.
             try:
-                event = await asyncio.wait_for(sub.queue.get(), 1.0)
+                async with asyncio.timeout(1.0):
+                    event = await sub.queue.get()
             except TimeoutError:
                 continue
             try:

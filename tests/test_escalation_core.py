@@ -188,6 +188,9 @@ def test_fallback_modes_do_what_they_say() -> None:
     kw: dict[str, Any] = {"category": "violence", "policy": policy, "config": cfg}
     opened = plan_fallback("fail_open", confidence=0.8, standing="review", **kw)
     assert opened.lift and not opened.review and opened.start is None
+    # A confident (high-tier) first pass stands even when the LLM fails open.
+    sure = plan_fallback("fail_open", confidence=0.97, standing="pause", **kw)
+    assert not sure.lift and sure.start is None
     closed = plan_fallback("fail_closed", confidence=0.8, standing="review", **kw)
     assert closed.start == "pause" and closed.review and not closed.lift
     strict = plan_fallback("degraded", confidence=0.85, standing="review", **kw)

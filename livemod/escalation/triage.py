@@ -91,12 +91,13 @@ def plan_fallback(
     """What a category does when the LLM cannot answer (breaker open, call failed).
 
     ``fail_open`` allows: the action waiting on the LLM is lifted and the clip is
-    recorded as unmoderated. ``fail_closed`` pauses and sends the clip to review.
+    recorded as unmoderated, unless the first pass was confident (high tier): a
+    fail-open LLM must not undo what the edge models were sure of. ``fail_closed`` pauses and sends the clip to review.
     ``degraded`` trusts the first pass with a stricter bar: a confidence of at least
     ``degraded_confidence`` takes the category's high-tier action.
     """
     if mode == "fail_open":
-        return Plan("fail_open", lift=standing is not None)
+        return Plan("fail_open", lift=standing is not None and policy.tier(confidence) != "high")
     if mode == "fail_closed":
         pause = standing is not None and action_rank("pause") > action_rank(standing)
         return Plan("fail_closed", start="pause" if pause else None, review=True)

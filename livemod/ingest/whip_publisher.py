@@ -103,8 +103,10 @@ class WhipPublisher:
         cfg = self._config
         try:
             while not self._ended.is_set():
+                # asyncio.timeout: 3.11's wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ended.wait(), TICK_S)
+                    async with asyncio.timeout(TICK_S):
+                        await self._ended.wait()
                 self._check_timeouts(cfg, time.monotonic())
         finally:
             await self._cleanup()
