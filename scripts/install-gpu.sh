@@ -10,6 +10,8 @@ PYTHON="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e .
+# PP-OCRv4 models; without deps so opencv-python never shadows the headless cv2.
+"$VENV/bin/python" -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
 # The CPU runtime came in as a dependency; swap it for the GPU build.
 "$VENV/bin/python" -m pip uninstall -q -y onnxruntime
 "$VENV/bin/python" -m pip install -q "onnxruntime-gpu>=1.17"
