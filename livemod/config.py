@@ -266,6 +266,9 @@ class IngestConfig(_Section):
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
     read_timeout_s: float = Field(10.0, gt=0, description="A source silent this long is broken")
     queue_frames: int = Field(2, ge=1, le=256, description="Sampled frames queued per stream")
+    hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
+        "none", description="Hardware video decoding (falls back to software when unusable)"
+    )
 
 
 class HooksConfig(_Section):

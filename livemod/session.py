@@ -105,6 +105,7 @@ class Session:
                     realtime=info.realtime,
                     open_timeout_s=config.ingest.open_timeout_s,
                     read_timeout_s=config.ingest.read_timeout_s,
+                    hwaccel=None if config.ingest.hwaccel == "none" else config.ingest.hwaccel,
                 ),
                 self.sampler,
                 self._deliver,

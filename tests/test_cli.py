@@ -95,3 +95,22 @@ def test_corrupt_model_stops_startup_naming_the_file(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert str(broken) in proc.stderr and "sha256" in proc.stderr
     assert proc.stderr.count("\n") <= 3, proc.stderr
+
+
+def test_hardware_decoding_falls_back_to_software(violation_clip: Path, known_bad_dir: Path) -> None:
+    """With ``ingest.hwaccel`` set, a host whose device cannot be opened (any host
+    without that GPU) decodes in software and moderates the same."""
+    env = {
+        "LIVEMOD_KNOWN_BAD__PATHS": json.dumps([str(known_bad_dir)]),
+        "LIVEMOD_INGEST__HWACCEL": "cuda",
+        "LIVEMOD_VISION__MODELS": "[]",
+        "LIVEMOD_OCR__ENABLED": "false",
+    }
+    proc = livemod("scan", str(violation_clip), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["frames_decoded"] == 350
+    assert [(a["action"], a["state"]) for a in report["actions"]] == [
+        ("pause", "start"),
+        ("pause", "stop"),
+    ]

@@ -41,6 +41,8 @@ class SourceOptions:
     """Admitted frames are scaled so their longer side is at most this."""
     media_offset_s: float = 0.0
     """Added to every media time, so a reconnected live pull continues the clock."""
+    hwaccel: str | None = None
+    """FFmpeg hardware device type to decode on (``cuda``, ``vaapi``...), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,28 @@ def _describe(url: str, exc: BaseException) -> str:
         return f"cannot open {url}: unsupported protocol"
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return f"cannot open {url}: {reason}"
+
+
+_hw_warned: set[str] = set()
+
+
+def _open_hw(path: str, url: str, device: str, timeout: tuple[float, float]) -> Any:
+    """Open for decoding on ``device``; None (and one log line per device) when the
+    device cannot be used, so the caller opens in software."""
+    from av.codec.hwaccel import HWAccel
+
+    try:
+        hw = HWAccel(device_type=device, allow_software_fallback=True)
+        return av.open(path, options=_open_options(url), timeout=timeout, hwaccel=hw)
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+        # RuntimeError: FFmpeg has the device type but no decoder for this codec on it.
+        if device not in _hw_warned:
+            _hw_warned.add(device)
+            log.warning(
+                "hardware decoding unavailable; decoding in software",
+                extra={"hwaccel": device, "reason": str(exc)},
+            )
+        return None
 
 
 class AvSource:
@@ -141,12 +165,13 @@ class AvSource:
     def _open(self) -> Any:
         url = self._opts.url
         path = url[len("file://") :] if url.startswith("file://") else url
+        timeout = (self._opts.open_timeout_s, self._opts.read_timeout_s)
+        container = None
+        if self._opts.hwaccel:
+            container = _open_hw(path, url, self._opts.hwaccel, timeout)
         try:
-            container = av.open(
-                path,
-                options=_open_options(url),
-                timeout=(self._opts.open_timeout_s, self._opts.read_timeout_s),
-            )
+            if container is None:
+                container = av.open(path, options=_open_options(url), timeout=timeout)
         except (av.error.FFmpegError, OSError) as exc:
             raise IngestError(_describe(url, exc), retryable=True) from exc
         if not container.streams.video:

@@ -127,6 +127,7 @@ class PullManager:
                 url=control.url,
                 open_timeout_s=ingest.open_timeout_s,
                 read_timeout_s=ingest.read_timeout_s,
+                hwaccel=None if ingest.hwaccel == "none" else ingest.hwaccel,
             )
             return ReconnectingSource(stream_id, options, sampler, deliver, control)
 

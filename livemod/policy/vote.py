@@ -14,9 +14,19 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from livemod.messages import Decision, FrameAnalysis, Region, Signal, Tier, VideoFrame
-from livemod.policy.taxonomy import ActionOrNone, CategoryPolicy, Policy, action_rank
+from livemod.messages import (
+    ActionName,
+    ActionState,
+    Decision,
+    FrameAnalysis,
+    Region,
+    Signal,
+    Tier,
+    VideoFrame,
+)
+from livemod.policy.taxonomy import ACTIONS, ActionOrNone, CategoryPolicy, Policy, action_rank
 
 VIDEO = "video"
 SPEECH = "speech"
@@ -36,7 +46,7 @@ class _Sample:
 
 @dataclass(slots=True)
 class _Active:
-    action: str
+    action: ActionName
     tier: Tier
     confidence: float
     sources: tuple[str, ...]
@@ -241,9 +251,11 @@ class VoteEngine:
         if cstate is None or cstate.active is None:
             return []
         old = cstate.active
+        if action not in ACTIONS or action == "none":
+            raise ValueError(f"not an action: {action!r}")
         if action_rank(action) <= action_rank(old.action):
             return []
-        cstate.active = _Active(action, tier, confidence, sources)
+        cstate.active = _Active(cast(ActionName, action), tier, confidence, sources)
         return [
             _manual(key, category, cstate.active, "start", cstate, t_trigger),
             _manual(key, category, old, "stop", cstate, t_trigger),
@@ -318,14 +330,19 @@ def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
 
 
 def _manual(
-    key: str, category: str, active: _Active, state: str, cstate: _CategoryState, t: float
+    key: str,
+    category: str,
+    active: _Active,
+    state: ActionState,
+    cstate: _CategoryState,
+    t: float,
 ) -> Decision:
     media_time_s = cstate.window[-1].media_time_s if cstate.window else 0.0
     return Decision(
         key=key,
         category=category,
-        action=active.action,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
+        action=active.action,
+        state=state,
         confidence=round(active.confidence, 4),
         tier=active.tier,
         sources=active.sources,
@@ -355,7 +372,7 @@ def _decision(
     key: str,
     category: str,
     active: _Active,
-    state: str,
+    state: ActionState,
     trigger: _Sample,
     evidence: _Sample,
     regions: tuple[Region, ...],
@@ -363,8 +380,8 @@ def _decision(
     return Decision(
         key=key,
         category=category,
-        action=active.action,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
+        action=active.action,
+        state=state,
         confidence=round(active.confidence, 4),
         tier=active.tier,
         sources=active.sources,
