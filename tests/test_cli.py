@@ -97,7 +97,9 @@ def test_corrupt_model_stops_startup_naming_the_file(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") <= 3, proc.stderr
 
 
-def test_hardware_decoding_falls_back_to_software(violation_clip: Path, known_bad_dir: Path) -> None:
+def test_hardware_decoding_falls_back_to_software(
+    violation_clip: Path, known_bad_dir: Path
+) -> None:
     """With ``ingest.hwaccel`` set, a host whose device cannot be opened (any host
     without that GPU) decodes in software and moderates the same."""
     env = {

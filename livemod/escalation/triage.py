@@ -92,7 +92,8 @@ def plan_fallback(
 
     ``fail_open`` allows: the action waiting on the LLM is lifted and the clip is
     recorded as unmoderated, unless the first pass was confident (high tier): a
-    fail-open LLM must not undo what the edge models were sure of. ``fail_closed`` pauses and sends the clip to review.
+    fail-open LLM must not undo what the edge models were sure of. ``fail_closed``
+    pauses and sends the clip to review.
     ``degraded`` trusts the first pass with a stricter bar: a confidence of at least
     ``degraded_confidence`` takes the category's high-tier action.
     """
