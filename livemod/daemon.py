@@ -205,7 +205,7 @@ class Daemon:
             self.hub,
             source=source,
             # Pushed sources (WHIP) hand over video only, so far.
-            speech=self.speech if source is None else None,
+            speech=self.speech,
         )
         await self.store.add_session(info.id, user_id, room_id, url, info.source, info.metadata)
         self.sessions[info.id] = session

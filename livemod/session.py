@@ -96,7 +96,12 @@ class Session:
         self._slots = threading.Semaphore(self._maxlen)
         self._source: FrameSource
         if source is not None:
-            self._source = source(info.id, self.sampler, self._deliver)
+            self._source = source(
+                info.id,
+                self.sampler,
+                self._deliver,
+                self._deliver_audio if speech is not None else None,
+            )
         else:
             self._source = AvSource(
                 info.id,
@@ -137,6 +142,15 @@ class Session:
                 if self._source_done:
                     return
         loop.call_soon_threadsafe(self._offer, frame)
+
+    @property
+    def moderates_speech(self) -> bool:
+        """Whether this session transcribes and judges its audio (``asr.enabled``)."""
+        return self._speech_setup is not None
+
+    def deliver_audio(self, item: AudioChunk | AudioUnavailable) -> None:
+        """Audio from a push source (WHIP), from any thread but the event loop's."""
+        self._deliver_audio(item)
 
     def _deliver_audio(self, item: AudioChunk | AudioUnavailable) -> None:
         speech = self._speech

@@ -336,3 +336,41 @@ async def wait_for_frames(http: aiohttp.ClientSession, daemon: DaemonProcess, si
                 return
         await asyncio.sleep(0.1)
     raise AssertionError("the publisher's frames never reached the analysis")
+
+
+async def test_publishers_speech_is_moderated(tmp_path: Path, known_bad_dir: Path) -> None:
+    """WHIP audio (Opus) reaches the speech path: a spoken threat is muted."""
+    from livemod import testspeech as ts
+
+    threat = "I will kill you tonight."
+    track, placed = ts.compose(
+        [
+            ts.Part(seconds=1.0),
+            ts.Part("The weather today is sunny and warm."),
+            ts.Part(seconds=1.0),
+            ts.Part(threat),
+            ts.Part(seconds=3.0),
+        ]
+    )
+    clip = tmp_path / "speech.mp4"
+    ts.mux_clip(clip, track)
+    daemon = start_daemon(tmp_path, known_bad_dir, LIVEMOD_ASR__ENABLED="true")
+    seen: list[Event] = []
+    try:
+        async with websockets.connect(f"{daemon.ws}?room_id=whip-talk") as ws:
+            client = WhipClient(
+                f"{daemon.base}/whip/whip-talk?user_id=dave", ice_addresses=LOOPBACK
+            )
+            player = MediaPlayer(str(clip))
+            await client.publish(player.video, player.audio, codec="VP8")
+            mute = await wait_event(ws, is_action("mute", "start"), seen, 60)
+            assert mute["category"] == "violence" and mute["sources"] == ["asr"]
+            spoken = next(p for p in placed if p.part.text == threat)
+            start_s, end_s = mute["span_s"]
+            # Media time of a WHIP publish starts at its first frame, not the file's 0.
+            assert end_s - start_s <= spoken.end_s - spoken.start_s + 1.5
+            unmoderated = [e for e in seen if e.get("state") == "audio_unmoderated"]
+            assert unmoderated == []
+            await client.delete()
+    finally:
+        daemon.stop()

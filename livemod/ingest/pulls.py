@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from livemod.config import Config
+from livemod.ingest.audio import AudioSink
 from livemod.ingest.av_source import SourceOptions
 from livemod.ingest.hooks import PULL_MARK, HookCall, pull_url, with_mark
 from livemod.ingest.reconnect import PullControl, ReconnectingSource
@@ -122,14 +123,21 @@ class PullManager:
     def _factory(self, control: PullControl) -> SourceFactory:
         ingest = self._config.ingest
 
-        def build(stream_id: str, sampler: FrameSampler, deliver: Deliver) -> FrameSource:
+        def build(
+            stream_id: str,
+            sampler: FrameSampler,
+            deliver: Deliver,
+            deliver_audio: AudioSink | None,
+        ) -> FrameSource:
             options = SourceOptions(
                 url=control.url,
                 open_timeout_s=ingest.open_timeout_s,
                 read_timeout_s=ingest.read_timeout_s,
                 hwaccel=None if ingest.hwaccel == "none" else ingest.hwaccel,
             )
-            return ReconnectingSource(stream_id, options, sampler, deliver, control)
+            return ReconnectingSource(
+                stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio
+            )
 
         return build
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from livemod import metrics
+from livemod.ingest.audio import AudioSink
 from livemod.ingest.av_source import AvSource, SourceEnd, SourceOptions
 from livemod.ingest.source import Deliver
 from livemod.messages import VideoFrame
@@ -89,8 +90,11 @@ class ReconnectingSource:
         sampler: FrameSampler,
         deliver: Deliver,
         control: PullControl,
+        *,
+        deliver_audio: AudioSink | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._deliver_audio = deliver_audio
         self._opts = options
         self._sampler = sampler
         self._deliver = deliver
@@ -173,7 +177,9 @@ class ReconnectingSource:
         opts = dataclasses.replace(self._opts, url=url, media_offset_s=offset)
         token = object()
         self._attempt_token = token
-        source = AvSource(self.stream_id, opts, self._sampler, self._gated(token))
+        source = AvSource(
+            self.stream_id, opts, self._sampler, self._gated(token), self._deliver_audio
+        )
         self._current = source
         result: list[SourceEnd] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from livemod.ingest.audio import AudioSink
 from livemod.ingest.av_source import SourceEnd
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
@@ -30,6 +31,6 @@ class FrameSource(Protocol):
         ...
 
 
-SourceFactory = Callable[[str, FrameSampler, Deliver], FrameSource]
-"""Builds a session's source from its stream id, its fps gate and its thread-safe
-frame hand-off."""
+SourceFactory = Callable[[str, FrameSampler, Deliver, AudioSink | None], FrameSource]
+"""Builds a session's source from its stream id, its fps gate, its thread-safe
+frame hand-off and, when the session moderates speech, its audio hand-off."""

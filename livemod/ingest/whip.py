@@ -32,6 +32,7 @@ from aiohttp import web
 from livemod.config import Config
 from livemod.errors import RequestError
 from livemod.ingest import sdp
+from livemod.ingest.audio import AudioSink
 from livemod.ingest.source import Deliver
 from livemod.ingest.whip_access import (
     Caller,
@@ -42,6 +43,7 @@ from livemod.ingest.whip_access import (
     ice_links,
     publisher_user,
 )
+from livemod.ingest.whip_audio import WhipAudio
 from livemod.ingest.whip_peer import WhipPeer
 from livemod.ingest.whip_publisher import WhipPublisher
 from livemod.ingest.whip_source import WhipSource
@@ -66,6 +68,8 @@ class WhipIngest:
         self._whip = config.whip
         self._daemon: Daemon | None = None
         self.publishers: dict[str, WhipPublisher] = {}
+        self._audio: dict[str, WhipAudio] = {}
+        """Per session id: the publisher's audio feeding speech moderation."""
         self._refusals = EndRefusals(config.enforce.end_refuse_s)
 
     async def start(self, daemon: Daemon) -> None:
@@ -167,7 +171,14 @@ class WhipIngest:
         ended = asyncio.Event()
         made: list[WhipSource] = []
 
-        def make_source(stream_id: str, sampler: FrameSampler, deliver: Deliver) -> WhipSource:
+        def make_source(
+            stream_id: str,
+            sampler: FrameSampler,
+            deliver: Deliver,
+            deliver_audio: AudioSink | None,
+        ) -> WhipSource:
+            # Audio arrives on the event loop, not on this source's thread: WhipAudio
+            # (wired below, once the session exists) takes it to the speech path.
             made.append(WhipSource(stream_id, sampler, deliver, loop=loop, on_end=ended.set))
             return made[0]
 
@@ -180,6 +191,13 @@ class WhipIngest:
             f"whip:/whip/{room_id}", user_id, room_id, metadata=metadata, source=make_source
         )
         peer.label = session.info.id
+        if session.moderates_speech:
+            audio = WhipAudio(session.info.id, session.deliver_audio)
+            self._audio[session.info.id] = audio
+            if peer.audio is None:
+                audio.unavailable("the WHIP offer has no audio track")
+            else:
+                peer.audio_sink = audio.offer
         pub = WhipPublisher(
             session,
             peer,
@@ -196,6 +214,9 @@ class WhipIngest:
 
     def _forget(self, pub: WhipPublisher) -> None:
         self.publishers.pop(pub.id, None)
+        audio = self._audio.pop(pub.session.info.id, None)
+        if audio is not None:
+            audio.close()
 
     def _remember_end(self, pub: WhipPublisher, category: str) -> None:
         self._refusals.remember(f"{pub.user_id}:{pub.room_id}", category, time.monotonic())
