@@ -424,6 +424,32 @@ async def test_srs_hooks_start_moderation_and_end_kicks_the_client(
         await runner.cleanup()
 
 
+async def test_speech_over_rtmp_is_moderated(
+    tmp_path_factory: pytest.TempPathFactory, known_bad_dir: Path
+) -> None:
+    """The audio of an RTMP publish reaches speech moderation: a threat is muted."""
+    from livemod import testspeech as ts
+
+    work = tmp_path_factory.mktemp("rtmp-speech")
+    track, _ = ts.compose(
+        [ts.Part(seconds=1.0), ts.Part("I will kill you tonight."), ts.Part(seconds=4.0)]
+    )
+    clip = work / "threat.mp4"
+    ts.mux_clip(clip, track)
+    stacks = _stack(work, known_bad_dir, {"LIVEMOD_ASR__ENABLED": "true"})
+    stack = next(stacks)
+    try:
+        async with websockets.connect(f"{stack.daemon.ws}?room_id=talkroom") as ws:
+            events = Events(ws)
+            stack.publish(clip, "talkroom", "user_id=carol")
+            mute = await events.wait(is_("action", action="mute", state="start"), 60)
+            assert mute["category"] == "violence" and mute["sources"] == ["asr"]
+            assert events.of("session", state="audio_unmoderated") == []
+            events.close()
+    finally:
+        stacks.close()
+
+
 def test_rtmp_benchmark_quick_mode_prints_one_json_document() -> None:
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
