@@ -39,3 +39,17 @@ def test_this_install_has_exactly_one_runtime() -> None:
 )
 def test_gpu_host_resolves_to_cuda() -> None:
     assert resolve("auto").device in ("cuda", "tensorrt")
+
+
+def test_dockerfile_installs_with_the_tested_script() -> None:
+    """Dockerfile.gpu cannot be built here (no Docker engine): it must run exactly
+    scripts/install-gpu.sh, the script a bare GPU host runs, and check health."""
+    from livemod.paths import REPO_ROOT
+
+    dockerfile = (REPO_ROOT / "Dockerfile.gpu").read_text()
+    script = (REPO_ROOT / "scripts" / "install-gpu.sh").read_text()
+    assert "bash scripts/install-gpu.sh" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    assert "USER livemod" in dockerfile and "useradd" in dockerfile
+    assert "onnxruntime-gpu" in script and "pip uninstall" in script
+    assert 'bin/livemod" models' in script
