@@ -7,6 +7,7 @@ store). Afterwards one misbehaving stream can only end its own session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -232,6 +233,10 @@ class Daemon:
             session.status = "failed"
             session.error = f"internal error: {exc}"
             metrics.SESSIONS_ENDED.labels("crash").inc()
+            # Subscribers and the store still learn that this stream is no longer moderated.
+            with contextlib.suppress(Exception):
+                await session.announce("error", error=session.error)
+                await self.store.end_session(sid, "failed", session.error)
         finally:
             self._tasks.pop(sid, None)
             # Keep finished sessions visible for a while; the store keeps them for good.
