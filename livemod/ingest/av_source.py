@@ -262,23 +262,33 @@ class AvSource:
     def _to_video_frame(
         self, frame: Any, index: int, media_time: float, t_arrival: float
     ) -> VideoFrame:
-        width, height = int(frame.width), int(frame.height)
-        scale = min(1.0, self._opts.max_side / max(width, height))
-        if scale < 1.0:
-            out_w = max(2, round(width * scale / 2) * 2)
-            out_h = max(2, round(height * scale / 2) * 2)
-            image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
-        else:
-            image = frame.to_ndarray(format="rgb24")
-        return VideoFrame(
-            stream_id=self._stream_id,
-            index=index,
-            media_time_s=media_time,
-            t_arrival=t_arrival,
-            image=image,
-            source_width=width,
-            source_height=height,
+        return to_video_frame(
+            frame, self._stream_id, index, media_time, t_arrival, self._opts.max_side
         )
+
+
+def to_video_frame(
+    frame: Any, stream_id: str, index: int, media_time: float, t_arrival: float, max_side: int
+) -> VideoFrame:
+    """An admitted ``av.VideoFrame`` as RGB, its longer side scaled to ``max_side`` at
+    most (in swscale, with the colour conversion): analysis needs no more pixels."""
+    width, height = int(frame.width), int(frame.height)
+    scale = min(1.0, max_side / max(width, height))
+    if scale < 1.0:
+        out_w = max(2, round(width * scale / 2) * 2)
+        out_h = max(2, round(height * scale / 2) * 2)
+        image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+    else:
+        image = frame.to_ndarray(format="rgb24")
+    return VideoFrame(
+        stream_id=stream_id,
+        index=index,
+        media_time_s=media_time,
+        t_arrival=t_arrival,
+        image=image,
+        source_width=width,
+        source_height=height,
+    )
 
 
 def _media_time(frame: Any, stream: Any, decoded: int) -> float:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from livemod import metrics
 from livemod.ingest.av_source import SourceEnd
+from livemod.ingest.av_source import to_video_frame as convert
 from livemod.ingest.source import Deliver
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
@@ -167,21 +168,4 @@ class WhipSource:
 
 
 def to_video_frame(stream_id: str, item: _Pending, index: int) -> VideoFrame:
-    frame = item.frame
-    width, height = int(frame.width), int(frame.height)
-    scale = min(1.0, MAX_SIDE / max(width, height))
-    if scale < 1.0:
-        out_w = max(2, round(width * scale / 2) * 2)
-        out_h = max(2, round(height * scale / 2) * 2)
-        image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
-    else:
-        image = frame.to_ndarray(format="rgb24")
-    return VideoFrame(
-        stream_id=stream_id,
-        index=index,
-        media_time_s=item.media_time_s,
-        t_arrival=item.t_arrival,
-        image=image,
-        source_width=width,
-        source_height=height,
-    )
+    return convert(item.frame, stream_id, index, item.media_time_s, item.t_arrival, MAX_SIDE)
