@@ -41,6 +41,7 @@ from loadgen import machine, percentiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.feed import Feed
 from livemod import testmedia
 from livemod.paths import CONFIGS_DIR
 from tests.conftest import DaemonProcess, free_port
@@ -107,28 +108,6 @@ class Stack:
         )  # fmt: skip
         self.publishers.append(proc)
         return proc
-
-
-class Feed:
-    """Every event of the daemon, with the wall time it arrived here."""
-
-    def __init__(self, ws: Any) -> None:
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self._ws = ws
-        self._task = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for raw in self._ws:
-            self.events.append((time.time(), json.loads(raw)))
-
-    async def first(self, timeout: float, **match: Any) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for _, event in self.events:
-                if all(event.get(k) == v for k, v in match.items()):
-                    return event
-            await asyncio.sleep(0.02)
-        return None
 
 
 async def stream_status(http: aiohttp.ClientSession, base: str, sid: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from loadgen import machine, percentiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.feed import Feed
 from livemod import testmedia
 from livemod.ingest.whip_client import WhipClient
 from tests.conftest import DaemonProcess
@@ -94,27 +95,6 @@ class PacketLoop(MediaStreamTrack):
         packet.pts = i
         packet.time_base = Fraction(1, CLIP_FPS)
         return packet
-
-
-class Feed:
-    """Every event of the daemon, with the wall time it arrived here."""
-
-    def __init__(self, ws: Any) -> None:
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self._task = asyncio.create_task(self._read(ws))
-
-    async def _read(self, ws: Any) -> None:
-        async for raw in ws:
-            self.events.append((time.time(), json.loads(raw)))
-
-    async def first(self, timeout: float, **match: Any) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for _, event in self.events:
-                if all(event.get(k) == v for k, v in match.items()):
-                    return event
-            await asyncio.sleep(0.01)
-        return None
 
 
 async def status(http: aiohttp.ClientSession, base: str, sid: str) -> dict[str, Any]:

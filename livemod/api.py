@@ -78,7 +78,9 @@ def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
     return check
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def json_body(request: web.Request, allowed: set[str] | None = None) -> dict[str, Any]:
+    """The request's JSON object; 415/400 when it is not one, 422 for fields outside
+    ``allowed`` (when given)."""
     if request.content_type != "application/json":
         raise RequestError("expected Content-Type: application/json", status=415)
     try:
@@ -87,6 +89,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise RequestError(f"body is not valid JSON: {exc.msg} at char {exc.pos}") from exc
     if not isinstance(data, dict):
         raise RequestError("body must be a JSON object")
+    unknown = set(data) - allowed if allowed is not None else set()
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
     return data
 
 
@@ -124,10 +129,7 @@ def _ident(data: dict[str, Any], name: str) -> str:
 
 async def create_stream(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    data = await _json_body(request)
-    unknown = set(data) - _STREAM_FIELDS
-    if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
+    data = await json_body(request, _STREAM_FIELDS)
     url = validate_url(data.get("url"), daemon.config.ingest.schemes)
     user_id = _ident(data, "user_id")
     room_id = _ident(data, "room_id")

@@ -16,7 +16,6 @@ Every claim and decision is committed as a ``review`` event: the audit trail.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from aiohttp import web
 
 from livemod import metrics
 from livemod.actions.follow import follow
+from livemod.api import json_body
 from livemod.errors import RequestError
 from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
 from livemod.escalation.standing import (
@@ -243,12 +243,12 @@ class ReviewDesk:
         return web.json_response(await self.queue.get(request.match_info["id"]))
 
     async def _claim(self, request: web.Request) -> web.Response:
-        data = await _body(request, {"reviewer_id"})
+        data = await json_body(request, {"reviewer_id"})
         item = await self.claim(request.match_info["id"], _reviewer(data))
         return web.json_response(item)
 
     async def _decide(self, request: web.Request) -> web.Response:
-        data = await _body(request, {"reviewer_id", "decision", "note"})
+        data = await json_body(request, {"reviewer_id", "decision", "note"})
         decision = data.get("decision")
         if decision not in DECISIONS:
             raise RequestError(f"decision: one of {', '.join(DECISIONS)}", status=422)
@@ -257,21 +257,6 @@ class ReviewDesk:
             raise RequestError(f"note: a string of at most {MAX_NOTE} characters", status=422)
         item = await self.decide(request.match_info["id"], _reviewer(data), decision, note)
         return web.json_response(item)
-
-
-async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise RequestError("expected Content-Type: application/json", status=415)
-    try:
-        data = await request.json()
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"body is not valid JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise RequestError("body must be a JSON object")
-    unknown = set(data) - allowed
-    if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
-    return data
 
 
 def _reviewer(data: dict[str, Any]) -> str:
