@@ -24,6 +24,7 @@ import numpy as np
 
 from livemod import metrics
 from livemod.analyzers.asr import Decoded, WhisperEngine, Word
+from livemod.asr_batch import BatchItem
 from livemod.messages import AudioChunk, Samples
 from livemod.transcriber import Commit, StreamTranscriber, TranscriberOptions, Vad, Window
 
@@ -159,9 +160,13 @@ class AsrService:
         *,
         workers: int = 1,
         max_streams: int = 64,
+        batch_size: int = 1,
         options: TranscriberOptions | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         self.engine = engine
+        self._batch_size = batch_size
         self.vad = vad
         self.options = options or TranscriberOptions()
         self._max = max_streams
@@ -174,6 +179,11 @@ class AsrService:
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def batch_size(self) -> int:
+        """The most windows one Whisper call takes."""
+        return self._batch_size
 
     def open(self, stream_id: str, listener: Listener) -> AsrStream:
         return AsrStream(self, stream_id, listener)
@@ -221,25 +231,44 @@ class AsrService:
                     self._cond.wait()
                 if self._stopping:
                     return
-                _, stream = self._queue.popitem(last=False)
+                # Whatever is queued now, up to the batch size, shares one call: the
+                # batch grows with the load and a lone stream never waits for company.
+                streams = [
+                    self._queue.popitem(last=False)[1]
+                    for _ in range(min(self._batch_size, len(self._queue)))
+                ]
                 metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
-            window = stream.take()
-            if window is None:
+            taken = [(s, w) for s in streams if (w := s.take()) is not None]
+            if not taken:
                 continue
             try:
-                decoded = self._decode(window)
-            except Exception:  # one bad window must not stop the pool
-                log.exception("asr decode failed", extra={"stream_id": stream.stream_id})
-                decoded = Decoded((), 0, 0.0)
-            stream.apply(window, decoded)
+                decoded = self._decode([w for _, w in taken])
+            except Exception:  # one bad batch must not stop the pool
+                log.exception("asr decode failed", extra={"streams": len(taken)})
+                decoded = [Decoded((), 0, 0.0)] * len(taken)
+            for (stream, window), result in zip(taken, decoded, strict=True):
+                stream.apply(window, result)
 
-    def _decode(self, window: Window) -> Decoded:
-        if not len(window.audio) or not np.any(window.audio):
-            return Decoded((), 0, 0.0)
-        decoded = self.engine.transcribe(window.audio, window.start_s, window.prompt)
-        metrics.MODEL_SECONDS.labels("whisper").observe(decoded.seconds)
-        metrics.STAGE_SECONDS.labels("asr").observe(decoded.seconds)
-        metrics.ASR_DECODES.labels("final" if window.final else "partial").inc()
-        if decoded.rejected:
-            metrics.ASR_REJECTED.inc(decoded.rejected)
-        return decoded
+    def _decode(self, windows: list[Window]) -> list[Decoded]:
+        live = [w for w in windows if len(w.audio) and np.any(w.audio)]
+        results = iter(
+            self.engine.transcribe_batch([BatchItem(w.audio, w.start_s, w.prompt) for w in live])
+            if live
+            else ()
+        )
+        out = []
+        for window in windows:
+            if not (len(window.audio) and np.any(window.audio)):
+                out.append(Decoded((), 0, 0.0))
+                continue
+            decoded = next(results)
+            metrics.ASR_DECODES.labels("final" if window.final else "partial").inc()
+            if decoded.rejected:
+                metrics.ASR_REJECTED.inc(decoded.rejected)
+            out.append(decoded)
+        if live:
+            seconds = max(d.seconds for d in out)
+            metrics.MODEL_SECONDS.labels("whisper").observe(seconds)
+            metrics.STAGE_SECONDS.labels("asr").observe(seconds)
+            metrics.BATCH_SIZE.labels("whisper").observe(len(live))
+        return out

@@ -101,7 +101,7 @@ for _outcome in ESCALATION_OUTCOMES:
     ESCALATIONS.labels(_outcome)
 BATCH_SIZE = Histogram(
     "livemod_batch_size_frames",
-    "Frames per inference call through the micro-batcher",
+    "Frames (vision) or audio windows (whisper) per inference call",
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
@@ -109,6 +109,11 @@ INFERENCE_DEVICE = Gauge(
     "livemod_inference_device_info",
     "1 for the device the vision models run on (cpu, cuda, tensorrt)",
     ["device"],
+)
+MODEL_PRECISION = Gauge(
+    "livemod_model_precision_info",
+    "1 for the precision each vision model runs at (fp32, fp16)",
+    ["model", "precision"],
 )
 
 FALLBACK_MODES = ("fail_open", "fail_closed", "degraded")
@@ -171,7 +176,9 @@ ASR_BEHIND = Gauge(
     "Audio received but not yet transcribed when the latest decode finished",
 )
 ASR_DECODES = Counter(
-    "livemod_asr_decodes_total", "Whisper calls: partial (speech goes on) or final", ["kind"]
+    "livemod_asr_decodes_total",
+    "Windows decoded by Whisper: partial (speech goes on) or final",
+    ["kind"],
 )
 ASR_COALESCED = Counter(
     "livemod_asr_coalesced_total",

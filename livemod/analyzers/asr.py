@@ -17,15 +17,19 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from livemod.errors import ModelError
 from livemod.messages import Samples
+
+if TYPE_CHECKING:
+    from livemod.asr_batch import BatchDecoder, BatchItem
 
 VAD_FRAME = 512
 """Silero VAD scores 32 ms frames of 16 kHz audio."""
@@ -64,10 +68,19 @@ class GuardOptions:
     """A segment decoded with lower average log-probability is dropped."""
 
     def accepts(self, segment: Any) -> bool:
+        return self.accepts_values(
+            float(segment.no_speech_prob),
+            float(segment.compression_ratio),
+            float(segment.avg_logprob),
+        )
+
+    def accepts_values(
+        self, no_speech_prob: float, compression_ratio: float, avg_logprob: float
+    ) -> bool:
         return (
-            float(segment.no_speech_prob) <= self.no_speech_max
-            and float(segment.compression_ratio) <= self.compression_ratio_max
-            and float(segment.avg_logprob) >= self.logprob_min
+            no_speech_prob <= self.no_speech_max
+            and compression_ratio <= self.compression_ratio_max
+            and avg_logprob >= self.logprob_min
         )
 
 
@@ -139,7 +152,21 @@ class WhisperEngine:
         self.multilingual = bool(self._model.model.is_multilingual)
         self.language = language or (None if self.multilingual else "en")
         self.model_dir = path
+        self.compute_type = compute_type
         self.guard = guard or GuardOptions()
+        self._batch: BatchDecoder | None = None
+
+    def transcribe_batch(self, items: Sequence[BatchItem]) -> list[Decoded]:
+        """Several streams' windows in one call (``livemod/asr_batch.py``); one window
+        goes through ``transcribe``, the path livemod has always used alone."""
+        if len(items) == 1:
+            item = items[0]
+            return [self.transcribe(item.audio, item.offset_s, item.prompt)]
+        if self._batch is None:
+            from livemod.asr_batch import BatchDecoder
+
+            self._batch = BatchDecoder(self._model, self.language, self.guard)
+        return self._batch.decode(items)
 
     def transcribe(self, audio: Samples, offset_s: float, prompt: str | None = None) -> Decoded:
         """Decode one window; word times are shifted by ``offset_s`` to media time."""
