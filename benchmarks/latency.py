@@ -105,6 +105,18 @@ def estimate(costs: dict[str, Any], analyzers: Sequence[str], fps: float) -> dic
     }
 
 
+def vision_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Vision keys the command line sets (the GPU mode: providers and micro-batching)."""
+    out: dict[str, Any] = {}
+    if args.providers:
+        out["providers"] = args.providers
+    if args.batch_size:
+        out["batch_size"] = args.batch_size
+    if args.batch_wait_ms >= 0:
+        out["batch_wait_ms"] = args.batch_wait_ms
+    return out
+
+
 async def sweep(harness: Harness, clip: Clip, levels: Sequence[int]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for n in levels:
@@ -155,13 +167,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         workers=args.workers,
         boost=args.boost,
         ocr=args.ocr,
+        vision=vision_overrides(args),
     )
     harness = Harness(config)
     await harness.open()
     try:
         costs = measure_costs(harness, clip, 8 if args.quick else 60)
         max_streams = args.max_streams or (2 if args.quick else 16)
-        levels = await sweep(harness, clip, range(1, max_streams + 1))
+        counts = [int(n) for n in args.levels.split(",")] if args.levels else []
+        levels = await sweep(harness, clip, counts or range(1, max_streams + 1))
         base = run_baseline(
             harness, clip, args.baseline_streams, drain_cap_s=2.0 if args.quick else 45.0
         )
@@ -216,7 +230,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "ocr": "on (per-stream stage, default gating)" if args.ocr else "off",
             "onnx_threads_per_call": config.vision.threads,
             "analysis_workers": config.vision.workers,
-            "batch_size": getattr(config.vision, "batch_size", 1),
+            "batch_size": config.vision.batch_size,
+            "batch_wait_ms": config.vision.batch_wait_ms,
+            "providers": harness.daemon.analysis.providers(),
             "queue_frames_per_stream": config.ingest.queue_frames,
             "path": "in-process Sessions: the daemon's analysis, vote, event hub and store",
             "sustained_if": f"p95 arrival->analyzed < {P95_LIMIT_MS:.0f} ms and drops < "
@@ -250,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--ocr", action="store_true", help="add the OCR stage (on by default)")
     parser.add_argument("--baseline-streams", type=int, default=1, help="streams the baseline gets")
+    parser.add_argument("--levels", default="", help="stream counts to sweep, e.g. 1,8,32,128")
+    parser.add_argument("--providers", default="", choices=["", "auto", "cpu", "cuda", "tensorrt"])
+    parser.add_argument("--batch-size", type=int, default=0, help="vision.batch_size (0: config)")
+    parser.add_argument("--batch-wait-ms", type=float, default=-1.0, help="vision.batch_wait_ms")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="livemod-bench-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))

@@ -131,10 +131,12 @@ def make_config(
     workers: int,
     boost: bool = False,
     ocr: bool = False,
+    vision: dict[str, Any] | None = None,
 ) -> Config:
     """The embedded defaults, with boost off so every stream is sampled at a true 4 fps
     (``boost``: keep the suspicious-content boost to 8 fps, as the daemon does), and
-    OCR off unless ``ocr`` (the clips carry no text; it would only add its cost)."""
+    OCR off unless ``ocr`` (the clips carry no text; it would only add its cost).
+    ``vision``: more vision keys (providers, batch_size, batch_wait_ms, precision)."""
     # boost_fps = fps as well: a hit pulls the next sample in to the boost interval
     # even when boost_suspicious_s is 0.
     sampling: dict[str, float] = {"boost_initial_s": 0.0}
@@ -145,7 +147,7 @@ def make_config(
             "known_bad": {"paths": [str(known_bad)]},
             "store": {"path": str(workdir / "bench.db")},
             "sampling": sampling,
-            "vision": {"threads": threads, "workers": workers},
+            "vision": {"threads": threads, "workers": workers, **(vision or {})},
             "ingest": {"max_sessions": 1000},
             "ocr": {"enabled": ocr},
         }

@@ -80,3 +80,13 @@ def test_overload_quick() -> None:
 def test_cost_benchmarks_quick(name: str, keys: set[str]) -> None:
     out = run_quick(name, 90)
     assert keys <= set(out)
+
+
+def test_asr_batch_quick() -> None:
+    out = run_quick("asr_batch", 240)
+    assert out["setting"]["device"] == "cpu"
+    assert out["baseline"]["windows_per_s"] > 0
+    assert [r["batch"] for r in out["results"]] == [1, 2]
+    for r in out["results"]:
+        assert_percentiles(r["call_ms"])
+        assert r["windows"] == 2
