@@ -90,3 +90,22 @@ def test_asr_batch_quick() -> None:
     for r in out["results"]:
         assert_percentiles(r["call_ms"])
         assert r["windows"] == 2
+
+
+def test_batching_quick() -> None:
+    out = run_quick("batching", 120)
+    policies = [r["policy"] for r in out["results"]]
+    assert policies[0] == {"max_batch": 1, "max_wait_ms": 0.0}  # the baseline: CPU default
+    for r in out["results"]:
+        assert r["levels"] and r["levels"][0]["frames"] > 0
+        assert_percentiles({"n": r["levels"][0]["frames"], **r["levels"][0]["latency_ms"]})
+    assert out["results"][0]["sustained_ratio_vs_batch1"] == 1.0
+
+
+def test_decode_quick() -> None:
+    out = run_quick("decode", 60)
+    (row,) = [r for r in out["results"] if r["resolution"] == "640x360"]
+    assert row["software"]["frames_per_s"] > 0
+    # Every hardware device is either measured or says why it could not be used.
+    for hw in row["hardware"].values():
+        assert hw["available"] or hw["reason"]
