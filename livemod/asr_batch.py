@@ -82,9 +82,9 @@ class BatchDecoder:
                 out[i] = d
         elapsed = time.perf_counter() - started
         # Each decoded item is charged the whole call: it waited for all of it.
-        decoded = {i for group in groups.values() for i, _ in group}
+        ran = {i for group in groups.values() for i, _ in group}
         return [
-            Decoded(d.words, d.rejected, elapsed) if i in decoded else d for i, d in enumerate(out)
+            Decoded(d.words, d.rejected, elapsed) if i in ran else d for i, d in enumerate(out)
         ]
 
     def _run(self, items: Sequence[BatchItem], prompts: list[list[int]]) -> list[Decoded]:

@@ -10,10 +10,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from livemod import logs
 from livemod.config import Config, load_config
 from livemod.errors import LivemodError
+
+if TYPE_CHECKING:
+    from livemod.models import ModelSpec
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -85,8 +89,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     config = _config(args)
     specs = load_manifest(config.vision.manifest)
     statuses = check_all(specs)
+    usable = [spec for spec, st in zip(specs, statuses, strict=True) if st.ok]
+    fp16 = _prepare_fp16(config, usable) if args.fp16 else []
     if args.json:
-        json.dump([s.as_dict() for s in statuses], sys.stdout, indent=2)
+        listing = [s.as_dict() for s in statuses]
+        json.dump({"models": listing, "fp16": fp16} if args.fp16 else listing, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for st in statuses:
@@ -95,7 +102,51 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"     license: {st.license}")
             if st.error:
                 print(f"     error: {st.error}")
-    return 0 if all(s.ok for s in statuses) else 1
+        for entry in fp16:
+            _print_fp16(entry)
+    # A variant that fails its accuracy check is not an error: precision auto keeps fp32.
+    errors = any("error" in entry for entry in fp16)
+    return 0 if all(s.ok for s in statuses) and not errors else 1
+
+
+def _prepare_fp16(config: Config, specs: Sequence[ModelSpec]) -> list[dict[str, Any]]:
+    """Convert and check each vision model's fp16 variant (``livemod models --fp16``)."""
+    from livemod import providers
+    from livemod.analyzers.vision import ANALYZER_KINDS
+    from livemod.precision import fp16_path, prepare_fp16, report_dict
+
+    plan = providers.resolve(config.vision.providers)
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        if spec.kind not in ANALYZER_KINDS:
+            continue
+        try:
+            report = prepare_fp16(
+                spec,
+                config.vision.model_cache,
+                providers=list(plan.providers),
+                threads=config.vision.threads,
+            )
+        except LivemodError as exc:
+            out.append({"model": spec.name, "error": str(exc)})
+            continue
+        entry = report_dict(report)
+        entry["path"] = str(fp16_path(spec, config.vision.model_cache))
+        out.append(entry)
+    return out
+
+
+def _print_fp16(entry: dict[str, Any]) -> None:
+    if "error" in entry:
+        print(f"FAIL fp16 {entry['model']}: {entry['error']}")
+        return
+    verdict = "ok  " if entry["passed"] else "REJECTED (precision auto keeps fp32)"
+    limits = ", ".join(f"{k} {v}" for k, v in entry["tolerances"].items())
+    print(f"{verdict} fp16 {entry['model']} vs fp32 on {entry['ran_on']} (tolerance: {limits})")
+    print("     " + ", ".join(f"{k} {v}" for k, v in entry["measured"].items()))
+    for failure in entry["failures"][:5]:
+        print(f"     over tolerance: {failure}")
+    print(f"     file: {entry['path']} ({len(entry['frames'])} frames compared)")
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -128,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models and verify their checksums")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also make the vision models' fp16 variants (vision.model_cache) and compare "
+        "them with fp32 on the configured providers",
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("top", help="terminal view of a running daemon's sessions and latency")

@@ -211,6 +211,30 @@ class VisionConfig(_Section):
     )
     batch_size: int = Field(1, ge=1, le=256, description="Frames of all streams per model call")
     batch_wait_ms: float = Field(0.0, ge=0, le=100, description="Longest wait to fill a batch")
+    precision: Literal["auto", "fp32", "fp16"] = Field(
+        "auto", description="Model precision (auto: fp16 on CUDA/TensorRT if it passes its check)"
+    )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto", description="Feed sessions through IOBinding (auto: on CUDA/TensorRT)"
+    )
+    model_cache: Path = Field(
+        Path("~/.cache/livemod/models"),
+        validate_default=True,
+        description="Folder for converted (fp16) models and their accuracy reports",
+    )
+
+    @field_validator("io_binding", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: object) -> object:
+        # YAML 1.1 reads a bare on/off as a boolean.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+    @field_validator("model_cache")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        return value.expanduser()
 
 
 class OcrConfig(_Section):
@@ -241,8 +265,13 @@ class AsrConfig(_Section):
     model: Path | None = Field(
         None, description="CTranslate2 Whisper model folder (default: tiny.en, packaged)"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("cpu", description="Where Whisper runs")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where Whisper runs (auto: cuda when CTranslate2 sees a GPU)"
+    )
     compute_type: str = Field("auto", description="CTranslate2 type (auto: int8 CPU, float16 CUDA)")
+    batch_size: int = Field(
+        0, ge=0, le=64, description="Windows per Whisper call (0: auto, 1 CPU, 8 CUDA)"
+    )
     language: str | None = Field(None, description="Spoken language (default: en, or detected)")
     threads: int = Field(2, ge=1, le=64, description="CPU threads per Whisper call")
     workers: int = Field(1, ge=1, le=64, description="Whisper calls at once, all streams together")
@@ -423,7 +452,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Paths in a config file are relative to that file, as operators expect."""
 
     def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).is_absolute():
+        # "~/..." is the operator's home, expanded by the field, not a relative path.
+        home = isinstance(value, str) and value.startswith("~")
+        if isinstance(value, str) and value and not home and not Path(value).is_absolute():
             return str(base / value)
         return value
 
@@ -432,7 +463,7 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
         out["policy"] = fix(out["policy"])
     for section, keys in (
         ("store", ("path", "evidence_dir")),
-        ("vision", ("manifest",)),
+        ("vision", ("manifest", "model_cache")),
         ("asr", ("model", "text_policy")),
     ):
         if isinstance(out.get(section), dict):

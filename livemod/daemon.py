@@ -38,7 +38,9 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     """Load and verify every configured model and the known-bad index."""
     from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex
     from livemod.analyzers.vision import build_vision_analyzers
+    from livemod.inference import use_io_binding
     from livemod.models import load_manifest
+    from livemod.precision import PrecisionPlan
 
     analyzers: list[FrameAnalyzer] = []
     index = KnownBadIndex.load(config.known_bad.paths)
@@ -49,10 +51,20 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
         plan = providers.resolve(config.vision.providers)
         metrics.INFERENCE_DEVICE.labels(plan.device).set(1)
         vision = build_vision_analyzers(
-            specs, config.vision.models, config.vision.threads, plan.providers
+            specs,
+            config.vision.models,
+            config.vision.threads,
+            plan.providers,
+            precision=PrecisionPlan(
+                config.vision.precision, plan.device, config.vision.model_cache
+            ),
+            io_binding=use_io_binding(config.vision.io_binding, plan.device),
         )
         for analyzer in vision:
             metrics.MODELS_LOADED.labels(analyzer.name).set(1)
+            precision = getattr(analyzer, "precision", None)
+            if precision is not None:
+                metrics.MODEL_PRECISION.labels(analyzer.name, precision).set(1)
         analyzers.extend(vision)
     return analyzers
 

@@ -21,4 +21,8 @@ from livemod.providers import check_single_runtime
 check_single_runtime()
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
 PY
-"$VENV/bin/livemod" models
+# Verify every model, then make the vision models' fp16 variants and check them against
+# fp32 (vision.precision auto uses them on CUDA/TensorRT only where the check passes).
+# Without a GPU here (a docker build) the check runs on the CPU; the daemon measures it
+# again on its GPU provider at first start, once, and caches that report too.
+"$VENV/bin/livemod" models --fp16

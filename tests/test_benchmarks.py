@@ -109,3 +109,19 @@ def test_decode_quick() -> None:
     # Every hardware device is either measured or says why it could not be used.
     for hw in row["hardware"].values():
         assert hw["available"] or hw["reason"]
+
+
+def test_gpu_mode_quick() -> None:
+    # No GPU here: the GPU part says why it did not run, the CPU figures are measured.
+    out = run_quick("gpu", 480)
+    gpu = out["setting"]["gpu"]
+    assert gpu["available"] or gpu["reason"]
+    summary = out["summary"]
+    for model, by_batch in summary["models"]["cpu"].items():
+        assert set(by_batch) == {"1", "2"}, model
+        assert all(fps > 0 for fps in by_batch.values())
+    assert summary["streams"]["cpu"]["sustained_streams_4fps"] >= 1
+    assert summary["asr"]["cpu"]["windows_per_s_by_batch"]["2"] > 0
+    if gpu["available"]:
+        assert "error" not in summary["models"]["cuda_fp16"]
+        assert summary["streams"]["cuda"]["sustained_streams_4fps"] >= 1

@@ -38,8 +38,8 @@ from livemod.analyzers.ocr_lines import (
     reading_order,
     signature,
 )
-from livemod.analyzers.vision import make_session
 from livemod.errors import ModelError
+from livemod.inference import make_session
 from livemod.messages import Image
 from livemod.models import ModelSpec, verify
 

@@ -11,40 +11,33 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from PIL import Image as PILImage
 
 from livemod.analyzers.base import AnalyzerResult, FrameAnalyzer
 from livemod.errors import ModelError
+from livemod.inference import SessionRunner, make_session
 from livemod.messages import Image, Region, Signal
 from livemod.models import ModelSpec, verify
+
+if TYPE_CHECKING:
+    from livemod.precision import PrecisionPlan
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.intp]
 
 
-def make_session(
-    path: Path, threads: int, providers: list[str] | None = None
-) -> ort.InferenceSession:
-    """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share)."""
-    opts = ort.SessionOptions()
-    # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
-    opts.intra_op_num_threads = max(1, threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if providers is None:
-        providers = ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped pybind errors
-        raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """The ONNX file an analyzer loads: the manifest's (verified) or its fp16 variant."""
+
+    path: Path
+    precision: str
+    """``fp32`` or ``fp16`` (weights and activations; inputs and outputs stay float32)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +136,21 @@ class NudeNetAnalyzer:
     name = "vision:nudenet"
 
     def __init__(
-        self, spec: ModelSpec, *, threads: int = 1, providers: list[str] | None = None
+        self,
+        spec: ModelSpec,
+        *,
+        threads: int = 1,
+        providers: list[str] | None = None,
+        model: ModelFile | None = None,
+        io_binding: bool = False,
     ) -> None:
         self.spec = spec
         self.size = int(spec.input["size"])
         self.labels = list(spec.labels)
-        self.session = make_session(verify(spec), threads, providers)
+        self.model = model or ModelFile(verify(spec), "fp32")
+        self.precision = self.model.precision
+        self.session = make_session(self.model.path, threads, providers)
+        self.runner = SessionRunner(self.session, io_binding=io_binding)
         self._input = self.session.get_inputs()[0].name
         channels = self.session.get_outputs()[0].shape[1]
         if isinstance(channels, int) and channels != 4 + len(self.labels):
@@ -161,11 +163,19 @@ class NudeNetAnalyzer:
         """The model input for a batch, with what is needed to map boxes back."""
         return letterbox_batch(images, self.size)
 
+    def raw(self, batch: FloatArray) -> FloatArray:
+        """The model's output for a batch, ``(N, 4 + classes, anchors)``: one model call."""
+        (output,) = self.runner.run({self._input: batch})
+        return np.asarray(output, dtype=np.float32)
+
     def infer(self, batch: FloatArray, metas: Sequence[LetterboxMeta]) -> list[list[Detection]]:
-        """One ``session.run`` for the batch, then decoding and NMS per image."""
+        """One model call for the batch, then decoding and NMS per image."""
         if not metas:
             return []
-        (output,) = self.session.run(None, {self._input: batch})
+        return self.decode(self.raw(batch), metas)
+
+    def decode(self, output: FloatArray, metas: Sequence[LetterboxMeta]) -> list[list[Detection]]:
+        """Raw outputs to detections per image (threshold, boxes to source pixels, NMS)."""
         results: list[list[Detection]] = []
         for row, meta in zip(output, metas, strict=True):
             boxes, scores, ids = decode_yolov8(row, meta, self.spec.min_score)
@@ -215,6 +225,8 @@ class OpenNsfwAnalyzer:
         threads: int = 1,
         providers: list[str] | None = None,
         jpeg_reencode: bool = True,
+        model: ModelFile | None = None,
+        io_binding: bool = False,
     ) -> None:
         self.spec = spec
         self.resize = int(spec.input["resize"])
@@ -222,7 +234,10 @@ class OpenNsfwAnalyzer:
         self.mean_bgr = np.asarray(spec.input["mean"], dtype=np.float32)
         self.jpeg_quality = int(spec.input.get("jpeg_quality", 75)) if jpeg_reencode else None
         self.category = spec.labels.get("nsfw")
-        self.session = make_session(verify(spec), threads, providers)
+        self.model = model or ModelFile(verify(spec), "fp32")
+        self.precision = self.model.precision
+        self.session = make_session(self.model.path, threads, providers)
+        self.runner = SessionRunner(self.session, io_binding=io_binding)
         self._input = self.session.get_inputs()[0].name
 
     def _prepare(self, image: Image) -> npt.NDArray[np.uint8]:
@@ -248,12 +263,16 @@ class OpenNsfwAnalyzer:
         batch -= self.mean_bgr
         return batch
 
+    def raw(self, batch: FloatArray) -> FloatArray:
+        """The model's softmax output for a batch, ``(N, 2)`` (sfw, nsfw): one model call."""
+        (output,) = self.runner.run({self._input: batch})
+        return np.asarray(output, dtype=np.float32)
+
     def infer(self, batch: FloatArray) -> FloatArray:
-        """NSFW probability per image, from one ``session.run``."""
+        """NSFW probability per image, from one model call."""
         if not len(batch):
             return np.empty(0, dtype=np.float32)
-        (output,) = self.session.run(None, {self._input: batch})
-        return np.asarray(output[:, 1], dtype=np.float32)
+        return self.raw(batch)[:, 1]
 
     def score_batch(self, images: Sequence[Image]) -> FloatArray:
         """NSFW probability per image."""
@@ -280,8 +299,15 @@ def build_vision_analyzers(
     enabled: Sequence[str],
     threads: int,
     providers: Sequence[str] | None = None,
+    *,
+    precision: PrecisionPlan | None = None,
+    io_binding: bool = False,
 ) -> list[FrameAnalyzer]:
-    """One analyzer per enabled model name, chosen by the manifest entry's kind."""
+    """One analyzer per enabled model name, chosen by the manifest entry's kind.
+
+    ``precision`` picks each model's file (fp32, or its checked fp16 variant); without it
+    every model loads the manifest's fp32 file.
+    """
     by_name = {spec.name: spec for spec in specs}
     analyzers: list[FrameAnalyzer] = []
     for name in enabled:
@@ -293,7 +319,20 @@ def build_vision_analyzers(
         if cls is None:
             kinds = ", ".join(sorted(ANALYZER_KINDS))
             raise ModelError(f"model {name}: kind {spec.kind!r} has no analyzer (known: {kinds})")
+        model: ModelFile | None = None
+        if precision is not None:
+            # Imported here: precision checks fp16 by running these very analyzers.
+            from livemod.precision import select_model
+
+            plan = list(providers) if providers else ["CPUExecutionProvider"]
+            model = select_model(spec, precision, providers=plan, threads=threads)
         analyzers.append(
-            cls(spec, threads=threads, providers=list(providers) if providers else None)
+            cls(
+                spec,
+                threads=threads,
+                providers=list(providers) if providers else None,
+                model=model,
+                io_binding=io_binding,
+            )
         )
     return analyzers
