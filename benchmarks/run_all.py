@@ -19,8 +19,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("hashing", "models", "latency", "overload", "asr")
-OPTIONAL = ("ocr", "whip")
+BENCHMARKS = (
+    "hashing",
+    "models",
+    "latency",
+    "overload",
+    "batching",
+    "decode",
+    "asr",
+    "asr_batch",
+)
+OPTIONAL = ("ocr", "whip", "rtmp", "escalation")
 """Other parts' benchmarks, run too when their script is there (same --quick contract)."""
 
 
