@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from livemod import metrics, providers
-from livemod.actions.events import EventHub
+from livemod.actions.events import EventHub, session_event
 from livemod.actions.websocket import EventServer
 from livemod.analysis import AnalysisService
 from livemod.analyzers.base import FrameAnalyzer, StreamStage
@@ -135,7 +135,21 @@ class Daemon:
         await self.store.open()
         orphans = await self.store.close_orphan_sessions()
         if orphans:
-            log.warning("marked %d sessions of a previous run as interrupted", orphans)
+            log.warning("marked %d sessions of a previous run as interrupted", len(orphans))
+        for orphan in orphans:
+            # Subscribers (and enforcers) learn that these sessions ended, and which
+            # actions they left standing: nothing in this process will ever stop them.
+            await self.hub.publish(
+                session_event(
+                    "interrupted",
+                    stream_id=orphan["id"],
+                    user_id=orphan["user_id"],
+                    room_id=orphan["room_id"],
+                    reason="daemon_restart",
+                    source=orphan["source"],
+                    standing_actions=orphan["standing_actions"],
+                )
+            )
         await self.events.start()
         for component in self.components:
             await component.start(self)

@@ -165,15 +165,47 @@ class Store:
 
         await self._run(work)
 
-    async def close_orphan_sessions(self) -> int:
-        """Sessions left open by a previous process (crash, kill) are marked interrupted."""
+    async def close_orphan_sessions(self) -> list[dict[str, Any]]:
+        """Sessions left open by a previous process (crash, kill) are marked interrupted.
 
-        def work() -> int:
-            cur = self.db.execute(
+        Returns each one (``id``, ``user_id``, ``room_id``, ``source``) with the actions
+        its events left standing (``[{"action", "category"}]``: started, never stopped).
+        """
+
+        def work() -> list[dict[str, Any]]:
+            # One store thread: nothing writes sessions between the read and the update.
+            rows = self.db.execute(
+                "SELECT id, user_id, room_id, source FROM sessions WHERE ended_at IS NULL"
+                " ORDER BY started_at"
+            ).fetchall()
+            self.db.execute(
                 "UPDATE sessions SET status='interrupted', ended_at=? WHERE ended_at IS NULL",
                 (time.time(),),
             )
-            return cur.rowcount
+            out = []
+            for sid, user_id, room_id, source in rows:
+                standing: dict[tuple[str, str], None] = {}
+                for (body,) in self.db.execute(
+                    "SELECT body FROM events WHERE stream_id=? AND type='action' ORDER BY seq",
+                    (sid,),
+                ):
+                    event = json.loads(body)
+                    key = (str(event.get("action")), str(event.get("category")))
+                    if event.get("state") == "start":
+                        standing[key] = None
+                    else:
+                        standing.pop(key, None)
+                actions = [{"action": a, "category": c} for a, c in standing]
+                out.append(
+                    {
+                        "id": sid,
+                        "user_id": user_id,
+                        "room_id": room_id,
+                        "source": source,
+                        "standing_actions": actions,
+                    }
+                )
+            return out
 
         return await self._run(work)
 
