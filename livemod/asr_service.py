@@ -59,6 +59,7 @@ class AsrStream:
         self._service = service
         self._listener = listener
         self._lock = threading.Lock()
+        self._decoded = threading.Condition(self._lock)
         self._core = StreamTranscriber(service.vad, service.options)
         self._closed = False
         self.decodes = 0
@@ -79,6 +80,18 @@ class AsrStream:
         if due:
             self._service.request(self, urgent=urgent)
 
+    def wait_for_decodes(self, max_undecoded_s: float) -> None:
+        """Block the feeding thread while more than ``max_undecoded_s`` of speech waits
+        for a decode that is queued or running: backpressure for scans, which read a
+        file faster than real time and must not let speech fall out of the buffer."""
+        with self._decoded:
+            while not self._closed and self._core.undecoded_s > max_undecoded_s:
+                if not self._core.busy:
+                    if not self._core.due():
+                        return  # no decode is coming: waiting would never end
+                    self._service.request(self, urgent=self._core.final_due())
+                self._decoded.wait(timeout=0.5)
+
     def finish(self) -> None:
         """End of the stream's audio: decode what is open, then say so with a final."""
         with self._lock:
@@ -93,6 +106,7 @@ class AsrStream:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._decoded.notify_all()
         self._service.forget(self)
 
     @property
@@ -133,6 +147,7 @@ class AsrStream:
                 commit = Commit(commit.words, max(commit.settled_s, ring.end_s), True)
             arrival = ring.arrival(commit.words[-1].end_s) if commit.words else 0.0
             behind = ring.end_s - window.end_s
+            self._decoded.notify_all()
         self.decodes += 1
         self.rejected += decoded.rejected
         self._deliver(commit, arrival, done=done)

@@ -1,7 +1,10 @@
 """``livemod scan``: moderate a recorded file (or a URL) to its end and report.
 
 The same session, analyzers and vote as the live daemon, with backpressure instead
-of drops, so the report's ``actions`` are the events the daemon would emit.
+of drops, so the report's ``actions`` are the events the daemon would emit. With
+``asr.enabled`` the audio is transcribed and judged too; the decoder then waits for
+Whisper whenever more than a few seconds of speech are pending, so a file read faster
+than real time loses no speech.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from livemod.messages import FrameAnalysis
 from livemod.policy.taxonomy import load_policy, severity
 from livemod.policy.vote import VoteEngine
 from livemod.session import Session, SessionInfo
+from livemod.speech import build_speech
 from livemod.store import Store
 
 
@@ -46,6 +50,7 @@ async def scan(
         workers=config.vision.workers,
         batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
     )
+    speech = build_speech(config, policy)
     samples: list[dict[str, Any]] = []
 
     def record(a: FrameAnalysis) -> None:
@@ -82,6 +87,7 @@ async def scan(
                 hub,
                 blocking=True,
                 on_analysis=record,
+                speech=speech,
             )
             started = time.monotonic()
             end = await session.run()
@@ -89,6 +95,8 @@ async def scan(
         finally:
             await store.close()
             analysis.close()
+            if speech is not None:
+                speech.close()
     risk = round(session.peak_risk, 4)
     return {
         "target": target,
@@ -100,6 +108,8 @@ async def scan(
         "risk_score": risk,
         "severity": severity(risk),
         "flagged_media_times": session.flagged,
+        "audio": session.audio,
+        "speech": session.speech_stats(),
         "actions": session.actions,
         "samples": samples,
     }
@@ -114,6 +124,14 @@ def render_text(report: dict[str, Any]) -> str:
         f" in {report['elapsed_s']} s"
     )
     lines.append(f"  risk_score {report['risk_score']} ({report['severity']})")
+    speech = report.get("speech")
+    if speech is not None:
+        lines.append(
+            f"  speech: {speech['words']} words transcribed in {speech['decodes']} Whisper"
+            f" windows, {speech['hits']} policy hits"
+        )
+    elif report.get("audio") not in (None, "off"):
+        lines.append(f"  audio: {report['audio']}")
     for event in report["actions"]:
         lines.append(
             f"  {event['media_time_s']:>8.2f}s  {event['action']:<6} {event['state']:<5}"

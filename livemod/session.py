@@ -148,6 +148,13 @@ class Session:
         """Whether this session transcribes and judges its audio (``asr.enabled``)."""
         return self._speech_setup is not None
 
+    def speech_stats(self) -> dict[str, int] | None:
+        """Words transcribed, policy hits and Whisper windows so far (None: speech off)."""
+        speech = self._speech
+        if speech is None:
+            return None
+        return {"words": speech.words, "hits": speech.hits, "decodes": speech.decodes}
+
     def deliver_audio(self, item: AudioChunk | AudioUnavailable) -> None:
         """Audio from a push source (WHIP), from any thread but the event loop's."""
         self._deliver_audio(item)
@@ -194,7 +201,12 @@ class Session:
         done: asyncio.Future[SourceEnd] = self._loop.create_future()
         if self._speech_setup is not None:
             self._speech = self._speech_setup.moderator(
-                self.info.id, self.info.key, self._engine, self._emit, self._track_speech
+                self.info.id,
+                self.info.key,
+                self._engine,
+                self._emit,
+                self._track_speech,
+                blocking=self._blocking,
             )
 
         def thread_main() -> None:

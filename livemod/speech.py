@@ -36,6 +36,9 @@ SOURCE = "asr"
 CONTEXT_WORDS = 40
 """Words of the current utterance kept so a phrase committed in pieces still matches."""
 QUEUE_TRANSCRIPTS = 256
+SCAN_MAX_UNDECODED_S = 8.0
+"""A scan's decoder waits while more speech than this awaits Whisper: well inside the
+30 s audio buffer, so no speech is ever trimmed away unheard."""
 CUDA_ASR_BATCH = 8
 """Windows per call on a GPU by default: a batch of 8 costs a GPU little more than one."""
 
@@ -93,9 +96,17 @@ class SpeechSetup:
     """At the end of a stream, wait at most this long for its last words to be judged."""
 
     def moderator(
-        self, stream_id: str, key: str, engine: VoteEngine, emit: Emit, track: Track
+        self,
+        stream_id: str,
+        key: str,
+        engine: VoteEngine,
+        emit: Emit,
+        track: Track,
+        *,
+        blocking: bool = False,
     ) -> SpeechModerator:
-        """A session's moderator; call on the event loop."""
+        """A session's moderator; call on the event loop. ``blocking`` (scans): the
+        decode thread waits for Whisper instead of letting speech fall behind."""
         return SpeechModerator(
             stream_id,
             key,
@@ -106,6 +117,7 @@ class SpeechSetup:
             track,
             asyncio.get_running_loop(),
             drain_timeout_s=self.drain_timeout_s,
+            blocking=blocking,
         )
 
     def close(self) -> None:
@@ -174,8 +186,10 @@ class SpeechModerator:
         loop: asyncio.AbstractEventLoop,
         *,
         drain_timeout_s: float = 30.0,
+        blocking: bool = False,
     ) -> None:
         self._drain_timeout_s = drain_timeout_s
+        self._blocking = blocking
         self._closed = False
         self._key = key
         self._policy = policy
@@ -207,6 +221,8 @@ class SpeechModerator:
     def feed(self, chunk: AudioChunk) -> None:
         """Called on the decode thread with each audio chunk."""
         self._stream.feed(chunk)
+        if self._blocking:
+            self._stream.wait_for_decodes(SCAN_MAX_UNDECODED_S)
 
     def _from_thread(self, transcript: Transcript) -> None:
         self._loop.call_soon_threadsafe(self._offer, transcript)

@@ -124,6 +124,13 @@ class StreamTranscriber:
     def settled_s(self) -> float:
         return self._settled_s
 
+    @property
+    def undecoded_s(self) -> float:
+        """Speech audio that no decode has taken yet (0 when no speech is pending)."""
+        if not self._pending:
+            return 0.0
+        return max(0.0, self.ring.end_s - self._last_window_end_s)
+
     # -- input -------------------------------------------------------------------
 
     def push(self, chunk: AudioChunk) -> None:

@@ -200,3 +200,51 @@ def test_batch_size_auto_is_one_on_cpu() -> None:
         setup.asr.close()
     with pytest.raises(ValueError):
         AsrService(setup.asr.engine, SileroVad(), batch_size=0)
+
+
+def _fast_feed(service: AsrService, track: Samples, *, wait: bool) -> list[Transcript]:
+    """Feed the whole track at once from this thread (a file read with no pacing)."""
+    got: list[Transcript] = []
+    done = threading.Event()
+
+    def listen(tr: Transcript) -> None:
+        got.append(tr)
+        if tr.done:
+            done.set()
+
+    stream = service.open("fast", listen)
+    hop = AUDIO_RATE // 10
+    for i in range(0, len(track), hop):
+        stream.feed(AudioChunk("fast", i / AUDIO_RATE, 1000.0 + i / AUDIO_RATE, track[i : i + hop]))
+        if wait:
+            stream.wait_for_decodes(8.0)
+    stream.finish()
+    assert done.wait(120 * TIMEOUT_SCALE), "the stream's last decode never came"
+    stream.close()
+    return got
+
+
+def test_backpressure_keeps_every_word_of_a_feed_faster_than_whisper(
+    engine: WhisperEngine,
+) -> None:
+    # 50 s of talk fed in well under a second: the 30 s audio buffer overflows long
+    # before Whisper gets through it, unless the feeder waits for the decodes.
+    talk = [*SENTENCES[:3], "We walked along the river to the old bridge."] * 3
+    parts = [ts.Part(seconds=0.5)]
+    for sentence in talk:
+        parts += [ts.Part(sentence), ts.Part(seconds=1.5)]
+    track, _ = ts.compose(parts)
+    assert len(track) / AUDIO_RATE > 45.0
+    reference = " ".join(talk)
+    service = AsrService(engine, SileroVad(), workers=1)
+    try:
+        waited = _fast_feed(service, track, wait=True)
+        raced = _fast_feed(service, track, wait=False)
+    finally:
+        service.close()
+    waited_text = " ".join(w.text for tr in waited for w in tr.words)
+    raced_text = " ".join(w.text for tr in raced for w in tr.words)
+    assert ts.word_error_rate(reference, waited_text) <= 0.25, waited_text
+    print(f"\nwaited {len(waited_text.split())} words, raced {len(raced_text.split())}")
+    # Without waiting, the speech trimmed from the buffer is never heard.
+    assert len(raced_text.split()) < 0.8 * len(waited_text.split()), raced_text
