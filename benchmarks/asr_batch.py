@@ -26,16 +26,7 @@ from livemod import testspeech as ts
 from livemod.analyzers.asr import WhisperEngine
 from livemod.asr_batch import BatchItem
 
-SENTENCES = (
-    "The weather today is sunny and warm.",
-    "Please open the window before dinner.",
-    "My brother plays the guitar every evening.",
-    "We walked along the river to the old bridge.",
-    "The children are reading books in the library.",
-    "I will kill you tonight.",
-    "Turn left at the second traffic light.",
-    "She bought fresh bread at the market.",
-)
+SENTENCES = (*ts.EVERYDAY[:7], ts.THREAT)
 
 
 def windows(count: int) -> list[BatchItem]:

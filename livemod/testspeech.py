@@ -23,6 +23,22 @@ from av.audio.stream import AudioStream
 from livemod import testmedia
 from livemod.messages import AUDIO_RATE, Samples
 
+EVERYDAY = (
+    "The weather today is sunny and warm.",
+    "Please open the window before dinner.",
+    "My brother plays the guitar every evening.",
+    "We walked along the river to the old bridge.",
+    "The children are reading books in the library.",
+    "Turn left at the second traffic light.",
+    "She bought fresh bread at the market.",
+    "The train to the city leaves at noon.",
+    "Our neighbours planted roses in the garden.",
+    "He fixed the old clock on the kitchen wall.",
+)
+"""Benign sentences that espeak-ng says clearly, for speech tests and benchmarks."""
+THREAT = "I will kill you tonight."
+"""A spoken threat the default text policy flags (violence)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Part:

@@ -18,14 +18,8 @@ from livemod.messages import AUDIO_RATE, AudioChunk, Samples
 from livemod.policy.text import TextPolicy
 from tests.conftest import TIMEOUT_SCALE
 
-SENTENCES = (
-    "The weather today is sunny and warm.",
-    "Please open the window before dinner.",
-    "My brother plays the guitar every evening.",
-    "We walked along the river to the old bridge.",
-    "The children are reading books in the library.",
-)
-THREAT = "I will kill you tonight."
+SENTENCES = ts.EVERYDAY[:5]
+THREAT = ts.THREAT
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,11 @@ def service(engine: WhisperEngine) -> Iterator[AsrService]:
     svc.close()
 
 
-def stream_through(service: AsrService, track: Samples, name: str) -> tuple[list[Transcript], int]:
+def stream_through(
+    service: AsrService, track: Samples, name: str, *, max_undecoded_s: float | None = None
+) -> tuple[list[Transcript], int]:
+    """Feed the whole track from this thread at once (no pacing), as a decode thread
+    reading a file would; ``max_undecoded_s``: wait for Whisper as scans do."""
     got: list[Transcript] = []
     done = threading.Event()
 
@@ -53,6 +51,8 @@ def stream_through(service: AsrService, track: Samples, name: str) -> tuple[list
     hop = AUDIO_RATE // 10
     for i in range(0, len(track), hop):
         stream.feed(AudioChunk(name, i / AUDIO_RATE, 1000.0 + i / AUDIO_RATE, track[i : i + hop]))
+        if max_undecoded_s is not None:
+            stream.wait_for_decodes(max_undecoded_s)
     stream.finish()
     assert done.wait(60 * TIMEOUT_SCALE), "the stream's last decode never came"
     stream.close()

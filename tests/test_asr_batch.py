@@ -23,13 +23,9 @@ from livemod.messages import AUDIO_RATE, AudioChunk, Samples
 from livemod.policy.taxonomy import load_policy
 from livemod.speech import build_speech
 from tests.conftest import TIMEOUT_SCALE
+from tests.test_asr import stream_through
 
-SENTENCES = (
-    "The weather today is sunny and warm.",
-    "Please open the window before dinner.",
-    "My brother plays the guitar every evening.",
-    "I will kill you tonight.",
-)
+SENTENCES = (*ts.EVERYDAY[:3], ts.THREAT)
 
 
 @pytest.fixture(scope="module")
@@ -202,34 +198,12 @@ def test_batch_size_auto_is_one_on_cpu() -> None:
         AsrService(setup.asr.engine, SileroVad(), batch_size=0)
 
 
-def _fast_feed(service: AsrService, track: Samples, *, wait: bool) -> list[Transcript]:
-    """Feed the whole track at once from this thread (a file read with no pacing)."""
-    got: list[Transcript] = []
-    done = threading.Event()
-
-    def listen(tr: Transcript) -> None:
-        got.append(tr)
-        if tr.done:
-            done.set()
-
-    stream = service.open("fast", listen)
-    hop = AUDIO_RATE // 10
-    for i in range(0, len(track), hop):
-        stream.feed(AudioChunk("fast", i / AUDIO_RATE, 1000.0 + i / AUDIO_RATE, track[i : i + hop]))
-        if wait:
-            stream.wait_for_decodes(8.0)
-    stream.finish()
-    assert done.wait(120 * TIMEOUT_SCALE), "the stream's last decode never came"
-    stream.close()
-    return got
-
-
 def test_backpressure_keeps_every_word_of_a_feed_faster_than_whisper(
     engine: WhisperEngine,
 ) -> None:
     # 50 s of talk fed in well under a second: the 30 s audio buffer overflows long
     # before Whisper gets through it, unless the feeder waits for the decodes.
-    talk = [*SENTENCES[:3], "We walked along the river to the old bridge."] * 3
+    talk = list(ts.EVERYDAY[:4]) * 3
     parts = [ts.Part(seconds=0.5)]
     for sentence in talk:
         parts += [ts.Part(sentence), ts.Part(seconds=1.5)]
@@ -238,8 +212,8 @@ def test_backpressure_keeps_every_word_of_a_feed_faster_than_whisper(
     reference = " ".join(talk)
     service = AsrService(engine, SileroVad(), workers=1)
     try:
-        waited = _fast_feed(service, track, wait=True)
-        raced = _fast_feed(service, track, wait=False)
+        waited, _ = stream_through(service, track, "waited", max_undecoded_s=8.0)
+        raced, _ = stream_through(service, track, "raced")
     finally:
         service.close()
     waited_text = " ".join(w.text for tr in waited for w in tr.words)

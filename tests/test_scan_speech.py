@@ -21,19 +21,8 @@ from livemod.config import load_config
 from livemod.scan import render_text, scan
 from tests.conftest import TIMEOUT_SCALE
 
-TALK = (
-    "The weather today is sunny and warm.",
-    "Please open the window before dinner.",
-    "My brother plays the guitar every evening.",
-    "We walked along the river to the old bridge.",
-    "The children are reading books in the library.",
-    "Turn left at the second traffic light.",
-    "She bought fresh bread at the market.",
-    "The train to the city leaves at noon.",
-    "Our neighbours planted roses in the garden.",
-    "He fixed the old clock on the kitchen wall.",
-)
-THREAT = "I will kill you tonight."
+TALK = ts.EVERYDAY
+THREAT = ts.THREAT
 
 
 @pytest.fixture(scope="module")
