@@ -32,10 +32,42 @@ _GPU_DEVICES = ("cuda", "tensorrt")
 _ON_DEVICE = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
 
+ProviderEntry = str | tuple[str, dict[str, str]]
+
+
+def provider_entries(providers: list[str], engine_cache: Path | None) -> list[ProviderEntry]:
+    """Pure: the providers as ONNX Runtime takes them, with options where livemod sets any.
+
+    TensorRT builds an engine per model and input shape when a session starts, which
+    takes minutes for a large model; with ``engine_cache`` it keeps the engines (and its
+    kernel timing cache) in that folder, so a restart loads them instead of rebuilding.
+    """
+    entries: list[ProviderEntry] = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider" and engine_cache is not None:
+            path = str(engine_cache.expanduser())
+            options = {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": path,
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": path,
+            }
+            entries.append((name, options))
+        else:
+            entries.append(name)
+    return entries
+
+
 def make_session(
-    path: Path, threads: int, providers: list[str] | None = None
+    path: Path,
+    threads: int,
+    providers: list[str] | None = None,
+    *,
+    engine_cache: Path | None = None,
 ) -> ort.InferenceSession:
-    """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share)."""
+    """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share).
+
+    ``engine_cache``: where TensorRT keeps its built engines (see ``provider_entries``)."""
     opts = ort.SessionOptions()
     # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
     opts.intra_op_num_threads = max(1, threads)
@@ -46,8 +78,11 @@ def make_session(
         providers = ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+    entries = provider_entries(providers, engine_cache)
+    if engine_cache is not None and any(isinstance(e, tuple) for e in entries):
+        engine_cache.expanduser().mkdir(parents=True, exist_ok=True)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(str(path), sess_options=opts, providers=entries)
     except Exception as exc:  # onnxruntime raises its own untyped pybind errors
         raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
 

@@ -16,10 +16,11 @@ from livemod.inference import (
     MAX_BUFFERED_SHAPES,
     SessionRunner,
     make_session,
+    provider_entries,
     session_device,
     use_io_binding,
 )
-from livemod.models import ModelSpec, load_manifest
+from livemod.models import ModelSpec, load_manifest, verify
 from livemod.testmedia import fit, photo
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -144,3 +145,20 @@ def test_cuda_io_binding_matches_cpu(specs: dict[str, ModelSpec], frames: list[n
     nude_gpu = NudeNetAnalyzer(specs["nudenet-320n"], providers=gpu, io_binding=True)
     x, _ = nude_cpu.preprocess(frames)
     np.testing.assert_allclose(nude_gpu.raw(x)[:, 4:], nude_cpu.raw(x)[:, 4:], atol=1e-3)
+
+
+def test_tensorrt_keeps_its_engines_in_the_cache_folder(tmp_path: Path) -> None:
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    entries = provider_entries(providers, tmp_path / "trt")
+    trt, cuda, cpu = entries
+    assert isinstance(trt, tuple) and trt[0] == "TensorrtExecutionProvider"
+    assert trt[1]["trt_engine_cache_enable"] == "True"
+    assert trt[1]["trt_engine_cache_path"] == str(tmp_path / "trt")
+    assert trt[1]["trt_timing_cache_path"] == str(tmp_path / "trt")
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    # No cache folder configured: providers pass through untouched.
+    assert provider_entries(providers, None) == providers
+    # A CPU session never creates the engine folder.
+    spec = next(s for s in load_manifest() if s.name == "opennsfw")
+    make_session(verify(spec), 1, ["CPUExecutionProvider"], engine_cache=tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()

@@ -143,13 +143,14 @@ class NudeNetAnalyzer:
         providers: list[str] | None = None,
         model: ModelFile | None = None,
         io_binding: bool = False,
+        engine_cache: Path | None = None,
     ) -> None:
         self.spec = spec
         self.size = int(spec.input["size"])
         self.labels = list(spec.labels)
         self.model = model or ModelFile(verify(spec), "fp32")
         self.precision = self.model.precision
-        self.session = make_session(self.model.path, threads, providers)
+        self.session = make_session(self.model.path, threads, providers, engine_cache=engine_cache)
         self.runner = SessionRunner(self.session, io_binding=io_binding)
         self._input = self.session.get_inputs()[0].name
         channels = self.session.get_outputs()[0].shape[1]
@@ -227,6 +228,7 @@ class OpenNsfwAnalyzer:
         jpeg_reencode: bool = True,
         model: ModelFile | None = None,
         io_binding: bool = False,
+        engine_cache: Path | None = None,
     ) -> None:
         self.spec = spec
         self.resize = int(spec.input["resize"])
@@ -236,7 +238,7 @@ class OpenNsfwAnalyzer:
         self.category = spec.labels.get("nsfw")
         self.model = model or ModelFile(verify(spec), "fp32")
         self.precision = self.model.precision
-        self.session = make_session(self.model.path, threads, providers)
+        self.session = make_session(self.model.path, threads, providers, engine_cache=engine_cache)
         self.runner = SessionRunner(self.session, io_binding=io_binding)
         self._input = self.session.get_inputs()[0].name
 
@@ -333,6 +335,8 @@ def build_vision_analyzers(
                 providers=list(providers) if providers else None,
                 model=model,
                 io_binding=io_binding,
+                # TensorRT engines live beside the fp16 variants, keyed by model file.
+                engine_cache=precision.cache_dir / "tensorrt" if precision else None,
             )
         )
     return analyzers
