@@ -5,7 +5,8 @@ It follows committed action events like any subscriber, so a slow or dead LLM
 never slows the pipeline. Each escalated action gets exactly one ``escalation``
 event: a verdict (``confirmed``, ``upgraded``, ``cleared``, ``inconclusive``) or
 a fallback (``fail_open``, ``fail_closed``, ``degraded``), whatever happens to
-the call, the queue (full: fallback at once) or the daemon (stopping: fallback).
+the call, the queue (full: fallback at once) or the daemon (stopping: fallback;
+killed: the action is escalated again after the restart, see ``ledger.py``).
 
 Calls run on ``max_concurrency`` workers behind a token bucket and a circuit
 breaker; timeouts, 429 and 5xx are retried with jittered exponential backoff
@@ -34,6 +35,7 @@ from livemod.escalation.breaker import BreakerState, CircuitBreaker
 from livemod.escalation.clip import build_clip
 from livemod.escalation.desk import ReviewDesk
 from livemod.escalation.guard import GuardedLlm
+from livemod.escalation.ledger import CursorKeeper, EscalationLedger
 from livemod.escalation.llm import Clip, LlmClient, LlmError
 from livemod.escalation.standing import (
     channel_of,
@@ -47,6 +49,7 @@ from livemod.escalation.triage import (
     Plan,
     escalation_reason,
     fallback_mode,
+    for_ended_stream,
     plan_fallback,
     plan_for_verdict,
 )
@@ -66,7 +69,13 @@ class _Job:
     event: dict[str, Any]
     reason: str
     frames: list[VideoFrame]
+    replayed: bool = False
+    """Committed before this process started: a kill left it without an outcome."""
     queued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def seq(self) -> int:
+        return int(self.event["seq"])
 
 
 class Escalator:
@@ -95,6 +104,9 @@ class Escalator:
         self._side: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._sources: set[str] = set()
+        self._cursor: CursorKeeper | None = None
+        self._settled: set[int] = set()
+        self._boot_seq = 0
         desk.defer_to(self.wants)
 
     @property
@@ -130,7 +142,7 @@ class Escalator:
             )
         )
         metrics.set_breaker_state(self.breaker.state)
-        since = await daemon.store.last_seq()
+        since = await self._resume(daemon)
         self._follower = asyncio.create_task(self._follow(since), name="escalation-follow")
         self._workers = [
             asyncio.create_task(self._work(), name=f"escalation-{i}")
@@ -140,6 +152,15 @@ class Escalator:
             "escalation on",
             extra={"llm_url": self.client.url, "provider": self._cfg.provider},
         )
+
+    async def _resume(self, daemon: Daemon) -> int:
+        """Where to follow from: the durable cursor (see ``ledger.py``)."""
+        ledger = EscalationLedger(daemon.store)
+        point = await ledger.resume()
+        self._boot_seq, self._settled = point.boot_seq, point.settled
+        self._cursor = CursorKeeper(ledger, point.cursor)
+        self._cursor.start()
+        return point.cursor
 
     def _check_categories(self, daemon: Daemon) -> None:
         known = set(daemon.policy.categories)
@@ -167,6 +188,8 @@ class Escalator:
             await self._settle(self._queue.get_nowait(), None, "shutdown")
         if self._side:
             await asyncio.gather(*self._side, return_exceptions=True)
+        if self._cursor is not None:
+            await self._cursor.close()
         if self._http is not None:
             await self._http.close()
         metrics.QUEUE_DEPTH.labels("escalation").set(0)
@@ -177,13 +200,20 @@ class Escalator:
     # -- intake -------------------------------------------------------------------
 
     async def _follow(self, since: int) -> None:
+        cursor = self._cursor
+        assert cursor is not None
         async for event in follow(self.daemon.hub, since):
+            seq = int(event["seq"])
             reason = escalation_reason(event, self._cfg, self._sources)
+            if reason is not None and seq in self._settled:
+                self._settled.discard(seq)
+                reason = None
+            cursor.observe(seq, escalate=reason is not None)
             if reason is None:
                 continue
             # The ring moves on with the stream: take the frames now.
             frames = recent_frames(self.daemon, str(event.get("stream_id")), self._cfg.clip_frames)
-            job = _Job(event, reason, frames)
+            job = _Job(event, reason, frames, replayed=seq <= self._boot_seq)
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
@@ -206,6 +236,17 @@ class Escalator:
                 await self._handle(job)
             except Exception:  # the worker must survive anything one job does
                 log.exception("escalation failed", extra={"seq": job.event.get("seq")})
+                await self._settle_after_crash(job)
+
+    async def _settle_after_crash(self, job: _Job) -> None:
+        """A job that broke before its outcome was committed still gets one (its
+        fallback), or the cursor would wait on it for the rest of this process."""
+        if self._cursor is None or not self._cursor.mark.is_pending(job.seq):
+            return
+        try:
+            await self._settle(job, None, "internal")
+        except Exception:
+            log.exception("escalation fallback failed", extra={"seq": job.seq})
 
     # -- one escalation ---------------------------------------------------------------
 
@@ -245,6 +286,11 @@ class Escalator:
         event = job.event
         key, category = key_of(event), str(event.get("category"))
         standing = standing_action(daemon, key, category, channel_of(event))
+        # A replayed clip's stream died with the previous process: nothing of it stands
+        # here, and a new session of the same user and room is not this clip's to change.
+        ended = job.replayed and event.get("stream_id") not in daemon.sessions
+        if ended:
+            standing = None
         mode = None
         if verdict is not None:
             plan = plan_for_verdict(verdict, standing, self._cfg)
@@ -262,6 +308,8 @@ class Escalator:
             kind = error if error in ("timeout", "breaker_open") else "error"
             metrics.ESCALATIONS.labels(kind).inc()
             metrics.ESCALATION_FALLBACKS.labels(mode).inc()
+        if ended:
+            plan = for_ended_stream(plan, str(event.get("action")))
         escalation = await daemon.hub.publish(
             {
                 "type": "escalation",
@@ -278,9 +326,12 @@ class Escalator:
                 "error": error,
                 "verdict": verdict.as_dict() if verdict is not None else None,
                 "standing": standing,
+                "replayed": job.replayed,
                 "duration_ms": round((time.perf_counter() - job.queued_at) * 1000.0, 1),
             }
         )
+        if self._cursor is not None:
+            self._cursor.settle(job.seq)
         await self._apply(job, plan, verdict, escalation, clip)
 
     async def _apply(

@@ -112,3 +112,12 @@ def plan_fallback(
     ):
         return Plan("degraded", start=high, review=high == "review")
     return Plan("degraded", review=standing == "review")
+
+
+def for_ended_stream(plan: Plan, first_action: str) -> Plan:
+    """The plan for a clip whose stream ended with a killed daemon (replayed after a
+    restart; planned with nothing standing): no action is started, lifted or
+    upgraded, but a first-pass ``review`` still reaches people unless the verdict
+    cleared the clip or the category fails open, as it would have live."""
+    asked = first_action == "review" and plan.outcome not in ("cleared", "fail_open")
+    return Plan(plan.outcome, review=plan.review or asked)
