@@ -3,6 +3,9 @@ order, claims, decisions applied live, audit events, and persistence."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -209,3 +212,67 @@ async def test_minor_flag_from_the_verdict_and_restart(tmp_path: Path) -> None:
         assert decided["status"] == "decided" and decided["lifted_seq"] is None
     finally:
         await again.stop()
+
+
+def _reviews(db_path: Path) -> list[tuple[str, int]]:
+    db = sqlite3.connect(db_path)
+    try:
+        rows = db.execute("SELECT reason, detail FROM reviews").fetchall()
+    finally:
+        db.close()
+    return [(reason, int(json.loads(detail)["action_seq"])) for reason, detail in rows]
+
+
+async def test_a_review_a_kill_left_unqueued_is_queued_once_after_restart(tmp_path: Path) -> None:
+    daemon = await start_daemon(tmp_path)
+    try:
+        watch = Watcher(daemon)
+        (start,) = await Feeder(daemon, user="u1", stream="s1").hits("violence", 0.8, 3)
+        await watch.wait_for(lambda e: e["type"] == "review" and e["state"] == "queued")
+    finally:
+        await daemon.stop()
+    db_path = tmp_path / "livemod.db"
+    assert _reviews(db_path) == [("policy_review", start["seq"])]
+    # What a kill between the commit and the queue item leaves: the action without its
+    # item, the desk's cursor before it.
+    db = sqlite3.connect(db_path)
+    with db:
+        (cursor,) = db.execute("SELECT seq FROM review_cursor").fetchone()
+        assert cursor >= start["seq"]  # a graceful stop wrote the cursor past it
+        db.execute("DELETE FROM reviews")
+        db.execute("UPDATE review_cursor SET seq = ?", (start["seq"] - 1,))
+    db.close()
+    db = sqlite3.connect(db_path)
+    (before,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+    db.close()
+
+    daemon = await start_daemon(tmp_path)
+    try:
+        # The desk replays at start-up, possibly before a subscriber could attach:
+        # read the store.
+        queued: list[dict[str, Any]] = []
+        for _ in range(300):
+            later = await daemon.store.events_since(before)
+            queued = [e for e in later if e["type"] == "review" and e["state"] == "queued"]
+            if queued:
+                break
+            await asyncio.sleep(0.05)
+        assert [q["action_seq"] for q in queued] == [start["seq"]]
+    finally:
+        await daemon.stop()
+    assert _reviews(db_path) == [("policy_review", start["seq"])]
+
+    # Once only: with the cursor moved back again, the item is found and not queued twice.
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE review_cursor SET seq = ?", (start["seq"] - 1,))
+        (before,) = db.execute("SELECT MAX(seq) FROM events").fetchone()
+    db.close()
+    daemon = await start_daemon(tmp_path)
+    try:
+        await asyncio.sleep(1.0)  # the replay of one event takes milliseconds
+        later = await daemon.store.events_since(before)
+    finally:
+        await daemon.stop()
+    assert [e for e in later if e["type"] == "review"] == []
+    assert _reviews(db_path) == [("policy_review", start["seq"])]

@@ -28,6 +28,7 @@ from livemod import metrics
 from livemod.actions.follow import follow
 from livemod.api import json_body
 from livemod.errors import RequestError
+from livemod.escalation.ledger import CursorKeeper, ReviewLedger
 from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
 from livemod.escalation.standing import (
     channel_of,
@@ -60,6 +61,7 @@ class ReviewDesk:
         self._daemon: Daemon | None = None
         self._queue: ReviewQueue | None = None
         self._task: asyncio.Task[None] | None = None
+        self._cursor: CursorKeeper | None = None
         self._defer: Callable[[dict[str, Any]], bool] = lambda event: False
 
     def defer_to(self, predicate: Callable[[dict[str, Any]], bool]) -> None:
@@ -84,28 +86,47 @@ class ReviewDesk:
         self._queue = ReviewQueue(daemon.store)
         await self._queue.open()
         await self._update_depth()
-        since = await daemon.store.last_seq()
-        self._task = asyncio.create_task(self._follow(since), name="review-follow")
+        # A durable cursor (ledger.py): a policy review committed just before a kill
+        # still gets its queue item after the restart, and never two.
+        ledger = ReviewLedger(daemon.store)
+        point = await ledger.resume()
+        self._cursor = CursorKeeper(ledger, point.cursor)
+        self._cursor.start()
+        self._task = asyncio.create_task(
+            self._follow(point.cursor, point.settled), name="review-follow"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._cursor is not None:
+            await self._cursor.close()
+            self._cursor = None
 
-    async def _follow(self, since: int) -> None:
+    async def _follow(self, since: int, settled: set[int]) -> None:
+        cursor = self._cursor
+        assert cursor is not None
         async for event in follow(self.daemon.hub, since):
-            if (
+            seq = int(event["seq"])
+            wanted = (
                 event.get("type") == "action"
                 and event.get("action") == "review"
                 and event.get("state") == "start"
                 and "origin" not in event
+                and seq not in settled
                 and not self._defer(event)
-            ):
-                try:
-                    await self.submit(event, reason="policy_review")
-                except Exception:  # one bad item must not stop the queue
-                    log.exception("could not queue a review", extra={"seq": event.get("seq")})
+            )
+            cursor.observe(seq, escalate=wanted)
+            if not wanted:
+                continue
+            try:
+                await self.submit(event, reason="policy_review")
+            except Exception:  # one bad item must not stop the queue
+                log.exception("could not queue a review", extra={"seq": seq})
+            finally:
+                cursor.settle(seq)
 
     async def submit(
         self,
