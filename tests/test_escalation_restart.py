@@ -23,6 +23,7 @@ from livemod.escalation.triage import Plan, for_ended_stream
 from livemod.escalation.watermark import Watermark
 from tests.conftest import TIMEOUT_SCALE, DaemonProcess
 from tests.inproc import Feeder, Watcher, start_daemon
+from tests.test_escalation_e2e import until
 
 Event = dict[str, Any]
 
@@ -213,21 +214,6 @@ def bad_clip(media_dir: Path) -> Path:
     return clip
 
 
-async def _read_until(ws: Any, seen: list[Event], match: Any, timeout: float) -> Event:
-    for event in seen:
-        if match(event):
-            return event
-
-    async def run() -> Event:
-        while True:
-            event: Event = json.loads(await ws.recv())
-            seen.append(event)
-            if match(event):
-                return event
-
-    return await asyncio.wait_for(run(), timeout * TIMEOUT_SCALE)
-
-
 async def _start_stream(
     http: aiohttp.ClientSession, daemon: DaemonProcess, clip: Path, user: str
 ) -> str:
@@ -275,7 +261,7 @@ async def test_an_escalation_in_flight_at_a_kill_is_settled_once_after_the_resta
             await asyncio.to_thread(daemon.start)
             async with websockets.connect(f"{daemon.ws}?since={bob['seq']}") as ws:
                 seen: list[Event] = []
-                replayed = await _read_until(
+                replayed = await until(
                     ws,
                     seen,
                     lambda e: e["type"] == "escalation" and e["action_seq"] == bob["seq"],
@@ -326,11 +312,11 @@ async def _kill_with_one_in_flight(
             )
 
         await _start_stream(http, daemon, clip, "bob")
-        bob = await _read_until(ws, seen, started("bob"), 30)
+        bob = await until(ws, seen, started("bob"), 30)
         await _until(lambda: len(llm.seen) >= 1, 15)  # bob's call is in flight
         await _start_stream(http, daemon, clip, "alice")
-        alice = await _read_until(ws, seen, started("alice"), 30)
-        settled = await _read_until(
+        alice = await until(ws, seen, started("alice"), 30)
+        settled = await until(
             ws, seen, lambda e: e["type"] == "escalation" and e["user_id"] == "alice", 15
         )
         assert settled["action_seq"] == alice["seq"] and settled["outcome"] == "confirmed"
