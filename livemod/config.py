@@ -123,6 +123,9 @@ class LlmConfig(_Section):
     clip_frames: int = Field(4, ge=1, le=32, description="Recent sampled frames sent")
     image_max_side: int = Field(512, ge=64, le=4096, description="Frames sent are this size")
     queue_size: int = Field(256, ge=1, description="Escalations waiting; beyond, the fallback")
+    replay_max_age_s: float = Field(
+        3600.0, gt=0, description="After a restart, escalate only actions younger than this"
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> LlmConfig:

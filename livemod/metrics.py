@@ -193,6 +193,7 @@ for _kind in ("partial", "final"):
 QUEUE_DEPTH.labels("asr")
 DROPS.labels("audio", "corrupt_packet")
 DROPS.labels("asr", "queue_full")
+DROPS.labels("escalation", "replay_expired")
 
 # Streaming-server hooks and enforcement (livemod/hooks_api.py).
 HOOK_CALLS = Counter(

@@ -330,3 +330,39 @@ def _sigkill(daemon: DaemonProcess) -> None:
     assert daemon.proc is not None
     daemon.proc.kill()
     daemon.proc.wait(timeout=20)
+
+
+async def test_a_replay_older_than_the_limit_is_counted_not_escalated(tmp_path: Path) -> None:
+    # An action committed while escalation was off, then escalation on with a cursor
+    # behind it (as after a long outage): too old to escalate, so it is skipped and
+    # counted, and the cursor moves past it.
+    daemon = await start_daemon(tmp_path)
+    try:
+        (old,) = await Feeder(daemon, user="old", stream="s-old").hits("violence", 0.8, 3)
+    finally:
+        await daemon.stop()
+    async with FakeLlm(Reply(verdict=unsafe("violence", "end"))) as llm:
+        cfg = {**LLM_CFG, "base_url": llm.base_url}
+        daemon = await start_daemon(tmp_path, llm=cfg)  # first run: the cursor starts here
+        await daemon.stop()
+        db = sqlite3.connect(tmp_path / "livemod.db")
+        with db:
+            db.execute("UPDATE escalation_cursor SET seq = ?", (old["seq"] - 1,))
+        db.close()
+        expired = metrics.DROPS.labels("escalation", "replay_expired")
+        before = expired._value.get()
+        await asyncio.sleep(0.05)
+        daemon = await start_daemon(tmp_path, llm={**cfg, "replay_max_age_s": 0.01})
+        try:
+            for _ in range(200):
+                if expired._value.get() > before:
+                    break
+                await asyncio.sleep(0.02)
+            later = await daemon.store.events_since(old["seq"])
+        finally:
+            await daemon.stop()
+        assert expired._value.get() == before + 1
+        assert llm.seen == []
+        assert [e for e in later if e["type"] == "escalation"] == []
+        cursor, _ = await _cursor_and_settled(tmp_path, old["seq"])
+        assert cursor is not None and cursor >= old["seq"]

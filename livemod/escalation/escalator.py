@@ -208,6 +208,11 @@ class Escalator:
             if reason is not None and seq in self._settled:
                 self._settled.discard(seq)
                 reason = None
+            if reason is not None and seq <= self._boot_seq and self._expired(event):
+                # A replay after a long outage (or escalation turned back on): a verdict
+                # this late serves no live stream; the first-pass action stands.
+                metrics.DROPS.labels("escalation", "replay_expired").inc()
+                reason = None
             cursor.observe(seq, escalate=reason is not None)
             if reason is None:
                 continue
@@ -220,6 +225,10 @@ class Escalator:
                 metrics.DROPS.labels("escalation", "queue_full").inc()
                 await self._settle(job, None, "queue_full")
             metrics.QUEUE_DEPTH.labels("escalation").set(self._queue.qsize())
+
+    def _expired(self, event: dict[str, Any]) -> bool:
+        committed = float(event.get("ts") or time.time())
+        return time.time() - committed > self._cfg.replay_max_age_s
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
