@@ -156,3 +156,20 @@ def daemon(tmp_path: Path, known_bad_dir: Path) -> Iterator[DaemonProcess]:
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.stop()
+
+
+@pytest.fixture
+def fresh_escalation_metrics() -> Iterator[None]:
+    """Escalation counters are process-wide: leave them as found (zero), since other
+    tests read the declared label sets at their initial values."""
+    from livemod import metrics
+
+    yield
+    for counter, labels in (
+        (metrics.ESCALATIONS, metrics.ESCALATION_OUTCOMES),
+        (metrics.ESCALATION_FALLBACKS, metrics.FALLBACK_MODES),
+    ):
+        counter.clear()
+        for label in labels:
+            counter.labels(label)
+    metrics.set_breaker_state("closed")

@@ -8,7 +8,6 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,7 @@ from tests.test_escalation_e2e import until
 Event = dict[str, Any]
 
 
-@pytest.fixture(autouse=True)
-def fresh_metrics() -> Iterator[None]:
-    """Escalation counters are process-wide: leave them at their declared zeros."""
-    yield
-    for counter, labels in (
-        (metrics.ESCALATIONS, metrics.ESCALATION_OUTCOMES),
-        (metrics.ESCALATION_FALLBACKS, metrics.FALLBACK_MODES),
-    ):
-        counter.clear()
-        for label in labels:
-            counter.labels(label)
-    metrics.set_breaker_state("closed")
+pytestmark = pytest.mark.usefixtures("fresh_escalation_metrics")
 
 
 # -- the pure watermark -----------------------------------------------------------------

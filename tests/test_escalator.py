@@ -5,7 +5,7 @@ that no escalated action is ever left without an outcome."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,7 @@ from livemod.escalation.escalator import Escalator
 from livemod.escalation.fake import SAFE, FakeLlm, Reply, unsafe
 from tests.inproc import Feeder, Watcher, start_daemon
 
-
-@pytest.fixture(autouse=True)
-def fresh_metrics() -> Iterator[None]:
-    """Escalation counters are process-wide: leave them as found (zero), since other
-    tests read the declared label sets at their initial values."""
-    yield
-    for counter, labels in (
-        (metrics.ESCALATIONS, metrics.ESCALATION_OUTCOMES),
-        (metrics.ESCALATION_FALLBACKS, metrics.FALLBACK_MODES),
-    ):
-        counter.clear()
-        for label in labels:
-            counter.labels(label)
-    metrics.set_breaker_state("closed")
+pytestmark = pytest.mark.usefixtures("fresh_escalation_metrics")
 
 
 @pytest.fixture
