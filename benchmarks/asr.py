@@ -35,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from livemod import testspeech as ts
-from livemod.analyzers.asr import WhisperEngine
 from livemod.config import load_config
 from livemod.messages import AUDIO_RATE, AudioChunk, Decision, Samples
 from livemod.policy.taxonomy import load_policy
-from livemod.policy.text import TextPolicy
 from livemod.policy.vote import VoteEngine
-from livemod.speech import SpeechModerator, SpeechSetup, build_speech
+from livemod.speech.moderator import SpeechModerator, SpeechSetup, build_speech
+from livemod.speech.whisper import WhisperEngine
 from livemod.store import EvidenceInput
+from livemod.testing import speech as ts
+from livemod.text.judge import TextPolicy
 
 THREAT = "I will kill you tonight."
 BENIGN = (

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from loadgen import machine
 
-from livemod import testspeech as ts
-from livemod.analyzers.asr import WhisperEngine
-from livemod.asr_batch import BatchItem
+from livemod.speech.batch import BatchItem
+from livemod.speech.whisper import WhisperEngine
+from livemod.testing import speech as ts
 
 SENTENCES = (*ts.EVERYDAY[:7], ts.THREAT)
 

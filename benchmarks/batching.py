@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from livemod.analysis import AnalysisService
-from livemod.batching import BatchPolicy
+from livemod.app.daemon import build_analyzers
 from livemod.config import load_config
-from livemod.daemon import build_analyzers
 from livemod.messages import VideoFrame
-from livemod.testmedia import fit, photo
+from livemod.pipeline.analysis import AnalysisService
+from livemod.testing.media import fit, photo
+from livemod.vision.batching import BatchPolicy
 
 P95_BUDGET_MS = 1000.0
 

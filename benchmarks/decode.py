@@ -24,7 +24,7 @@ import av
 import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
-from livemod import testmedia
+from livemod.testing import media as testmedia
 
 
 def decode_ms(path: Path, hw: str | None) -> list[float]:

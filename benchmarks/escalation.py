@@ -38,18 +38,18 @@ import aiohttp
 import cv2
 import numpy as np
 
-from livemod.actions.events import EventFilter, Subscription, action_event
-from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex
+from livemod.app.daemon import Daemon
 from livemod.config import Config
-from livemod.daemon import Daemon
 from livemod.escalation.clip import jpeg
 from livemod.escalation.escalator import Escalator
-from livemod.escalation.fake import FakeLlm, Reply, unsafe
 from livemod.escalation.llm import Clip
+from livemod.events.hub import EventFilter, Subscription, action_event
 from livemod.messages import FrameAnalysis, Signal, VideoFrame
-from livemod.session import Session, SessionInfo
+from livemod.pipeline.session import Session, SessionInfo
 from livemod.store import EvidenceInput
-from livemod.testmedia import SIZE, fit, photo
+from livemod.testing.fake_llm import FakeLlm, Reply, unsafe
+from livemod.testing.media import SIZE, fit, photo
+from livemod.vision.hashes import HashAnalyzer, KnownBadIndex
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 CLIP_FRAMES = 4
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "aiohttp": aiohttp.__version__,
         "opencv": cv2.__version__,
-        "llm": "livemod.escalation.fake on 127.0.0.1, instant answers (openai protocol)",
+        "llm": "livemod.testing.fake_llm on 127.0.0.1, instant answers (openai protocol)",
         "clip": f"{CLIP_FRAMES} frames {SIZE[0]}x{SIZE[1]} -> JPEG, longest side 512",
         "store": "SQLite WAL, synchronous=FULL, temporary folder",
         "sequential_escalations": n,

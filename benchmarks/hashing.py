@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 from skimage import data
 
-from livemod.analyzers import hashes
-from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex, phash
 from livemod.messages import Image
+from livemod.vision import hashes
+from livemod.vision.hashes import HashAnalyzer, KnownBadIndex, phash
 
 WIDTH, HEIGHT = 640, 360
 INDEX_SIZES = (10, 1_000, 100_000)

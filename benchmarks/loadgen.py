@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from livemod import testmedia
+from livemod.app.daemon import Daemon, build_analyzers
 from livemod.config import Config
-from livemod.daemon import Daemon, build_analyzers
 from livemod.ingest.av_source import AvSource, SourceOptions
 from livemod.messages import FrameAnalysis, VideoFrame
+from livemod.pipeline.session import Session, SessionInfo
 from livemod.sampling import FrameSampler
-from livemod.session import Session, SessionInfo
+from livemod.testing import media as testmedia
 
 SOURCE_FPS = 25
 SIZE = testmedia.SIZE

@@ -30,11 +30,11 @@ import numpy as np
 import onnxruntime as ort
 from skimage import data
 
-from livemod.analyzers.vision import ModelFile, NudeNetAnalyzer, OpenNsfwAnalyzer
-from livemod.inference import make_session, session_device, use_io_binding
 from livemod.messages import Image
-from livemod.models import ModelSpec, load_manifest, verify
-from livemod.providers import resolve
+from livemod.vision.analyzers import ModelFile, NudeNetAnalyzer, OpenNsfwAnalyzer
+from livemod.vision.inference import make_session, session_device, use_io_binding
+from livemod.vision.manifest import ModelSpec, load_manifest, verify
+from livemod.vision.providers import resolve
 
 BATCH_SIZES = (1, 2, 4, 8)
 WIDTH, HEIGHT = 640, 360
@@ -139,7 +139,7 @@ def model_file(spec: ModelSpec, args: argparse.Namespace) -> tuple[ModelFile, di
     """The fp32 file, or the fp16 variant with its accuracy check against fp32."""
     if args.precision == "fp32":
         return ModelFile(verify(spec), "fp32"), {}
-    from livemod.precision import fp16_path, prepare_fp16, report_dict
+    from livemod.vision.precision import fp16_path, prepare_fp16, report_dict
 
     providers = list(make_session(verify(spec), args.threads, args.provider_list).get_providers())
     report = prepare_fp16(spec, args.cache, providers=providers, threads=args.threads)

@@ -34,23 +34,23 @@ import cv2
 import numpy as np
 from loadgen import machine, percentiles
 
-from livemod.actions.events import EventHub
-from livemod.analysis import AnalysisService
-from livemod.analyzers.ocr import OcrEngine, OcrOptions
-from livemod.analyzers.ocr_stage import OcrStage, StageSettings, build_ocr_stage
+from livemod.app.daemon import build_analyzers
 from livemod.config import Config
-from livemod.daemon import build_analyzers
+from livemod.events.hub import EventHub
 from livemod.ingest.av_source import AvSource, SourceOptions
 from livemod.messages import FrameAnalysis, Image, VideoFrame
-from livemod.models import load_manifest
+from livemod.ocr.engine import OcrEngine, OcrOptions
+from livemod.ocr.stage import OcrStage, StageSettings, build_ocr_stage
+from livemod.pipeline.analysis import AnalysisService
+from livemod.pipeline.session import Session, SessionInfo
 from livemod.policy.taxonomy import load_policy
-from livemod.policy.text import TextPolicy
 from livemod.policy.vote import VoteEngine
 from livemod.sampling import FrameSampler
-from livemod.session import Session, SessionInfo
 from livemod.store import Store
-from livemod.testmedia import fit, photo
-from livemod.testtext import Caption, captioned, make_text_clip, page_frame, talking_head
+from livemod.testing.media import fit, photo
+from livemod.testing.text import Caption, captioned, make_text_clip, page_frame, talking_head
+from livemod.text.judge import TextPolicy
+from livemod.vision.manifest import load_manifest
 
 SAMPLE_FPS = 8.0  # what a stream's first minute is sampled at (sampling.boost_fps)
 CAPTIONS = [
@@ -87,7 +87,7 @@ def measure_cost(engine: OcrEngine, frames: dict[str, Image], reps: int) -> dict
     base_rec: list[float] = []
     base_total: list[float] = []
     per_frame: dict[str, Any] = {}
-    from livemod.analyzers.ocr_lines import LineMemory
+    from livemod.ocr.lines import LineMemory
 
     for name, image in frames.items():
         engine.read(image)  # warm up this frame's shapes

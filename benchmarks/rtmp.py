@@ -42,8 +42,8 @@ from loadgen import machine, percentiles
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.feed import Feed
-from livemod import testmedia
 from livemod.paths import CONFIGS_DIR
+from livemod.testing import media as testmedia
 from tests.conftest import DaemonProcess, free_port
 from tests.nginx import NginxRtmp
 

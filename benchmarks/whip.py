@@ -45,8 +45,8 @@ from loadgen import machine, percentiles
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.feed import Feed
-from livemod import testmedia
-from livemod.ingest.whip_client import WhipClient
+from livemod.ingest.whip.client import WhipClient
+from livemod.testing import media as testmedia
 from tests.conftest import DaemonProcess
 
 FPS = 4.0

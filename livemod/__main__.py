@@ -1,3 +1,3 @@
-from livemod.cli import main
+from livemod.app.cli import main
 
 raise SystemExit(main())

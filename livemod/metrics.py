@@ -164,7 +164,7 @@ for _outcome in ("recognized", "reused"):
     OCR_BOXES.labels(_outcome)
 DROPS.labels("ocr", "error")
 
-# Speech moderation (livemod/asr_service.py, livemod/speech.py).
+# Speech moderation (livemod/speech/service.py, livemod/speech/moderator.py).
 ASR_LAG = Histogram(
     "livemod_asr_lag_seconds",
     "Arrival of a word's audio to its commit in the transcript: how far speech"
@@ -195,7 +195,7 @@ DROPS.labels("audio", "corrupt_packet")
 DROPS.labels("asr", "queue_full")
 DROPS.labels("escalation", "replay_expired")
 
-# Streaming-server hooks and enforcement (livemod/hooks_api.py).
+# Streaming-server hooks and enforcement (livemod/app/hooks.py).
 HOOK_CALLS = Counter(
     "livemod_hook_calls_total",
     "Streaming-server hook calls, by server and call",

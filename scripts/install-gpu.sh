@@ -17,7 +17,7 @@ PYTHON="${PYTHON:-python3}"
 "$VENV/bin/python" -m pip install -q "onnxruntime-gpu>=1.17"
 "$VENV/bin/python" - <<'PY'
 import onnxruntime as ort
-from livemod.providers import check_single_runtime
+from livemod.vision.providers import check_single_runtime
 check_single_runtime()
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
 PY

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from livemod import testmedia
+from livemod.testing import media as testmedia
 
 TIMEOUT_SCALE = float(os.environ.get("LIVEMOD_TEST_TIMEOUT_SCALE", "1"))
 """Multiply every test timeout by this on a slow machine."""

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from livemod.actions.events import EventFilter, Subscription, action_event
-from livemod.analyzers.hashes import HashAnalyzer, KnownBadIndex
+from livemod.app.daemon import Daemon
 from livemod.config import Config
-from livemod.daemon import Daemon
+from livemod.events.hub import EventFilter, Subscription, action_event
 from livemod.messages import FrameAnalysis, Signal, VideoFrame
-from livemod.session import Session, SessionInfo
+from livemod.pipeline.session import Session, SessionInfo
 from livemod.store import EvidenceInput
+from livemod.vision.hashes import HashAnalyzer, KnownBadIndex
 from tests.conftest import TIMEOUT_SCALE
 
 

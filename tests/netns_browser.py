@@ -2,7 +2,7 @@
 
 Chromium gathers candidates on every interface it can see and sends connectivity
 checks from them, so outside a private namespace some packets would use this host's
-non-loopback addresses. ``tests/test_whip.py::test_browser_publisher_is_moderated``
+non-loopback addresses. ``tests/ingest/test_whip.py::test_browser_publisher_is_moderated``
 runs this file under ``unshare --net``, where ``lo`` is the only interface. The
 file name does not match ``test_*.py`` on purpose: it is never collected directly.
 """
@@ -17,7 +17,7 @@ import websockets
 
 from tests.chromium import Chromium, open_page
 from tests.conftest import DaemonProcess, loopback_only
-from tests.test_whip import (
+from tests.ingest.test_whip import (
     Event,
     answer_candidates,
     is_action,
@@ -32,7 +32,7 @@ __all__ = ["whip_daemon"]
 async def test_browser_publisher_is_moderated(
     whip_daemon: DaemonProcess, known_bad_dir: Path, tmp_path: Path
 ) -> None:
-    assert loopback_only(), "run through tests/test_whip.py, inside a network namespace"
+    assert loopback_only(), "run through tests/ingest/test_whip.py, inside a network namespace"
     browser = Chromium(tmp_path)
     browser.start()
     bad_png = base64.b64encode((known_bad_dir / "bad.png").read_bytes()).decode()

@@ -1,7 +1,7 @@
 """Enforcing committed ``end``/``pause`` actions on streaming servers, and recording
 every attempt (or refusal, or failure) as an event ``{"type": "enforcement", ...}``.
 
-Driven by :class:`livemod.hooks_api.StreamingServerHooks`, which knows which
+Driven by :class:`livemod.app.hooks.StreamingServerHooks`, which knows which
 publisher a session reads; the server calls themselves are in
 :mod:`livemod.actions.enforcers`. Calls for one room run one at a time, in event
 order, so a pause's redirect finishes before its lift starts.
@@ -20,12 +20,12 @@ import aiohttp
 from livemod import metrics
 from livemod.actions.enforcers import Enforcer, EnforceResult, build_enforcers
 from livemod.config import EnforceConfig
-from livemod.escalation.standing import publish_decisions
 from livemod.ingest.hooks import HookCall, Identity, Server
 from livemod.ingest.rooms import Hold, Publisher, RoomTable
+from livemod.pipeline.standing import publish_decisions
 
 if TYPE_CHECKING:
-    from livemod.daemon import Daemon
+    from livemod.app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -36,14 +36,14 @@ import aiohttp
 from aiohttp import web
 
 from livemod import __version__, metrics
-from livemod.actions.follow import follow
 from livemod.actions.outbox import Outbox, OutboxRow
 from livemod.config import WebhooksConfig
 from livemod.errors import ConfigError
+from livemod.events.follow import follow
 from livemod.policy.taxonomy import severity
 
 if TYPE_CHECKING:
-    from livemod.daemon import Daemon
+    from livemod.app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from livemod.actions.events import EventFilter, EventHub
+from livemod.events.hub import EventFilter, EventHub
 
 log = logging.getLogger(__name__)
 

@@ -25,25 +25,25 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from livemod import metrics
-from livemod.actions.follow import follow
-from livemod.api import json_body
+from livemod.app.api import json_body
 from livemod.errors import RequestError
 from livemod.escalation.ledger import CursorKeeper, ReviewLedger
 from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
-from livemod.escalation.standing import (
+from livemod.escalation.verdict import Verdict
+from livemod.events.follow import follow
+from livemod.messages import VideoFrame
+from livemod.pipeline.standing import (
     channel_of,
     key_of,
     publish_decisions,
     recent_frames,
     standing_action,
 )
-from livemod.escalation.verdict import Verdict
-from livemod.messages import VideoFrame
 from livemod.policy.taxonomy import severity
 from livemod.store import EvidenceInput
 
 if TYPE_CHECKING:
-    from livemod.daemon import Daemon
+    from livemod.app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

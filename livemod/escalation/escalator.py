@@ -28,7 +28,6 @@ import aiohttp
 from aiohttp import web
 
 from livemod import metrics
-from livemod.actions.follow import follow
 from livemod.config import Config
 from livemod.errors import ConfigError
 from livemod.escalation.breaker import BreakerState, CircuitBreaker
@@ -37,14 +36,6 @@ from livemod.escalation.desk import ReviewDesk
 from livemod.escalation.guard import GuardedLlm
 from livemod.escalation.ledger import CursorKeeper, EscalationLedger
 from livemod.escalation.llm import Clip, LlmClient, LlmError
-from livemod.escalation.standing import (
-    channel_of,
-    key_of,
-    publish_decisions,
-    recent_frames,
-    standing_action,
-    trigger_time,
-)
 from livemod.escalation.triage import (
     Plan,
     escalation_reason,
@@ -54,10 +45,19 @@ from livemod.escalation.triage import (
     plan_for_verdict,
 )
 from livemod.escalation.verdict import Verdict
+from livemod.events.follow import follow
 from livemod.messages import VideoFrame
+from livemod.pipeline.standing import (
+    channel_of,
+    key_of,
+    publish_decisions,
+    recent_frames,
+    standing_action,
+    trigger_time,
+)
 
 if TYPE_CHECKING:
-    from livemod.daemon import Daemon
+    from livemod.app.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Who publishes where, and which rooms are held by a standing ``end`` or ``pause``.
 
 Pure: hook calls and action events in, admissions out; time is passed in. The
-asyncio glue (``livemod.hooks_api``) starts and stops sessions and calls the
+asyncio glue (``livemod.app.hooks``) starts and stops sessions and calls the
 enforcers from what this table decides.
 
 Rules (``docs/streaming-servers.md``):

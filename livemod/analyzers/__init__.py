@@ -1,1 +1,0 @@
-"""Analyzers: one module per signal. Each turns sampled frames into policy signals."""

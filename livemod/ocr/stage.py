@@ -1,0 +1,222 @@
+"""The OCR stage: per stream, gate -> OCR and QR -> text policy -> signals.
+
+A ``StreamStage`` the ``AnalysisService`` runs beside the frame analyzers. For each
+sampled frame it asks the stream's ``OcrGate`` whether to read (about 0.3 ms); when
+it does, the pass runs on the stage's own workers, off the event loop.
+
+Between readings the last reading's signals stand for every sample: the gate let
+the frame through unread because the text on it is the one already read (or the
+next reading is not due yet). So a caption read once keeps voting, and ``k`` of
+``n`` confirms that it stays on screen, not that it was read ``k`` times.
+
+OCR never queues frames: when every OCR worker is busy (other streams), a due frame
+is skipped (counted ``busy``) and the stream takes its turn in line (``WorkerTurns``):
+its next sample reads. So a crowd of streams costs OCR freshness, never video latency,
+and no stream starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+
+from livemod import metrics
+from livemod.config import Config
+from livemod.messages import Decision, Image, VideoFrame
+from livemod.ocr.engine import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
+from livemod.ocr.gate import OcrGate, WorkerTurns, text_cells, thumbnail
+from livemod.ocr.lines import LineMemory
+from livemod.ocr.signals import (
+    QR_SCORE,
+    SOURCE,
+    KeptReading,
+    QrCode,
+    draw_boxes,
+    find_qr,
+    qr_box,
+    qr_signal,
+    text_signals,
+)
+from livemod.text.judge import TextPolicy
+from livemod.vision.base import AnalyzerResult, StageEvidence
+
+log = logging.getLogger(__name__)
+
+_KEPT_READINGS = 4
+
+
+@dataclass(slots=True)
+class _Stream:
+    gate: OcrGate
+    memory: LineMemory
+    held: AnalyzerResult = field(default_factory=AnalyzerResult)
+    kept: deque[KeptReading] = field(default_factory=lambda: deque(maxlen=_KEPT_READINGS))
+
+
+@dataclass(frozen=True, slots=True)
+class StageSettings:
+    """The gate and worker settings (``ocr`` config section)."""
+
+    fps: float = 1.0
+    change_threshold: float = 0.005
+    refresh_s: float = 30.0
+    workers: int = 1
+    qr: bool = True
+
+
+class OcrStage:
+    """On-screen text and QR codes as policy signals, gated per stream."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        engine: OcrEngine,
+        policy: TextPolicy,
+        settings: StageSettings = StageSettings(),
+    ) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="livemod-ocr")
+        self._turns = WorkerTurns(settings.workers)
+        self._streams: dict[str, _Stream] = {}
+        self._local = threading.local()
+
+    def stream_gate(self, stream_id: str) -> OcrGate | None:
+        """The gate of a stream (its counts), while the stream is known."""
+        state = self._streams.get(stream_id)
+        return state.gate if state is not None else None
+
+    async def analyze(self, frame: VideoFrame) -> AnalyzerResult:
+        """The stream's signals for this sample: a new reading when the gate lets it
+        through and a worker is free, else the stream's latest reading."""
+        state = self._streams.get(frame.stream_id)
+        if state is None:
+            s = self.settings
+            state = _Stream(OcrGate(s.fps, s.change_threshold, s.refresh_s), LineMemory())
+            self._streams[frame.stream_id] = state
+        thumb = thumbnail(frame.image)
+        outcome = state.gate.check(frame.media_time_s, thumb)
+        if outcome != "run":
+            self._turns.leave(frame.stream_id)
+            metrics.OCR_GATED.labels(outcome).inc()
+            return state.held
+        if not self._turns.try_start(frame.stream_id, time.monotonic()):
+            state.gate.counts.busy += 1
+            metrics.OCR_GATED.labels("busy").inc()
+            return state.held
+        try:
+            loop = asyncio.get_running_loop()
+            kept, result = await loop.run_in_executor(self._pool, self._read, frame, state)
+        except Exception:  # a bad frame must cost one reading, not the stream
+            log.exception("OCR pass failed", extra={"stream_id": frame.stream_id})
+            metrics.DROPS.labels("ocr", "error").inc()
+            # Counted as a reading, so a frame that keeps failing is retried at the
+            # OCR rate, not at every sample.
+            state.gate.ran(frame.media_time_s, thumb)
+            return state.held
+        finally:
+            self._turns.done()
+        boxes = [(ln.x, ln.y, ln.w, ln.h) for ln in kept.reading.lines]
+        boxes += [qr_box(code) for code in kept.qr]
+        size = (frame.width, frame.height)
+        state.gate.ran(frame.media_time_s, thumb, text_cells(boxes, size, thumb))
+        metrics.OCR_RUNS.inc()
+        log.debug(
+            "ocr reading",
+            extra={
+                "stream_id": frame.stream_id,
+                "media_time_s": round(frame.media_time_s, 3),
+                "lines": len(kept.reading.lines),
+                "recognized": kept.reading.recognized,
+                "reused": kept.reading.reused,
+                "det_ms": round(kept.reading.det_ms, 1),
+                "rec_ms": round(kept.reading.rec_ms, 1),
+                "categories": sorted({s.category for s in result.signals}),
+            },
+        )
+        state.held = result
+        state.kept.append(kept)
+        return result
+
+    def _read(self, frame: VideoFrame, state: _Stream) -> tuple[KeptReading, AnalyzerResult]:
+        started = time.perf_counter()
+        reading = self.engine.read(frame.image, state.memory)
+        metrics.OCR_SECONDS.labels("det").observe(reading.det_ms / 1000.0)
+        metrics.OCR_SECONDS.labels("rec").observe(reading.rec_ms / 1000.0)
+        metrics.OCR_BOXES.labels("recognized").inc(reading.recognized)
+        metrics.OCR_BOXES.labels("reused").inc(reading.reused)
+        qr: tuple[QrCode, ...] = ()
+        if self.settings.qr:
+            t_qr = time.perf_counter()
+            qr = self._find_qr(frame.image)
+            metrics.OCR_SECONDS.labels("qr").observe(time.perf_counter() - t_qr)
+        hits = self.policy.evaluate(reading.text) if reading.lines else []
+        signals, hit_lines = text_signals(reading, hits)
+        scores = {f"ocr:{s.category}": s.score for s in signals}
+        if qr:
+            signals.append(qr_signal(qr))
+            scores["ocr:qr"] = QR_SCORE
+        image = frame.image if signals else None
+        kept = KeptReading(frame.index, reading, hit_lines, qr, image)
+        metrics.STAGE_SECONDS.labels("ocr").observe(time.perf_counter() - started)
+        return kept, AnalyzerResult(tuple(signals), scores)
+
+    def _find_qr(self, image: Image) -> tuple[QrCode, ...]:
+        # OpenCV detectors are not documented thread-safe: one per worker thread.
+        detector = getattr(self._local, "qr", None)
+        if detector is None:
+            detector = cv2.QRCodeDetector()
+            self._local.qr = detector
+        return find_qr(detector, image)
+
+    def evidence(self, stream_id: str, decision: Decision) -> StageEvidence | None:
+        """The frame of the reading behind ``decision`` with its boxes drawn (hits red,
+        other text green, QR codes blue), and its text."""
+        if not any(s == SOURCE or s.startswith(SOURCE + ":") for s in decision.sources):
+            return None
+        state = self._streams.get(stream_id)
+        if state is None:
+            return None
+        index = decision.evidence_frame.index if decision.evidence_frame else None
+        candidates = [k for k in state.kept if k.image is not None]
+        before = [k for k in candidates if index is None or k.frame_index <= index]
+        if not candidates:
+            return None
+        chosen = (before or candidates)[-1]
+        if chosen.image is None:
+            return None
+        return StageEvidence(draw_boxes(chosen.image, chosen), chosen.text)
+
+    def forget(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
+        self._turns.leave(stream_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build_ocr_stage(config: Config) -> OcrStage:
+    """The OCR stage the ``ocr`` config section describes (models verified, text policy
+    loaded). Raises ``ModelError`` or ``ConfigError`` at start-up."""
+    from livemod.vision import providers
+    from livemod.vision.manifest import load_manifest
+
+    c = config.ocr
+    plan = providers.resolve(config.vision.providers)
+    # TensorRT would build an engine for every new text-line width: CUDA or CPU only.
+    chosen = [p for p in plan.providers if p != "TensorrtExecutionProvider"]
+    options = OcrOptions(c.det_limit_side_len, c.box_thresh, c.min_text_score, c.threads)
+    engine = OcrEngine.from_manifest(load_manifest(config.vision.manifest), options, chosen)
+    for name in (DET_MODEL, REC_MODEL):
+        metrics.MODELS_LOADED.labels(name).set(1)
+    settings = StageSettings(c.fps, c.change_threshold, c.refresh_s, c.workers, c.qr)
+    return OcrStage(engine, TextPolicy.load(), settings)

@@ -1,0 +1,21 @@
+"""The speech benchmark's quick mode runs and prints one JSON document with its setting."""
+
+from __future__ import annotations
+
+from tests.bench.test_benchmarks import assert_percentiles, run_quick
+
+
+def test_asr_quick() -> None:
+    out = run_quick("asr", 180)
+    setting = out["setting"]
+    assert {"machine", "model", "streams_tested", "track_s", "speech_s_per_stream"} <= set(setting)
+    assert setting["streams_tested"] == [1] and setting["quick"] is True
+    (run,) = out["runs"]
+    assert run["threats"] == 1 and run["false_actions"] == 0
+    for key in ("sentence_end_to_mute_s", "transcript_lag_s"):
+        assert_percentiles(run[key])
+    assert run["transcript_lag_s"]["n"] > 0 and run["cpu_s_per_speech_s"] > 0
+    assert_percentiles(out["baseline_fixed_chunks"]["sentence_end_to_detection_s"])
+    summary = out["summary"]
+    assert isinstance(summary["sustained_streams_lag_p95_under_2s"], int)
+    assert {"ratio_latency_p50_vs_baseline", "ratio_cpu_per_audio_vs_baseline"} <= set(summary)
