@@ -16,6 +16,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check livemod tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from livemod.app.daemon import build_analyzers
+from livemod.app.build import build_analyzers
 from livemod.config import load_config
 from livemod.messages import VideoFrame
 from livemod.pipeline.analysis import AnalysisService

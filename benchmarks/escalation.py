@@ -82,7 +82,7 @@ class Bench:
         d = self.daemon
         info = SessionInfo(stream, user, "room", "file:///dev/null")
         session = Session(info, d.config, d.analysis, d.engine, d.hub)
-        d.sessions[stream] = session
+        d.sessions.adopt(session)
         body: dict[str, Any] | None = None
         evidence = None
         for i in range(3):

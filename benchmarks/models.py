@@ -31,9 +31,10 @@ import onnxruntime as ort
 from skimage import data
 
 from livemod.messages import Image
-from livemod.vision.analyzers import ModelFile, NudeNetAnalyzer, OpenNsfwAnalyzer
 from livemod.vision.inference import make_session, session_device, use_io_binding
-from livemod.vision.manifest import ModelSpec, load_manifest, verify
+from livemod.vision.manifest import ModelFile, ModelSpec, load_manifest, verify
+from livemod.vision.nudenet import NudeNetAnalyzer
+from livemod.vision.opennsfw import OpenNsfwAnalyzer
 from livemod.vision.providers import resolve
 
 BATCH_SIZES = (1, 2, 4, 8)

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from loadgen import machine, percentiles
 
-from livemod.app.daemon import build_analyzers
+from livemod.app.build import build_analyzers
 from livemod.config import Config
 from livemod.events.hub import EventHub
 from livemod.ingest.av_source import AvSource, SourceOptions

@@ -70,7 +70,7 @@ class Feeder:
         info = SessionInfo(self.stream, self.user, self.room, "file:///dev/null")
         d = self.daemon
         self.session = Session(info, d.config, d.analysis, d.engine, d.hub)
-        d.sessions[self.stream] = self.session
+        d.sessions.adopt(self.session)
         return self.session
 
     async def sample(self, *signals: Signal) -> list[dict[str, Any]]:

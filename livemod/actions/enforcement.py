@@ -25,7 +25,7 @@ from livemod.ingest.rooms import Hold, Publisher, RoomTable
 from livemod.pipeline.standing import publish_decisions
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ class Enforcement:
     def __init__(self, config: EnforceConfig, rooms: RoomTable) -> None:
         self._config = config
         self._rooms = rooms
-        self._daemon: Daemon | None = None
+        self._runtime: Runtime | None = None
         self._http: aiohttp.ClientSession | None = None
         self._enforcers: dict[Server, Enforcer] = {}
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
         c = self._config
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.timeout_s))
         self._enforcers = build_enforcers(
@@ -60,9 +60,9 @@ class Enforcement:
             await self._http.close()
 
     @property
-    def daemon(self) -> Daemon:
-        assert self._daemon is not None, "enforcement not started"
-        return self._daemon
+    def runtime(self) -> Runtime:
+        assert self._runtime is not None, "enforcement not started"
+        return self._runtime
 
     # -- from committed action events ------------------------------------------------
 
@@ -123,10 +123,10 @@ class Enforcement:
 
     async def lift(self, hold: Hold) -> None:
         """An end's refusal lapsed: lift it, so the vote starts afresh for it."""
-        daemon = self.daemon
-        stop = daemon.engine.release(hold.key, hold.category, t_now=time.time(), fresh=True)
+        runtime = self.runtime
+        stop = runtime.engine.release(hold.key, hold.category, t_now=time.time(), fresh=True)
         if stop is not None:
-            await publish_decisions(daemon, [stop], hold.event, origin="expired")
+            await publish_decisions(runtime, [stop], hold.event, origin="expired")
 
     # -- events ------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class Enforcement:
             body["category"] = event.get("category")
         if ms is not None:
             body["took_ms"] = round(ms, 1)
-        await self.daemon.hub.publish(body)
+        await self.runtime.hub.publish(body)
 
     async def _locked(self, room: str, work: Awaitable[Any]) -> None:
         lock = self._room_locks.setdefault(room, asyncio.Lock())

@@ -43,7 +43,7 @@ from livemod.events.follow import follow
 from livemod.policy.taxonomy import severity
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class WebhookSender:
             raise RuntimeError("webhooks are not started")
         return self._outbox
 
-    async def start(self, daemon: Daemon) -> None:
+    async def start(self, runtime: Runtime) -> None:
         secret = os.environ.get(self._cfg.secret_env, "")
         if not secret:
             raise ConfigError(
@@ -119,19 +119,19 @@ class WebhookSender:
                 " is empty (webhooks.secret_env)"
             )
         self._secret = secret.encode()
-        self._outbox = Outbox(daemon.store)
+        self._outbox = Outbox(runtime.store)
         await self._outbox.open()
         cursor = await self._outbox.cursor()
         if cursor is None:
             # A new endpoint starts with what happens from now on, not the history.
-            cursor = await daemon.store.last_seq()
+            cursor = await runtime.store.last_seq()
             await self._outbox.set_cursor(cursor)
         self._http = aiohttp.ClientSession(
             headers={"User-Agent": f"livemod/{__version__}"},
             timeout=aiohttp.ClientTimeout(total=self._cfg.timeout_s),
         )
         await self._update_depth()
-        self._tasks = [asyncio.create_task(self._intake(daemon, cursor), name="webhook-intake")]
+        self._tasks = [asyncio.create_task(self._intake(runtime, cursor), name="webhook-intake")]
         self._tasks += [
             asyncio.create_task(self._deliver_loop(url), name=f"webhook-{i}")
             for i, url in enumerate(self._cfg.urls)
@@ -149,8 +149,8 @@ class WebhookSender:
     def add_routes(self, app: web.Application) -> None:
         """Webhooks add no routes."""
 
-    async def _intake(self, daemon: Daemon, cursor: int) -> None:
-        async for event in follow(daemon.hub, cursor):
+    async def _intake(self, runtime: Runtime, cursor: int) -> None:
+        async for event in follow(runtime.hub, cursor):
             if not wanted(event, self._cfg):
                 continue
             body = json.dumps(event, separators=(",", ":"))

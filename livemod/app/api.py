@@ -8,13 +8,11 @@ that says what was wrong. With ``http.token`` set, ``/v1/*`` needs
 from __future__ import annotations
 
 import hmac
-import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -22,11 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livemod import __version__
 from livemod.errors import RequestError
+from livemod.pipeline.runtime import Component, Runtime
+from livemod.web import json_body
 
-if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+Health = Callable[[], Awaitable[dict[str, Any]]]
+"""What ``/healthz`` reports beyond the status and version (the daemon computes it)."""
 
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+HEALTH: web.AppKey[Health] = web.AppKey("health")
 _ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 _STREAM_FIELDS = {"url", "user_id", "room_id", "metadata", "realtime"}
 
@@ -58,7 +59,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except RequestError as exc:
         return _error(exc.status, str(exc))
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[DAEMON].config.http.max_body_bytes
+        limit = request.app[RUNTIME].config.http.max_body_bytes
         return _error(413, f"request body too large (limit {limit} bytes, http.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status >= 400:
@@ -76,23 +77,6 @@ def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
         return await handler(request)
 
     return check
-
-
-async def json_body(request: web.Request, allowed: set[str] | None = None) -> dict[str, Any]:
-    """The request's JSON object; 415/400 when it is not one, 422 for fields outside
-    ``allowed`` (when given)."""
-    if request.content_type != "application/json":
-        raise RequestError("expected Content-Type: application/json", status=415)
-    try:
-        data = await request.json()
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"body is not valid JSON: {exc.msg} at char {exc.pos}") from exc
-    if not isinstance(data, dict):
-        raise RequestError("body must be a JSON object")
-    unknown = set(data) - allowed if allowed is not None else set()
-    if unknown:
-        raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
-    return data
 
 
 def validate_url(url: Any, schemes: list[str]) -> str:
@@ -128,9 +112,9 @@ def _ident(data: dict[str, Any], name: str) -> str:
 
 
 async def create_stream(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
+    runtime = request.app[RUNTIME]
     data = await json_body(request, _STREAM_FIELDS)
-    url = validate_url(data.get("url"), daemon.config.ingest.schemes)
+    url = validate_url(data.get("url"), runtime.config.ingest.schemes)
     user_id = _ident(data, "user_id")
     room_id = _ident(data, "room_id")
     metadata = data.get("metadata", {})
@@ -139,7 +123,7 @@ async def create_stream(request: web.Request) -> web.Response:
     realtime = data.get("realtime", url.startswith("file://"))
     if not isinstance(realtime, bool):
         raise RequestError("realtime: must be true or false", status=422)
-    session = await daemon.start_session(
+    session = await runtime.sessions.start(
         url, user_id, room_id, metadata=metadata, realtime=realtime
     )
     return web.json_response(
@@ -148,33 +132,33 @@ async def create_stream(request: web.Request) -> web.Response:
 
 
 async def list_streams(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    ongoing = [s.summary() for s in daemon.sessions.values() if s.status in ("starting", "live")]
+    runtime = request.app[RUNTIME]
+    ongoing = [s.summary() for s in runtime.sessions.values() if s.status in ("starting", "live")]
     return web.json_response({"streams": ongoing})
 
 
 async def get_stream(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
+    runtime = request.app[RUNTIME]
     sid = request.match_info["id"]
-    session = daemon.sessions.get(sid)
+    session = runtime.sessions.get(sid)
     if session is not None:
         return web.json_response(session.summary())
-    stored = await daemon.store.get_session(sid)
+    stored = await runtime.store.get_session(sid)
     if stored is None:
         raise RequestError(f"no stream with id {sid}", status=404)
     return web.json_response(stored)
 
 
 async def delete_stream(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    session = await daemon.stop_session(request.match_info["id"])
+    runtime = request.app[RUNTIME]
+    session = await runtime.sessions.stop(request.match_info["id"])
     return web.json_response(session.summary())
 
 
 async def get_evidence(request: web.Request) -> web.StreamResponse:
-    daemon = request.app[DAEMON]
+    runtime = request.app[RUNTIME]
     eid = request.match_info["id"]
-    record = await daemon.store.get_evidence(eid)
+    record = await runtime.store.get_evidence(eid)
     if record is None:
         raise RequestError(f"no evidence with id {eid}", status=404)
     # Speech evidence keeps a WAV of what was said where frames keep a JPEG.
@@ -192,35 +176,22 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "sessions": sum(
-                1 for s in daemon.sessions.values() if s.status in ("starting", "live")
-            ),
-            "analyzers": daemon.analysis.names,
-            "inference_providers": daemon.analysis.providers(),
-            "inference_precision": daemon.analysis.precisions(),
-            "websocket_port": daemon.events.port,
-            # Where a client (livemod top) starts ?since= to replay only recent events.
-            "last_seq": await daemon.store.last_seq(),
-            "uptime_s": round(time.time() - daemon.started_at, 1),
-        }
-    )
+    body: dict[str, Any] = {"status": "ok", "version": __version__}
+    body.update(await request.app[HEALTH]())
+    return web.json_response(body)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_app(daemon: Daemon) -> web.Application:
+def make_app(runtime: Runtime, components: list[Component], health: Health) -> web.Application:
     app = web.Application(
-        client_max_size=daemon.config.http.max_body_bytes,
-        middlewares=[_errors, _auth(daemon.config.http.token)],
+        client_max_size=runtime.config.http.max_body_bytes,
+        middlewares=[_errors, _auth(runtime.config.http.token)],
     )
-    app[DAEMON] = daemon
+    app[RUNTIME] = runtime
+    app[HEALTH] = health
     app.router.add_post("/v1/streams", create_stream)
     app.router.add_get("/v1/streams", list_streams)
     app.router.add_get("/v1/streams/{id}", get_stream)
@@ -229,14 +200,14 @@ def make_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/evidence/{id}/{part:image|audio}", get_evidence)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
-    for component in daemon.components:
+    for component in components:
         component.add_routes(app)
     return app
 
 
-async def start_http(daemon: Daemon) -> HttpServer:
-    runner = web.AppRunner(make_app(daemon), access_log=None)
+async def start_http(runtime: Runtime, components: list[Component], health: Health) -> HttpServer:
+    runner = web.AppRunner(make_app(runtime, components, health), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, daemon.config.http.host, daemon.config.http.port)
+    site = web.TCPSite(runner, runtime.config.http.host, runtime.config.http.port)
     await site.start()
     return HttpServer(runner, site)

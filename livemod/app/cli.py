@@ -112,7 +112,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _prepare_fp16(config: Config, specs: Sequence[ModelSpec]) -> list[dict[str, Any]]:
     """Convert and check each vision model's fp16 variant (``livemod models --fp16``)."""
     from livemod.vision import providers
-    from livemod.vision.analyzers import ANALYZER_KINDS
+    from livemod.vision.kinds import ANALYZER_KINDS
     from livemod.vision.precision import fp16_path, prepare_fp16, report_dict
 
     plan = providers.resolve(config.vision.providers)

@@ -38,7 +38,7 @@ from livemod.ingest.hooks import (
 from livemod.ingest.rooms import Admission, RoomTable
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,16 @@ class StreamingServerHooks:
         )
         self.pulls = PullManager(config)
         self.enforcement = Enforcement(config.enforce, self.rooms)
-        self._daemon: Daemon | None = None
+        self._runtime: Runtime | None = None
         self._sub: Subscription | None = None
         self._consumer: asyncio.Task[None] | None = None
 
     # -- component -----------------------------------------------------------------
 
-    async def start(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-        await self.enforcement.start(daemon)
-        self._sub = daemon.hub.subscribe(EventFilter())
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        await self.enforcement.start(runtime)
+        self._sub = runtime.hub.subscribe(EventFilter())
         self._consumer = asyncio.create_task(self._consume())
 
     async def stop(self) -> None:
@@ -89,8 +89,8 @@ class StreamingServerHooks:
             await asyncio.gather(self._consumer, return_exceptions=True)
         await self.enforcement.close()
         await self.pulls.close()
-        if self._sub is not None and self._daemon is not None:
-            self._daemon.hub.unsubscribe(self._sub)
+        if self._sub is not None and self._runtime is not None:
+            self._runtime.hub.unsubscribe(self._sub)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/hooks/nginx-rtmp", self._nginx)
@@ -98,9 +98,9 @@ class StreamingServerHooks:
         app.router.add_post("/hooks/srs", self._srs)
 
     @property
-    def daemon(self) -> Daemon:
-        assert self._daemon is not None, "component not started"
-        return self._daemon
+    def runtime(self) -> Runtime:
+        assert self._runtime is not None, "component not started"
+        return self._runtime
 
     # -- routes ----------------------------------------------------------------------
 
@@ -174,7 +174,7 @@ class StreamingServerHooks:
             return adm  # MediaMTX auth: allowed; the session starts on runOnReady
         pub = self.rooms.register(call, who, adm.redirect_to or call.name)
         try:
-            await self.pulls.ensure_session(self.daemon, pub, remote)
+            await self.pulls.ensure_session(self.runtime, pub, remote)
         except RequestError:
             if self._config.hooks.fail_open:
                 where = {"room_id": who.room_id}
@@ -200,7 +200,7 @@ class StreamingServerHooks:
             if sub.overflowed.is_set() and sub.queue.empty():
                 # The hub dropped us for falling behind (counted in livemod_drops_total).
                 log.error("hooks fell behind the event stream; resubscribing")
-                self._sub = self.daemon.hub.subscribe(EventFilter())
+                self._sub = self.runtime.hub.subscribe(EventFilter())
                 continue
             # asyncio.timeout, not wait_for: in a loop, 3.11's wait_for can swallow
             # the cancellation that stop() sends, and the task would never end.

@@ -25,7 +25,7 @@ from livemod.ingest.source import Deliver, FrameSource, SourceFactory
 from livemod.sampling import FrameSampler
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,10 @@ class PullManager:
             self._play_hook = True
             pull.played.set()
 
-    async def ensure_session(self, daemon: Daemon, pub: Publisher, remote: str) -> None:
+    async def ensure_session(self, runtime: Runtime, pub: Publisher, remote: str) -> None:
         """Start ``pub``'s session, or point its still-running one at it."""
         url = pull_url(pub.call, pub.stream_name, remote, self._config.hooks.pull_url)
-        old = daemon.sessions.get(pub.session_id) if pub.session_id else None
+        old = runtime.sessions.get(pub.session_id) if pub.session_id else None
         pull = self._pulls.get(pub.session_id or "")
         if old is not None and pull is not None and old.status in ("starting", "live"):
             if old.info.key == f"{pub.who.user_id}:{pub.who.room_id}":
@@ -65,13 +65,13 @@ class PullManager:
                 # session goes on, with its history, from the new publish.
                 await self._switch(pull, pub, url)
                 return
-            await daemon.stop_session(old.info.id)
+            await runtime.sessions.stop(old.info.id)
         token = uuid.uuid4().hex[:12]
         control = PullControl(with_mark(url, token), give_up_s=self._config.hooks.reconnect_max_s)
         pull = _Pull(control, token)
         self._by_token[token] = pull
         try:
-            session = await daemon.start_session(
+            session = await runtime.sessions.start(
                 control.url,
                 pub.who.user_id,
                 pub.who.room_id,
@@ -87,7 +87,7 @@ class PullManager:
         loop = asyncio.get_running_loop()
 
         def on_retry(attempt: int, why: str) -> None:
-            loop.call_soon_threadsafe(self._announce_retry, daemon, sid, attempt, why)
+            loop.call_soon_threadsafe(self._announce_retry, runtime, sid, attempt, why)
 
         control.on_retry = on_retry
         await self._wait_play(pull, pub)
@@ -158,8 +158,8 @@ class PullManager:
                     "'on_play' to the rtmp application (first frames come a GOP later)"
                 )
 
-    def _announce_retry(self, daemon: Daemon, sid: str, attempt: int, why: str) -> None:
-        session = daemon.sessions.get(sid)
+    def _announce_retry(self, runtime: Runtime, sid: str, attempt: int, why: str) -> None:
+        session = runtime.sessions.get(sid)
         if session is None:
             return
         task = asyncio.ensure_future(session.announce("reconnecting", attempt=attempt, error=why))

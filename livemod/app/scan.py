@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from livemod.app.daemon import build_analyzers, build_stages
+from livemod.app.build import build_analyzers, build_stages
 from livemod.config import Config
 from livemod.events.hub import EventHub
 from livemod.messages import FrameAnalysis

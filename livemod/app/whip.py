@@ -5,7 +5,7 @@ Routes (a :class:`~livemod.pipeline.runtime.Component`):
 * ``POST /whip/{room_id}`` with an ``application/sdp`` offer: ``201 Created``,
   the SDP answer, ``Location`` of the WHIP session, its ``ETag``, and one
   ``Link: rel="ice-server"`` per configured STUN/TURN server. The user is the
-  bearer token's (``whip.tokens``) or, for an admin or open daemon, ``?user_id=``.
+  bearer token's (``whip.tokens``) or, for an admin or open runtime, ``?user_id=``.
 * ``PATCH`` on the session with ``application/trickle-ice-sdpfrag``: trickled
   candidates (``204``); ICE restarts are not supported (``422``, publish again).
 * ``DELETE`` on the session ends it (``200``).
@@ -50,7 +50,7 @@ from livemod.ingest.whip.source import WhipSource
 from livemod.sampling import FrameSampler
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
@@ -66,14 +66,14 @@ class WhipIngest:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._whip = config.whip
-        self._daemon: Daemon | None = None
+        self._runtime: Runtime | None = None
         self.publishers: dict[str, WhipPublisher] = {}
         self._audio: dict[str, WhipAudio] = {}
         """Per session id: the publisher's audio feeding speech moderation."""
         self._refusals = EndRefusals(config.enforce.end_refuse_s)
 
-    async def start(self, daemon: Daemon) -> None:
-        self._daemon = daemon
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
         quiet = logging.getLogger("aioice")
         if quiet.level == logging.NOTSET:
             quiet.setLevel(logging.WARNING)  # it logs every candidate pair check at INFO
@@ -133,8 +133,8 @@ class WhipIngest:
     # -- WHIP ------------------------------------------------------------------------
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
-        daemon = self._daemon
-        assert daemon is not None
+        runtime = self._runtime
+        assert runtime is not None
         caller = self._caller(request)
         room_id = check_room(request.match_info["room_id"])
         user_id = publisher_user(caller, request.query.get("user_id"))
@@ -148,7 +148,7 @@ class WhipIngest:
         peer = WhipPeer(self._whip)
         try:
             answer = await peer.negotiate(offer)
-            pub = await self._start(daemon, peer, user_id, room_id)
+            pub = await self._start(runtime, peer, user_id, room_id)
         except BaseException:
             await peer.close()
             raise
@@ -165,7 +165,7 @@ class WhipIngest:
         return response
 
     async def _start(
-        self, daemon: Daemon, peer: WhipPeer, user_id: str, room_id: str
+        self, runtime: Runtime, peer: WhipPeer, user_id: str, room_id: str
     ) -> WhipPublisher:
         loop = asyncio.get_running_loop()
         ended = asyncio.Event()
@@ -187,7 +187,7 @@ class WhipIngest:
             "video_codec": peer.video_codec,
             "audio_codec": peer.audio_codec,
         }
-        session = await daemon.start_session(
+        session = await runtime.sessions.start(
             f"whip:/whip/{room_id}", user_id, room_id, metadata=metadata, source=make_source
         )
         peer.label = session.info.id
@@ -203,7 +203,7 @@ class WhipIngest:
             peer,
             made[0],
             ended,
-            hub=daemon.hub,
+            hub=runtime.hub,
             config=self._whip,
             on_closed=self._forget,
             on_end_action=self._remember_end,

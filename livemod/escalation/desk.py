@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from livemod import metrics
-from livemod.app.api import json_body
 from livemod.errors import RequestError
 from livemod.escalation.ledger import CursorKeeper, ReviewLedger
 from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
@@ -41,9 +40,10 @@ from livemod.pipeline.standing import (
 )
 from livemod.policy.taxonomy import severity
 from livemod.store import EvidenceInput
+from livemod.web import json_body
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class ReviewDesk:
     name = "review"
 
     def __init__(self) -> None:
-        self._daemon: Daemon | None = None
+        self._runtime: Runtime | None = None
         self._queue: ReviewQueue | None = None
         self._task: asyncio.Task[None] | None = None
         self._cursor: CursorKeeper | None = None
@@ -76,19 +76,19 @@ class ReviewDesk:
         return self._queue
 
     @property
-    def daemon(self) -> Daemon:
-        if self._daemon is None:
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
             raise RuntimeError("review desk is not started")
-        return self._daemon
+        return self._runtime
 
-    async def start(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-        self._queue = ReviewQueue(daemon.store)
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._queue = ReviewQueue(runtime.store)
         await self._queue.open()
         await self._update_depth()
         # A durable cursor (ledger.py): a policy review committed just before a kill
         # still gets its queue item after the restart, and never two.
-        ledger = ReviewLedger(daemon.store)
+        ledger = ReviewLedger(runtime.store)
         point = await ledger.resume()
         self._cursor = CursorKeeper(ledger, point.cursor)
         self._cursor.start()
@@ -108,7 +108,7 @@ class ReviewDesk:
     async def _follow(self, since: int, settled: set[int]) -> None:
         cursor = self._cursor
         assert cursor is not None
-        async for event in follow(self.daemon.hub, since):
+        async for event in follow(self.runtime.hub, since):
             seq = int(event["seq"])
             wanted = (
                 event.get("type") == "action"
@@ -140,20 +140,20 @@ class ReviewDesk:
         ocr_text: str = "",
     ) -> dict[str, Any]:
         """Queue the clip behind a committed action event for a person to judge."""
-        daemon = self.daemon
+        runtime = self.runtime
         stream_id = str(event.get("stream_id"))
         category = str(event.get("category"))
         if frames is None:
-            frames = recent_frames(daemon, stream_id, REVIEW_FRAMES)
+            frames = recent_frames(runtime, stream_id, REVIEW_FRAMES)
         evidence_ids = [event["evidence_id"]] if event.get("evidence_id") else []
         for frame in frames:
             evidence_ids.append(
-                await daemon.store.add_evidence(
+                await runtime.store.add_evidence(
                     EvidenceInput(stream_id, category, frame.media_time_s, {}, frame.image)
                 )
             )
         if scores is None and event.get("evidence_id"):
-            record = await daemon.store.get_evidence(str(event["evidence_id"]))
+            record = await runtime.store.get_evidence(str(event["evidence_id"]))
             scores = record["scores"] if record else {}
         risk = float(event.get("confidence", 0.0))
         if verdict is not None and verdict.unsafe:
@@ -205,7 +205,7 @@ class ReviewDesk:
             "evidence_id": item.get("evidence_id"),
             **extra,
         }
-        return await self.daemon.hub.publish(body)
+        return await self.runtime.hub.publish(body)
 
     async def _update_depth(self) -> None:
         metrics.QUEUE_DEPTH.labels("review").set(await self.queue.open_count())
@@ -222,14 +222,14 @@ class ReviewDesk:
         """Record the decision, then apply it to the standing action live."""
         item = await self.queue.decide(review_id, reviewer, decision, note)
         metrics.REVIEWS.labels(decision).inc()
-        daemon = self.daemon
+        runtime = self.runtime
         key, channel = key_of(item), str(item.get("channel", "video"))
         lifted: list[dict[str, Any]] = []
         if decision == "overturn":
-            stop = daemon.engine.release(key, item["category"], t_now=time.time(), channel=channel)
+            stop = runtime.engine.release(key, item["category"], t_now=time.time(), channel=channel)
             if stop is not None:
                 lifted = await publish_decisions(
-                    daemon, [stop], item, origin="review", extra={"review_id": item["id"]}
+                    runtime, [stop], item, origin="review", extra={"review_id": item["id"]}
                 )
         audit = await self._audit(
             item,
@@ -237,7 +237,7 @@ class ReviewDesk:
             decision=decision,
             reviewer_id=reviewer,
             note=note,
-            standing=standing_action(daemon, key, item["category"], channel),
+            standing=standing_action(runtime, key, item["category"], channel),
             lifted_seq=lifted[0]["seq"] if lifted else None,
         )
         await self._update_depth()

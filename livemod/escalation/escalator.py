@@ -57,7 +57,7 @@ from livemod.pipeline.standing import (
 )
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Escalator:
             self._cfg, clock=clock, rng=rng or random.Random(), on_change=self._breaker_changed
         )
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=self._cfg.queue_size)
-        self._daemon: Daemon | None = None
+        self._runtime: Runtime | None = None
         self._http: aiohttp.ClientSession | None = None
         self._follower: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -110,10 +110,10 @@ class Escalator:
         desk.defer_to(self.wants)
 
     @property
-    def daemon(self) -> Daemon:
-        if self._daemon is None:
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
             raise RuntimeError("escalator is not started")
-        return self._daemon
+        return self._runtime
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -128,21 +128,21 @@ class Escalator:
         by the desk directly)."""
         return escalation_reason(event, self._cfg, self._sources) is not None
 
-    async def start(self, daemon: Daemon) -> None:
-        self._check_categories(daemon)
-        self._daemon = daemon
-        self._sources = set(daemon.analysis.names)
+    async def start(self, runtime: Runtime) -> None:
+        self._check_categories(runtime)
+        self._runtime = runtime
+        self._sources = set(runtime.analyzers)
         self._http = aiohttp.ClientSession()
         self.llm.attach(
             LlmClient(
                 self._http,
                 self._cfg,
-                categories=list(daemon.policy.categories),
+                categories=list(runtime.policy.categories),
                 api_key=os.environ.get(self._cfg.api_key_env) or None,
             )
         )
         metrics.set_breaker_state(self.breaker.state)
-        since = await self._resume(daemon)
+        since = await self._resume(runtime)
         self._follower = asyncio.create_task(self._follow(since), name="escalation-follow")
         self._workers = [
             asyncio.create_task(self._work(), name=f"escalation-{i}")
@@ -153,17 +153,17 @@ class Escalator:
             extra={"llm_url": self.client.url, "provider": self._cfg.provider},
         )
 
-    async def _resume(self, daemon: Daemon) -> int:
+    async def _resume(self, runtime: Runtime) -> int:
         """Where to follow from: the durable cursor (see ``ledger.py``)."""
-        ledger = EscalationLedger(daemon.store)
+        ledger = EscalationLedger(runtime.store)
         point = await ledger.resume()
         self._boot_seq, self._settled = point.boot_seq, point.settled
         self._cursor = CursorKeeper(ledger, point.cursor)
         self._cursor.start()
         return point.cursor
 
-    def _check_categories(self, daemon: Daemon) -> None:
-        known = set(daemon.policy.categories)
+    def _check_categories(self, runtime: Runtime) -> None:
+        known = set(runtime.policy.categories)
         named = [
             ("llm.always_escalate", self._cfg.always_escalate),
             ("llm.fallback", list(self._cfg.fallback)),
@@ -202,7 +202,7 @@ class Escalator:
     async def _follow(self, since: int) -> None:
         cursor = self._cursor
         assert cursor is not None
-        async for event in follow(self.daemon.hub, since):
+        async for event in follow(self.runtime.hub, since):
             seq = int(event["seq"])
             reason = escalation_reason(event, self._cfg, self._sources)
             if reason is not None and seq in self._settled:
@@ -217,7 +217,7 @@ class Escalator:
             if reason is None:
                 continue
             # The ring moves on with the stream: take the frames now.
-            frames = recent_frames(self.daemon, str(event.get("stream_id")), self._cfg.clip_frames)
+            frames = recent_frames(self.runtime, str(event.get("stream_id")), self._cfg.clip_frames)
             job = _Job(event, reason, frames, replayed=seq <= self._boot_seq)
             try:
                 self._queue.put_nowait(job)
@@ -260,7 +260,7 @@ class Escalator:
     # -- one escalation ---------------------------------------------------------------
 
     async def _handle(self, job: _Job) -> None:
-        clip = await build_clip(self.daemon.store, job.event, job.frames, self._cfg.image_max_side)
+        clip = await build_clip(self.runtime.store, job.event, job.frames, self._cfg.image_max_side)
         call = asyncio.ensure_future(self.llm.ask(self.client.request_body(clip)))
         stopping = asyncio.ensure_future(self._stopping.wait())
         started = time.perf_counter()
@@ -291,13 +291,13 @@ class Escalator:
         clip: Clip | None = None,
     ) -> None:
         """Publish the outcome and apply it to the standing action."""
-        daemon = self.daemon
+        runtime = self.runtime
         event = job.event
         key, category = key_of(event), str(event.get("category"))
-        standing = standing_action(daemon, key, category, channel_of(event))
+        standing = standing_action(runtime, key, category, channel_of(event))
         # A replayed clip's stream died with the previous process: nothing of it stands
         # here, and a new session of the same user and room is not this clip's to change.
-        ended = job.replayed and event.get("stream_id") not in daemon.sessions
+        ended = job.replayed and event.get("stream_id") not in runtime.sessions
         if ended:
             standing = None
         mode = None
@@ -311,7 +311,7 @@ class Escalator:
                 category=category,
                 confidence=float(event.get("confidence", 0.0)),
                 standing=standing,
-                policy=daemon.policy,
+                policy=runtime.policy,
                 config=self._cfg,
             )
             kind = error if error in ("timeout", "breaker_open") else "error"
@@ -319,7 +319,7 @@ class Escalator:
             metrics.ESCALATION_FALLBACKS.labels(mode).inc()
         if ended:
             plan = for_ended_stream(plan, str(event.get("action")))
-        escalation = await daemon.hub.publish(
+        escalation = await runtime.hub.publish(
             {
                 "type": "escalation",
                 "outcome": plan.outcome,
@@ -351,28 +351,28 @@ class Escalator:
         escalation: dict[str, Any],
         clip: Clip | None,
     ) -> None:
-        daemon = self.daemon
+        runtime = self.runtime
         event = job.event
         key, category, channel = key_of(event), str(event.get("category")), channel_of(event)
         origin = "llm" if verdict is not None else "fallback"
         extra = {"escalation_seq": escalation["seq"]}
         if plan.lift:
-            stop = daemon.engine.release(key, category, t_now=time.time(), channel=channel)
+            stop = runtime.engine.release(key, category, t_now=time.time(), channel=channel)
             if stop is not None:
-                await publish_decisions(daemon, [stop], event, origin=origin, extra=extra)
+                await publish_decisions(runtime, [stop], event, origin=origin, extra=extra)
         if plan.start is not None:
             confidence = verdict.confidence if verdict is not None else float(event["confidence"])
-            decisions = daemon.engine.upgrade(
+            decisions = runtime.engine.upgrade(
                 key,
                 category,
                 plan.start,
                 confidence=round(confidence, 4),
-                tier=daemon.policy.tier(confidence),
+                tier=runtime.policy.tier(confidence),
                 sources=(*tuple(event.get("sources") or ()), origin),
                 t_trigger=trigger_time(event),
                 channel=channel,
             )
-            await publish_decisions(daemon, decisions, event, origin=origin, extra=extra)
+            await publish_decisions(runtime, decisions, event, origin=origin, extra=extra)
         if plan.review:
             await self._desk.submit(
                 event,
@@ -389,10 +389,10 @@ class Escalator:
     def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
         metrics.set_breaker_state(new)
         log.warning("LLM circuit breaker %s -> %s", old, new)
-        if self._daemon is None:
+        if self._runtime is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self.daemon.hub.publish(
+            self.runtime.hub.publish(
                 {"type": "breaker", "component": "llm", "state": new, "previous": old}
             )
         )

@@ -15,7 +15,7 @@ from livemod.pipeline.session import MAX_ACTIONS_KEPT
 from livemod.policy.vote import SPEECH, VIDEO
 
 if TYPE_CHECKING:
-    from livemod.app.daemon import Daemon
+    from livemod.pipeline.runtime import Runtime
 
 
 def key_of(event: dict[str, Any]) -> str:
@@ -28,22 +28,22 @@ def channel_of(event: dict[str, Any]) -> str:
     return SPEECH if event.get("span_s") is not None or event.get("channel") == SPEECH else VIDEO
 
 
-def standing_action(daemon: Daemon, key: str, category: str, channel: str = VIDEO) -> str | None:
+def standing_action(runtime: Runtime, key: str, category: str, channel: str = VIDEO) -> str | None:
     """The action standing now for one key, category and channel, if any."""
-    for standing in daemon.engine.standing(key):
+    for standing in runtime.engine.standing(key):
         if standing.category == category and standing.channel == channel:
             return standing.action
     return None
 
 
-def recent_frames(daemon: Daemon, stream_id: str, n: int) -> list[VideoFrame]:
+def recent_frames(runtime: Runtime, stream_id: str, n: int) -> list[VideoFrame]:
     """The last ``n`` sampled frames of a live session (empty once it is gone)."""
-    session = daemon.sessions.get(stream_id)
+    session = runtime.sessions.get(stream_id)
     return session.ring.latest(n) if session is not None else []
 
 
 async def publish_decisions(
-    daemon: Daemon,
+    runtime: Runtime,
     decisions: Sequence[Decision],
     source_event: dict[str, Any],
     *,
@@ -65,9 +65,9 @@ async def publish_decisions(
             body["evidence_id"] = source_event["evidence_id"]
         body["origin"] = origin
         body.update(extra or {})
-        event = await daemon.hub.publish(body, t_trigger=decision.t_trigger)
+        event = await runtime.hub.publish(body, t_trigger=decision.t_trigger)
         metrics.ACTIONS.labels(decision.action, decision.category, decision.state).inc()
-        session = daemon.sessions.get(stream_id)
+        session = runtime.sessions.get(stream_id)
         if session is not None and len(session.actions) < MAX_ACTIONS_KEPT:
             session.actions.append(event)
         out.append(event)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from livemod.messages import Samples
-from livemod.speech.whisper import Decoded, GuardOptions, Word
+from livemod.speech.words import Decoded, GuardOptions, Word
 
 # Whisper's punctuation that sticks to the next / previous word (full-width forms too).
 PREPEND_PUNCTUATION = "\"'“¿([{-"

@@ -26,7 +26,8 @@ from livemod.policy.taxonomy import Policy
 from livemod.policy.vote import SPEECH, VoteEngine
 from livemod.speech.service import AsrService, AsrStream, Transcript
 from livemod.speech.transcriber import TranscriberOptions
-from livemod.speech.whisper import GuardOptions, SileroVad, WhisperEngine, Word
+from livemod.speech.whisper import SileroVad, WhisperEngine
+from livemod.speech.words import GuardOptions, Word
 from livemod.store import EvidenceInput
 from livemod.text.judge import TextPolicy
 

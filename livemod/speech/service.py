@@ -26,7 +26,8 @@ from livemod import metrics
 from livemod.messages import AudioChunk, Samples
 from livemod.speech.batch import BatchItem
 from livemod.speech.transcriber import Commit, StreamTranscriber, TranscriberOptions, Vad, Window
-from livemod.speech.whisper import Decoded, WhisperEngine, Word
+from livemod.speech.whisper import WhisperEngine
+from livemod.speech.words import Decoded, Word
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import numpy.typing as npt
 
 from livemod.messages import AUDIO_RATE, AudioChunk, Samples
 from livemod.sampling import AudioRing
-from livemod.speech.whisper import VAD_CONTEXT_FRAMES, VAD_FRAME, Word
+from livemod.speech.whisper import VAD_CONTEXT_FRAMES, VAD_FRAME
+from livemod.speech.words import Word
 
 Vad = Callable[[Samples], npt.NDArray[np.float32]]
 """Speech probability per 512-sample frame of the audio given."""

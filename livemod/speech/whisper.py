@@ -18,70 +18,20 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from livemod.errors import ModelError
 from livemod.messages import Samples
-
-if TYPE_CHECKING:
-    from livemod.speech.batch import BatchDecoder, BatchItem
+from livemod.speech.batch import BatchDecoder, BatchItem
+from livemod.speech.words import Decoded, GuardOptions, Word
 
 VAD_FRAME = 512
 """Silero VAD scores 32 ms frames of 16 kHz audio."""
 VAD_CONTEXT_FRAMES = 4
 """Frames re-scored before new audio: the model's state needs a little history."""
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    """One recognized word at media times (seconds in the stream)."""
-
-    text: str
-    start_s: float
-    end_s: float
-    probability: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """One Whisper call: the words kept and how many segments the guard rejected."""
-
-    words: tuple[Word, ...]
-    rejected: int
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class GuardOptions:
-    """Hallucination guard: thresholds on Whisper's own segment statistics."""
-
-    no_speech_max: float = 0.6
-    """A segment more likely silence than speech is dropped."""
-    compression_ratio_max: float = 2.4
-    """A segment that compresses this well repeats itself (a hallucination loop)."""
-    logprob_min: float = -1.5
-    """A segment decoded with lower average log-probability is dropped."""
-
-    def accepts(self, segment: Any) -> bool:
-        return self.accepts_values(
-            float(segment.no_speech_prob),
-            float(segment.compression_ratio),
-            float(segment.avg_logprob),
-        )
-
-    def accepts_values(
-        self, no_speech_prob: float, compression_ratio: float, avg_logprob: float
-    ) -> bool:
-        return (
-            no_speech_prob <= self.no_speech_max
-            and compression_ratio <= self.compression_ratio_max
-            and avg_logprob >= self.logprob_min
-        )
 
 
 def default_model_dir() -> Path:
@@ -163,8 +113,6 @@ class WhisperEngine:
             item = items[0]
             return [self.transcribe(item.audio, item.offset_s, item.prompt)]
         if self._batch is None:
-            from livemod.speech.batch import BatchDecoder
-
             self._batch = BatchDecoder(self._model, self.language, self.guard)
         return self._batch.decode(items)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import cast
 
 import av
-import cv2
 import numpy as np
 from av.video.stream import VideoStream
 
 from livemod.messages import Image
-
-SIZE = (640, 360)
+from livemod.vision.reference import SIZE
+from livemod.vision.reference import fit as fit
+from livemod.vision.reference import photo as photo
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +28,6 @@ class Segment:
     duration_s: float
     picture: Image | None = None
     label: str = ""
-
-
-def photo(name: str) -> Image:
-    """A photograph bundled with scikit-image, as RGB uint8 (gray ones expanded)."""
-    from skimage import data
-
-    img = np.asarray(getattr(data, name)())
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    return np.ascontiguousarray(img[:, :, :3], dtype=np.uint8)
 
 
 def pattern(t: float, size: tuple[int, int] = SIZE) -> Image:
@@ -60,10 +50,6 @@ def pattern(t: float, size: tuple[int, int] = SIZE) -> Image:
     x = int((t * 120) % max(1, w - 60))
     img[h // 2 - 30 : h // 2 + 30, x : x + 60] = (255, 255, 255)
     return img
-
-
-def fit(picture: Image, size: tuple[int, int] = SIZE) -> Image:
-    return np.ascontiguousarray(cv2.resize(picture, size, interpolation=cv2.INTER_AREA))
 
 
 def make_clip(

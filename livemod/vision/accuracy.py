@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from livemod.messages import Image
-from livemod.vision.analyzers import Detection, NudeNetAnalyzer, OpenNsfwAnalyzer
+from livemod.vision.nudenet import Detection, NudeNetAnalyzer
+from livemod.vision.opennsfw import OpenNsfwAnalyzer
+from livemod.vision.reference import fit, photo
 
 # Measured on the reference frames below (ONNX Runtime 1.32, CPU provider, which folds the
 # fp16 weights back to float32, so this is the cost of rounding the weights): NudeNet's raw
@@ -63,8 +65,6 @@ class Comparison:
 @functools.cache
 def reference_frames() -> tuple[tuple[str, Image], ...]:
     """Named RGB frames at stream resolution (640x360), plus a square and a crop."""
-    from livemod.testing.media import fit, photo
-
     frames = [(name, fit(photo(name))) for name in REFERENCE_PHOTOS]
     astronaut = photo("astronaut")
     frames.append(("astronaut-512x512", astronaut))

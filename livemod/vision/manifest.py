@@ -226,3 +226,12 @@ def check_all(specs: Iterable[ModelSpec]) -> list[ModelStatus]:
 
 def _status(spec: ModelSpec, path: Path | None, error: str | None) -> ModelStatus:
     return ModelStatus(spec.name, spec.kind, path, spec.license, error is None, error)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """The ONNX file an analyzer loads: the manifest's (verified) or its fp16 variant."""
+
+    path: Path
+    precision: str
+    """``fp32`` or ``fp16`` (weights and activations; inputs and outputs stay float32)."""

@@ -37,8 +37,8 @@ from livemod.vision.accuracy import (
     compare,
     reference_frames,
 )
-from livemod.vision.analyzers import ANALYZER_KINDS, ModelFile
-from livemod.vision.manifest import ModelSpec, sha256_file, verify
+from livemod.vision.kinds import ANALYZER_KINDS
+from livemod.vision.manifest import ModelFile, ModelSpec, sha256_file, verify
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from livemod.app.daemon import build_analyzers
+from livemod.app.build import build_analyzers
 from livemod.config import load_config
 from livemod.messages import FrameAnalysis, VideoFrame
 from livemod.paths import DEFAULT_POLICY

@@ -20,7 +20,8 @@ from livemod.policy.taxonomy import load_policy
 from livemod.speech.batch import BatchDecoder, BatchItem
 from livemod.speech.moderator import build_speech
 from livemod.speech.service import AsrService, Transcript
-from livemod.speech.whisper import Decoded, SileroVad, WhisperEngine
+from livemod.speech.whisper import SileroVad, WhisperEngine
+from livemod.speech.words import Decoded
 from livemod.testing import speech as ts
 from tests.conftest import TIMEOUT_SCALE
 from tests.speech.test_asr import stream_through

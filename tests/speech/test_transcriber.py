@@ -15,7 +15,7 @@ from livemod.policy.taxonomy import load_policy
 from livemod.policy.vote import VoteEngine
 from livemod.speech.moderator import SpeechTimeline, SpokenHit
 from livemod.speech.transcriber import StreamTranscriber, TranscriberOptions
-from livemod.speech.whisper import Word
+from livemod.speech.words import Word
 
 
 def energy_vad(audio: Samples) -> np.ndarray:

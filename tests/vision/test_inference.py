@@ -12,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from livemod.testing.media import fit, photo
-from livemod.vision.analyzers import NudeNetAnalyzer, OpenNsfwAnalyzer
 from livemod.vision.inference import (
     MAX_BUFFERED_SHAPES,
     SessionRunner,
@@ -22,6 +21,8 @@ from livemod.vision.inference import (
     use_io_binding,
 )
 from livemod.vision.manifest import ModelSpec, load_manifest, verify
+from livemod.vision.nudenet import NudeNetAnalyzer
+from livemod.vision.opennsfw import OpenNsfwAnalyzer
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse", "text", "clock")

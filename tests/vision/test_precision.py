@@ -15,8 +15,8 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from livemod.app.build import build_analyzers
 from livemod.app.cli import main
-from livemod.app.daemon import build_analyzers
 from livemod.config import load_config
 from livemod.errors import ConfigError, ModelError
 from livemod.messages import VideoFrame

@@ -19,18 +19,18 @@ from skimage import data
 
 from livemod.errors import ModelError
 from livemod.messages import Image, Region
-from livemod.vision.analyzers import (
+from livemod.vision.analyzers import build_vision_analyzers
+from livemod.vision.inference import make_session
+from livemod.vision.manifest import ModelSpec, load_manifest, verify
+from livemod.vision.nudenet import (
     Detection,
     LetterboxMeta,
     NudeNetAnalyzer,
-    OpenNsfwAnalyzer,
-    build_vision_analyzers,
     decode_yolov8,
     letterbox_batch,
-    make_session,
     nms,
 )
-from livemod.vision.manifest import ModelSpec, load_manifest, verify
+from livemod.vision.opennsfw import OpenNsfwAnalyzer
 
 PHOTOS: dict[str, Callable[[], Image]] = {
     "astronaut": data.astronaut,

@@ -1,0 +1,82 @@
+"""What the configuration enables: analyzers, per-stream stages and components.
+
+Every model is loaded and verified here, at start-up, so a missing or corrupt
+model file stops the daemon with one clear error instead of failing a stream.
+"""
+
+from __future__ import annotations
+
+from livemod import metrics
+from livemod.config import Config
+from livemod.pipeline.runtime import Component
+from livemod.vision import providers
+from livemod.vision.base import FrameAnalyzer, StreamStage
+
+
+def build_analyzers(config: Config) -> list[FrameAnalyzer]:
+    """Load and verify every configured model and the known-bad index."""
+    from livemod.vision.analyzers import build_vision_analyzers
+    from livemod.vision.hashes import HashAnalyzer, KnownBadIndex
+    from livemod.vision.inference import use_io_binding
+    from livemod.vision.manifest import load_manifest
+    from livemod.vision.precision import PrecisionPlan
+
+    analyzers: list[FrameAnalyzer] = []
+    index = KnownBadIndex.load(config.known_bad.paths)
+    analyzers.append(HashAnalyzer(index, config.known_bad.max_distance))
+    metrics.MODELS_LOADED.labels("hash").set(1)
+    if config.vision.models:
+        specs = load_manifest(config.vision.manifest)
+        plan = providers.resolve(config.vision.providers)
+        metrics.INFERENCE_DEVICE.labels(plan.device).set(1)
+        vision = build_vision_analyzers(
+            specs,
+            config.vision.models,
+            config.vision.threads,
+            plan.providers,
+            precision=PrecisionPlan(
+                config.vision.precision, plan.device, config.vision.model_cache
+            ),
+            io_binding=use_io_binding(config.vision.io_binding, plan.device),
+        )
+        for analyzer in vision:
+            metrics.MODELS_LOADED.labels(analyzer.name).set(1)
+            precision = getattr(analyzer, "precision", None)
+            if precision is not None:
+                metrics.MODEL_PRECISION.labels(analyzer.name, precision).set(1)
+        analyzers.extend(vision)
+    return analyzers
+
+
+def build_stages(config: Config) -> list[StreamStage]:
+    """Per-stream analysis stages the configuration enables (OCR)."""
+    if not config.ocr.enabled:
+        return []
+    from livemod.ocr.stage import build_ocr_stage
+
+    return [build_ocr_stage(config)]
+
+
+def build_components(config: Config) -> list[Component]:
+    """The optional parts this configuration enables, in start order."""
+    from livemod.actions.webhooks import WebhookSender
+    from livemod.escalation.desk import ReviewDesk
+    from livemod.escalation.escalator import Escalator
+
+    components: list[Component] = []
+    # The review queue is always on: the policy's ``review`` action feeds it.
+    desk = ReviewDesk()
+    components.append(desk)
+    if config.llm.base_url is not None:
+        components.append(Escalator(config, desk))
+    if config.webhooks.urls:
+        components.append(WebhookSender(config.webhooks))
+    if config.hooks.enabled:
+        from livemod.app.hooks import StreamingServerHooks
+
+        components.append(StreamingServerHooks(config))
+    if config.whip.enabled:
+        from livemod.app.whip import WhipIngest
+
+        components.append(WhipIngest(config))
+    return components
