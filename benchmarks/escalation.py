@@ -43,7 +43,8 @@ from livemod.config import Config
 from livemod.escalation.clip import jpeg
 from livemod.escalation.escalator import Escalator
 from livemod.escalation.llm import Clip
-from livemod.events.hub import EventFilter, Subscription, action_event
+from livemod.events.hub import EventFilter, Subscription
+from livemod.events.types import ActionEvent
 from livemod.messages import FrameAnalysis, Signal, VideoFrame
 from livemod.pipeline.session import Session, SessionInfo
 from livemod.store import EvidenceInput
@@ -92,7 +93,7 @@ class Bench:
             signals = (Signal("sexual", 0.8, "vision:bench"),)
             analysis = FrameAnalysis(frame, signals, {"bench": 0.8}, 1.0, t)
             for decision in d.engine.update(info.key, analysis):
-                body = action_event(decision, stream_id=stream, user_id=user, room_id="room")
+                body = ActionEvent.of(decision, stream_id=stream, user_id=user, room_id="room")
                 evidence = EvidenceInput(stream, "sexual", i / 4, {"bench": 0.8}, frame.image)
         assert body is not None
         return await d.hub.publish(body, evidence=evidence)

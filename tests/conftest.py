@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import jsonschema
 import pytest
 
 from livemod.testing import media as testmedia
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENT_SCHEMA = json.loads((ROOT / "docs" / "events.schema.json").read_text())
+EVENT_VALIDATOR = jsonschema.Draft202012Validator(EVENT_SCHEMA)
 
 TIMEOUT_SCALE = float(os.environ.get("LIVEMOD_TEST_TIMEOUT_SCALE", "1"))
 """Multiply every test timeout by this on a slow machine."""
@@ -173,3 +179,55 @@ def fresh_escalation_metrics() -> Iterator[None]:
         for label in labels:
             counter.labels(label)
     metrics.set_breaker_state("closed")
+
+
+_STORES_SEEN: dict[Path, int] = {}
+"""Per store file under the test session's temporary folder: the last seq validated."""
+EVENTS_VALIDATED = [0]
+
+
+def invalid_events(db: Path, after: int) -> tuple[int, list[str]]:
+    """Validate a store's events past ``after`` against docs/events.schema.json:
+    the last seq read and one message per invalid event."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return after, []
+    try:
+        rows = con.execute(
+            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq", (after,)
+        ).fetchall()
+    except sqlite3.Error:  # not a livemod store, or none yet
+        return after, []
+    finally:
+        con.close()
+    problems = []
+    for seq, body in rows:
+        event = json.loads(body)
+        errors = sorted(EVENT_VALIDATOR.iter_errors(event), key=lambda e: list(e.path))
+        if errors:
+            best = jsonschema.exceptions.best_match(errors)
+            problems.append(f"{db.name} seq {seq} ({event.get('type')}): {best.message}")
+        after = seq
+    EVENTS_VALIDATED[0] += len(rows)
+    return after, problems
+
+
+@pytest.fixture(autouse=True)
+def events_match_the_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every event any daemon of the suite committed validates against the published
+    schema: after each test, the new events of every store under the session's
+    temporary folder are read back and checked."""
+    yield
+    problems: list[str] = []
+    for db in tmp_path_factory.getbasetemp().rglob("*.db"):
+        _STORES_SEEN[db], found = invalid_events(db, _STORES_SEEN.get(db, 0))
+        problems.extend(found)
+    if problems:
+        pytest.fail("events that do not match docs/events.schema.json:\n" + "\n".join(problems))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(
+        f"events validated against docs/events.schema.json: {EVENTS_VALIDATED[0]}"
+    )

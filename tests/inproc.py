@@ -12,7 +12,8 @@ import numpy as np
 
 from livemod.app.daemon import Daemon
 from livemod.config import Config
-from livemod.events.hub import EventFilter, Subscription, action_event
+from livemod.events.hub import EventFilter, Subscription
+from livemod.events.types import ActionEvent
 from livemod.messages import FrameAnalysis, Signal, VideoFrame
 from livemod.pipeline.session import Session, SessionInfo
 from livemod.store import EvidenceInput
@@ -83,7 +84,7 @@ class Feeder:
         analysis = FrameAnalysis(frame, signals, {"test": 1.0}, 1.0, now)
         events = []
         for decision in self.daemon.engine.update(f"{self.user}:{self.room}", analysis):
-            body = action_event(
+            body = ActionEvent.of(
                 decision, stream_id=self.stream, user_id=self.user, room_id=self.room
             )
             evidence = None

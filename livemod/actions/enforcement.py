@@ -20,6 +20,7 @@ import aiohttp
 from livemod import metrics
 from livemod.actions.enforcers import Enforcer, EnforceResult, build_enforcers
 from livemod.config import EnforceConfig
+from livemod.events.types import EnforcementEvent, EnforceOp
 from livemod.ingest.hooks import HookCall, Identity, Server
 from livemod.ingest.rooms import Hold, Publisher, RoomTable
 from livemod.pipeline.standing import publish_decisions
@@ -81,7 +82,9 @@ class Enforcement:
     def _holding(self, room: str) -> bool:
         return self._rooms.held(room, "end") or self._rooms.held(room, "pause")
 
-    async def _move(self, pub: Publisher, what: str, event: dict[str, Any], *, hold: bool) -> None:
+    async def _move(
+        self, pub: Publisher, what: EnforceOp, event: dict[str, Any], *, hold: bool
+    ) -> None:
         to_name = self._rooms.hold_name(pub.name) if hold else pub.name
         self._rooms.expect_move(pub, to_name)
         move = self._enforcers[pub.server].move(pub, to_name)
@@ -92,7 +95,7 @@ class Enforcement:
     async def _enforce(
         self,
         pub: Publisher,
-        what: str,
+        what: EnforceOp,
         call: Awaitable[EnforceResult],
         event: dict[str, Any] | None,
     ) -> EnforceResult:
@@ -133,7 +136,7 @@ class Enforcement:
     async def record(
         self,
         pub: Publisher | None,
-        what: str,
+        what: EnforceOp,
         result: EnforceResult,
         event: dict[str, Any] | None,
         ids: dict[str, str] | None = None,
@@ -141,21 +144,29 @@ class Enforcement:
         ms: float | None = None,
     ) -> None:
         """Commit and broadcast one enforcement event."""
-        body: dict[str, Any] = {"type": "enforcement", "action": what, **result.as_dict()}
+        fields: dict[str, Any] = {}
         if pub is not None:
-            body.update(
+            fields.update(
                 server=pub.server,
                 stream_id=pub.session_id,
                 user_id=pub.who.user_id,
                 room_id=pub.who.room_id,
                 stream=pub.stream_name,
             )
-        body.update(ids or {})
+        fields.update(ids or {})
         if event is not None:
-            body["trigger_seq"] = event.get("seq")
-            body["category"] = event.get("category")
+            fields["trigger_seq"] = event.get("seq")
+            fields["category"] = event.get("category")
         if ms is not None:
-            body["took_ms"] = round(ms, 1)
+            fields["took_ms"] = round(ms, 1)
+        body = EnforcementEvent(
+            action=what,
+            ok=result.ok,
+            operation=result.operation,
+            detail=result.detail,
+            status=result.status,
+            **fields,
+        )
         await self.runtime.hub.publish(body)
 
     async def _locked(self, room: str, work: Awaitable[Any]) -> None:

@@ -16,7 +16,8 @@ from livemod.actions.websocket import EventServer
 from livemod.app.api import start_http
 from livemod.app.build import build_analyzers, build_components, build_stages
 from livemod.config import Config
-from livemod.events.hub import EventHub, session_event
+from livemod.events.hub import EventHub
+from livemod.events.types import SessionEvent, standing_actions
 from livemod.ingest.source import SourceFactory
 from livemod.pipeline.analysis import AnalysisService
 from livemod.pipeline.registry import SessionRegistry
@@ -79,14 +80,14 @@ class Daemon:
             # Subscribers (and enforcers) learn that these sessions ended, and which
             # actions they left standing: nothing in this process will ever stop them.
             await self.hub.publish(
-                session_event(
-                    "interrupted",
+                SessionEvent(
+                    state="interrupted",
                     stream_id=orphan["id"],
                     user_id=orphan["user_id"],
                     room_id=orphan["room_id"],
                     reason="daemon_restart",
                     source=orphan["source"],
-                    standing_actions=orphan["standing_actions"],
+                    standing_actions=standing_actions(orphan["standing_actions"]),
                 )
             )
         await self.events.start()

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from livemod.config import WhipConfig
 from livemod.events.follow import follow
 from livemod.events.hub import EventFilter, EventHub
+from livemod.events.types import SessionState
 from livemod.ingest.whip.peer import WhipPeer
 from livemod.ingest.whip.source import WhipSource
 from livemod.pipeline.session import Session
@@ -188,7 +189,7 @@ class WhipPublisher:
                 frames_held=self.source.held_frames - self._held_frames_at,
             )
 
-    async def _announce(self, state: str, event: dict[str, Any], **extra: Any) -> None:
+    async def _announce(self, state: SessionState, event: dict[str, Any], **extra: Any) -> None:
         await self.session.announce(
             state,
             enforcer="whip",

@@ -30,6 +30,7 @@ from livemod.escalation.ledger import CursorKeeper, ReviewLedger
 from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
 from livemod.escalation.verdict import Verdict
 from livemod.events.follow import follow
+from livemod.events.types import ReviewEvent, ReviewState
 from livemod.messages import VideoFrame
 from livemod.pipeline.standing import (
     channel_of,
@@ -189,22 +190,23 @@ class ReviewDesk:
         await self._update_depth()
         return item
 
-    async def _audit(self, item: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
-        body = {
-            "type": "review",
-            "state": state,
-            "review_id": item["id"],
-            "stream_id": item["stream_id"],
-            "user_id": item["user_id"],
-            "room_id": item["room_id"],
-            "category": item["category"],
-            "severity": item["severity"],
-            "reason": item["reason"],
-            "level": item["level"],
-            "action_seq": item.get("action_seq"),
-            "evidence_id": item.get("evidence_id"),
+    async def _audit(
+        self, item: dict[str, Any], state: ReviewState, **extra: Any
+    ) -> dict[str, Any]:
+        body = ReviewEvent(
+            state=state,
+            review_id=item["id"],
+            stream_id=item["stream_id"],
+            user_id=item["user_id"],
+            room_id=item["room_id"],
+            category=item["category"],
+            severity=item["severity"],
+            reason=item["reason"],
+            level=item["level"],
+            action_seq=item.get("action_seq"),
+            evidence_id=item.get("evidence_id"),
             **extra,
-        }
+        )
         return await self.runtime.hub.publish(body)
 
     async def _update_depth(self) -> None:

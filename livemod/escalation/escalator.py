@@ -46,6 +46,7 @@ from livemod.escalation.triage import (
 )
 from livemod.escalation.verdict import Verdict
 from livemod.events.follow import follow
+from livemod.events.types import BreakerEvent, EscalationEvent
 from livemod.messages import VideoFrame
 from livemod.pipeline.standing import (
     channel_of,
@@ -320,24 +321,23 @@ class Escalator:
         if ended:
             plan = for_ended_stream(plan, str(event.get("action")))
         escalation = await runtime.hub.publish(
-            {
-                "type": "escalation",
-                "outcome": plan.outcome,
-                "stream_id": event.get("stream_id"),
-                "user_id": event.get("user_id"),
-                "room_id": event.get("room_id"),
-                "category": category,
-                "action": event.get("action"),
-                "action_seq": event.get("seq"),
-                "evidence_id": event.get("evidence_id"),
-                "reason": job.reason,
-                "fallback": mode,
-                "error": error,
-                "verdict": verdict.as_dict() if verdict is not None else None,
-                "standing": standing,
-                "replayed": job.replayed,
-                "duration_ms": round((time.perf_counter() - job.queued_at) * 1000.0, 1),
-            }
+            EscalationEvent(
+                outcome=plan.outcome,
+                stream_id=str(event.get("stream_id")),
+                user_id=str(event.get("user_id")),
+                room_id=str(event.get("room_id")),
+                category=category,
+                action=str(event.get("action")),
+                action_seq=event.get("seq"),
+                evidence_id=event.get("evidence_id"),
+                reason=job.reason,
+                fallback=mode,
+                error=error,
+                verdict=verdict.as_json() if verdict is not None else None,
+                standing=standing,
+                replayed=job.replayed,
+                duration_ms=round((time.perf_counter() - job.queued_at) * 1000.0, 1),
+            )
         )
         if self._cursor is not None:
             self._cursor.settle(job.seq)
@@ -392,9 +392,7 @@ class Escalator:
         if self._runtime is None:
             return
         task = asyncio.get_running_loop().create_task(
-            self.runtime.hub.publish(
-                {"type": "breaker", "component": "llm", "state": new, "previous": old}
-            )
+            self.runtime.hub.publish(BreakerEvent(component="llm", state=new, previous=old))
         )
         self._side.add(task)
         task.add_done_callback(self._side.discard)

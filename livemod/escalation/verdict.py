@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from livemod.errors import LivemodError
+from livemod.events.types import VerdictJson
 from livemod.policy.taxonomy import ACTIONS
 
 MAX_RATIONALE = 2000
@@ -37,6 +38,17 @@ class Verdict:
     """One of the policy's actions (``none`` .. ``end``)."""
     possible_minor: bool = False
     """The model thinks a minor may be shown: such reviews go first."""
+
+    def as_json(self) -> VerdictJson:
+        """The verdict as escalation events carry it."""
+        return VerdictJson(
+            unsafe=self.unsafe,
+            confidence=round(self.confidence, 4),
+            label=self.label,
+            rationale=self.rationale,
+            action=self.action,
+            possible_minor=self.possible_minor,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livemod import metrics
-from livemod.messages import Decision
+from livemod.events.types import Event, to_body
 from livemod.store import EvidenceInput, Store
 
 
@@ -68,16 +68,17 @@ class EventHub:
 
     async def publish(
         self,
-        body: dict[str, Any],
+        event: Event,
         *,
         evidence: EvidenceInput | None = None,
         t_trigger: float | None = None,
     ) -> dict[str, Any]:
+        """Commit ``event`` (with its evidence), fan it out, and return it as committed."""
         async with self._lock:
-            event = await self._store.append_event(body, evidence, t_trigger)
-            self._fan_out(event)
-        metrics.EVENTS.labels(event.get("type", "unknown")).inc()
-        return event
+            committed = await self._store.append_event(to_body(event), evidence, t_trigger)
+            self._fan_out(committed)
+        metrics.EVENTS.labels(event.type).inc()
+        return committed
 
     def _fan_out(self, event: dict[str, Any]) -> None:
         for sub in list(self._subs):
@@ -89,42 +90,3 @@ class EventHub:
                 metrics.DROPS.labels("websocket", "slow_subscriber").inc()
                 sub.overflowed.set()
                 self.unsubscribe(sub)
-
-
-def action_event(
-    decision: Decision, *, stream_id: str, user_id: str, room_id: str
-) -> dict[str, Any]:
-    """The public JSON shape of an action event (``seq``, ``latency_ms`` and
-    ``evidence_id`` are added when it is committed)."""
-    body: dict[str, Any] = {
-        "type": "action",
-        "action": decision.action,
-        "state": decision.state,
-        "stream_id": stream_id,
-        "user_id": user_id,
-        "room_id": room_id,
-        "category": decision.category,
-        "confidence": decision.confidence,
-        "tier": decision.tier,
-        "sources": list(decision.sources),
-        "media_time_s": round(decision.media_time_s, 3),
-    }
-    if decision.regions:
-        body["regions"] = [r.as_dict() for r in decision.regions]
-    if decision.span_s is not None:
-        # What a speech action covers: the media times of the words said.
-        body["span_s"] = [round(decision.span_s[0], 3), round(decision.span_s[1], 3)]
-    return body
-
-
-def session_event(
-    state: str, *, stream_id: str, user_id: str, room_id: str, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "type": "session",
-        "state": state,
-        "stream_id": stream_id,
-        "user_id": user_id,
-        "room_id": room_id,
-        **extra,
-    }

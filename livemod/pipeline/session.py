@@ -20,7 +20,8 @@ from typing import Any
 
 from livemod import metrics
 from livemod.config import Config
-from livemod.events.hub import EventHub, action_event, session_event
+from livemod.events.hub import EventHub
+from livemod.events.types import ActionEvent, SessionEvent, SessionState
 from livemod.ingest.av_source import AvSource, SourceEnd, SourceOptions, source_kind
 from livemod.ingest.source import FrameSource, SourceFactory
 from livemod.messages import AudioChunk, AudioUnavailable, Decision, FrameAnalysis, VideoFrame
@@ -294,12 +295,14 @@ class Session:
     async def _emit(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
         started = time.perf_counter()
         info = self.info
-        body = action_event(decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id)
+        body = ActionEvent.of(
+            decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id
+        )
         evidence = None
         standing = (decision.category, decision.action)
         if decision.state == "stop" and standing in self._evidence_ids:
             # A stop points at the evidence of the action it ends.
-            body["evidence_id"] = self._evidence_ids.pop(standing)
+            body = replace(body, evidence_id=self._evidence_ids.pop(standing))
         if decision.state == "start" and speech is not None:
             evidence = speech  # what was said: transcript snippet and a WAV
         elif decision.state == "start":
@@ -325,10 +328,10 @@ class Session:
         if len(self.actions) < MAX_ACTIONS_KEPT:
             self.actions.append(event)
 
-    async def announce(self, state: str, **extra: Any) -> dict[str, Any]:
+    async def announce(self, state: SessionState, **extra: Any) -> dict[str, Any]:
         info = self.info
-        body = session_event(
-            state, stream_id=info.id, user_id=info.user_id, room_id=info.room_id, **extra
+        body = SessionEvent(
+            state=state, stream_id=info.id, user_id=info.user_id, room_id=info.room_id, **extra
         )
         return await self._hub.publish(body)
 

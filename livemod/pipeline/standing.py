@@ -6,10 +6,11 @@ clip's recent frames are read from the live session.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from livemod import metrics
-from livemod.events.hub import action_event
+from livemod.events.types import ActionEvent
 from livemod.messages import Decision, VideoFrame
 from livemod.pipeline.session import MAX_ACTIONS_KEPT
 from livemod.policy.vote import SPEECH, VIDEO
@@ -55,16 +56,17 @@ async def publish_decisions(
     out: list[dict[str, Any]] = []
     stream_id = str(source_event.get("stream_id"))
     for decision in decisions:
-        body = action_event(
-            decision,
-            stream_id=stream_id,
-            user_id=str(source_event.get("user_id")),
-            room_id=str(source_event.get("room_id")),
+        body = replace(
+            ActionEvent.of(
+                decision,
+                stream_id=stream_id,
+                user_id=str(source_event.get("user_id")),
+                room_id=str(source_event.get("room_id")),
+            ),
+            evidence_id=source_event.get("evidence_id") or None,
+            origin=origin,
+            **(extra or {}),
         )
-        if source_event.get("evidence_id"):
-            body["evidence_id"] = source_event["evidence_id"]
-        body["origin"] = origin
-        body.update(extra or {})
         event = await runtime.hub.publish(body, t_trigger=decision.t_trigger)
         metrics.ACTIONS.labels(decision.action, decision.category, decision.state).inc()
         session = runtime.sessions.get(stream_id)
