@@ -55,12 +55,19 @@ class StoreConfig(_Section):
     path: Path = Field(Path("var/livemod.db"), description="SQLite database file")
     evidence_dir: Path | None = Field(None, description="Evidence folder (default: beside the db)")
     retention_days: float = Field(30.0, gt=0, description="Evidence kept this long")
+    spool_events: int = Field(
+        10_000, ge=100, description="Events kept in memory while the store cannot be written"
+    )
+    spool_evidence_mb: float = Field(
+        64.0, ge=0, description="Evidence pictures kept in memory meanwhile (MiB)"
+    )
+    retry_s: float = Field(1.0, gt=0, le=60, description="How often a failing store is retried")
 
 
 FallbackMode = Literal["fail_open", "fail_closed", "degraded"]
 Severity = Literal["none", "low", "medium", "high", "critical"]
 TierName = Literal["low", "medium", "high"]
-EventType = Literal["action", "escalation", "review", "breaker", "session"]
+EventType = Literal["action", "escalation", "review", "breaker", "session", "store"]
 
 
 def _medium_tier() -> list[TierName]:

@@ -209,3 +209,23 @@ ENFORCEMENTS = Counter(
 RECONNECTS = Counter(
     "livemod_ingest_reconnects_total", "Live pulls reopened while their publisher was live"
 )
+
+# Storage faults (livemod/events/hub.py, livemod/store.py): decisions are never lost,
+# they wait in a bounded spool until the store takes them again.
+STORE_WRITE_FAILURES = Counter(
+    "livemod_store_write_failures_total",
+    "Writes the store refused: event (the database) or evidence (the evidence folder)",
+    ["kind"],
+)
+STORE_SPOOLED = Gauge(
+    "livemod_store_spooled_events",
+    "Events published but not yet committed, held in memory while storage fails",
+)
+STORE_SPOOL_DROPPED = Counter(
+    "livemod_store_spool_dropped_total",
+    "What the full spool dropped: evidence pictures first, then non-action events",
+    ["kind"],
+)
+for _kind in ("event", "evidence"):
+    STORE_WRITE_FAILURES.labels(_kind)
+    STORE_SPOOL_DROPPED.labels(_kind)

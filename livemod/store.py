@@ -8,6 +8,7 @@ and ``?since=SEQ`` can replay it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -86,6 +87,8 @@ class Store:
         self._evidence_dir = evidence_dir
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="livemod-store")
         self._db: sqlite3.Connection | None = None
+        self.evidence_failure: str | None = None
+        """Why the last evidence file could not be written; None once one is again."""
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -113,7 +116,10 @@ class Store:
         self._pool.shutdown(wait=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except sqlite3.Error as exc:  # a full disk, a broken file: one error type for callers
+            raise StoreError(f"store: {exc}") from exc
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -229,52 +235,74 @@ class Store:
     # -- events ---------------------------------------------------------------
 
     async def append_event(
-        self,
-        body: dict[str, Any],
-        evidence: EvidenceInput | None = None,
-        t_trigger: float | None = None,
+        self, event: dict[str, Any], evidence: EvidenceInput | None = None
     ) -> dict[str, Any]:
-        """Commit one event (and its evidence) and return it with ``seq`` set.
+        """Commit one stamped event (the hub chose its ``seq``) with its evidence row.
 
-        ``latency_ms`` is stamped here, just before the commit, from ``t_trigger``.
+        The evidence file is written first; when it cannot be (a full or read-only
+        evidence folder) the row and the event are committed anyway, the event marked
+        ``"evidence": "unavailable"``: moderation never waits on a picture. Returns the
+        event as committed; raises ``StoreError`` when the database cannot take it.
         """
 
         def work() -> dict[str, Any]:
-            event = dict(body)
-            if evidence is not None:
-                event["evidence_id"] = self._save_evidence(evidence)
-            now = time.time()
-            if t_trigger is not None:
-                event["latency_ms"] = round(max(0.0, (now - t_trigger) * 1000.0), 1)
-            event["ts"] = round(now, 3)
+            out = dict(event)
+            evidence_id = out.get("evidence_id")
+            path: str | None = None
+            if evidence is not None and evidence_id:
+                try:
+                    path = self._write_evidence_file(str(evidence_id), evidence)
+                except OSError as exc:
+                    self.evidence_failure = f"cannot write evidence: {exc}"
+                    out["evidence"] = "unavailable"
+                else:
+                    self.evidence_failure = None
             db = self.db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute(
-                    "INSERT INTO events (type, stream_id, user_id, room_id, created_at, body)"
-                    " VALUES (?, ?, ?, ?, ?, '')",
+                db.execute("BEGIN IMMEDIATE")
+                if evidence is not None and evidence_id:
+                    self._insert_evidence(str(evidence_id), evidence, path)
+                db.execute(
+                    "INSERT INTO events (seq, type, stream_id, user_id, room_id, created_at,"
+                    " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        event.get("type"),
-                        event.get("stream_id"),
-                        event.get("user_id"),
-                        event.get("room_id"),
-                        now,
+                        out["seq"],
+                        out.get("type"),
+                        out.get("stream_id"),
+                        out.get("user_id"),
+                        out.get("room_id"),
+                        out.get("ts", time.time()),
+                        json.dumps(out),
                     ),
                 )
-                seq = cur.lastrowid
-                event = {"seq": seq, **event}
-                db.execute("UPDATE events SET body=? WHERE seq=?", (json.dumps(event), seq))
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                if path is not None:
+                    # The spool keeps the picture; it is written again with the event.
+                    Path(path).unlink(missing_ok=True)
                 raise StoreError(f"cannot store event: {exc}") from exc
-            return event
+            return out
 
         return await self._run(work)
 
     def _save_evidence(self, evidence: EvidenceInput) -> str:
         evidence_id = uuid.uuid4().hex
-        path: str | None = None
+        try:
+            path = self._write_evidence_file(evidence_id, evidence)
+        except OSError as exc:
+            self.evidence_failure = f"cannot write evidence: {exc}"
+            path = None
+        try:
+            self._insert_evidence(evidence_id, evidence, path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot store evidence: {exc}") from exc
+        return evidence_id
+
+    def _write_evidence_file(self, evidence_id: str, evidence: EvidenceInput) -> str | None:
+        """The JPEG (or, for speech, WAV) of one piece of evidence; ``OSError`` when
+        the folder cannot take it."""
         if evidence.image is not None:
             day = time.strftime("%Y%m%d", time.gmtime())
             folder = self._evidence_dir / day
@@ -282,11 +310,19 @@ class Store:
             file = folder / f"{evidence_id}.jpg"
             bgr = np.ascontiguousarray(evidence.image[:, :, ::-1])
             ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            if ok:
+            if not ok:
+                return None
+            try:
                 file.write_bytes(data.tobytes())
-                path = str(file)
-        elif evidence.audio is not None and len(evidence.audio):
-            path = self._save_wav(evidence_id, evidence.audio)
+            except OSError:
+                file.unlink(missing_ok=True)  # no half-written pictures
+                raise
+            return str(file)
+        if evidence.audio is not None and len(evidence.audio):
+            return self._save_wav(evidence_id, evidence.audio)
+        return None
+
+    def _insert_evidence(self, evidence_id: str, evidence: EvidenceInput, path: str | None) -> None:
         self.db.execute(
             "INSERT INTO evidence (id, stream_id, category, path, scores, media_time_s, created_at,"
             " text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -301,18 +337,21 @@ class Store:
                 evidence.text,
             ),
         )
-        return evidence_id
 
     def _save_wav(self, evidence_id: str, audio: Samples) -> str:
         folder = self._evidence_dir / time.strftime("%Y%m%d", time.gmtime())
         folder.mkdir(parents=True, exist_ok=True)
         file = folder / f"{evidence_id}.wav"
         pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-        with wave.open(str(file), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(AUDIO_RATE)
-            out.writeframes(pcm.tobytes())
+        try:
+            with wave.open(str(file), "wb") as out:
+                out.setnchannels(1)
+                out.setsampwidth(2)
+                out.setframerate(AUDIO_RATE)
+                out.writeframes(pcm.tobytes())
+        except OSError:
+            file.unlink(missing_ok=True)
+            raise
         return str(file)
 
     async def events_since(

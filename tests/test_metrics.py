@@ -46,6 +46,7 @@ UNITLESS_GAUGES = {
     "livemod_websocket_subscribers",
     "livemod_model_loaded",
     "livemod_llm_breaker_state",
+    "livemod_store_spooled_events",
 }
 
 

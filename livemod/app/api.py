@@ -8,6 +8,7 @@ that says what was wrong. With ``http.token`` set, ``/v1/*`` needs
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livemod import __version__
-from livemod.errors import RequestError
+from livemod.errors import RequestError, StoreError
 from livemod.pipeline.runtime import Component, Runtime
 from livemod.web import json_body
+
+log = logging.getLogger(__name__)
 
 Health = Callable[[], Awaitable[dict[str, Any]]]
 """What ``/healthz`` reports beyond the status and version (the daemon computes it)."""
@@ -65,6 +68,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 400:
             return _error(exc.status, exc.reason)
         raise
+    except StoreError as exc:
+        # Moderation goes on (events are spooled); what needs the database waits.
+        log.warning("request failed on storage", extra={"path": request.path, "error": str(exc)})
+        return _error(503, f"storage unavailable, try again: {exc}")
+    except Exception:
+        log.exception("request failed", extra={"path": request.path})
+        return _error(500, "internal error (logged)")
 
 
 def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -16,7 +16,9 @@ from livemod.actions.websocket import EventServer
 from livemod.app.api import start_http
 from livemod.app.build import build_analyzers, build_components, build_stages
 from livemod.config import Config
+from livemod.errors import StoreError
 from livemod.events.hub import EventHub
+from livemod.events.spool import SpoolLimits
 from livemod.events.types import SessionEvent, standing_actions
 from livemod.ingest.source import SourceFactory
 from livemod.pipeline.analysis import AnalysisService
@@ -50,7 +52,15 @@ class Daemon:
             batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
         )
         self.store = Store(config.store.path, config.evidence_dir)
-        self.hub = EventHub(self.store, queue_size=config.websocket.queue_size)
+        self.hub = EventHub(
+            self.store,
+            queue_size=config.websocket.queue_size,
+            spool=SpoolLimits(
+                max_events=config.store.spool_events,
+                max_evidence_bytes=int(config.store.spool_evidence_mb * 1024 * 1024),
+            ),
+            retry_s=config.store.retry_s,
+        )
         self.events = EventServer(
             self.hub, config.websocket.host, config.websocket.port, config.http.token
         )
@@ -73,6 +83,7 @@ class Daemon:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.hub.open()
         orphans = await self.store.close_orphan_sessions()
         if orphans:
             log.warning("marked %d sessions of a previous run as interrupted", len(orphans))
@@ -117,15 +128,22 @@ class Daemon:
         metrics.QUEUE_DEPTH.labels("websocket").set_function(lambda: self.hub.backlog)
 
     async def health(self) -> dict[str, Any]:
-        """The live part of ``/healthz``."""
+        """The live part of ``/healthz``: ``degraded`` with its reasons while storage fails."""
+        degraded = self.hub.degraded()
+        try:
+            last_seq: int | None = await self.store.last_seq()
+        except StoreError as exc:
+            last_seq = None
+            degraded.append(f"store: {exc}")
         return {
+            **({"status": "degraded", "degraded": degraded} if degraded else {}),
             "sessions": self.sessions.active,
             "analyzers": self.analysis.names,
             "inference_providers": self.analysis.providers(),
             "inference_precision": self.analysis.precisions(),
             "websocket_port": self.events.port,
             # Where a client (livemod top) starts ?since= to replay only recent events.
-            "last_seq": await self.store.last_seq(),
+            "last_seq": last_seq,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
@@ -148,6 +166,7 @@ class Daemon:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.events.close()
+        await self.hub.close()
         self.analysis.close()
         if self.speech is not None:
             self.speech.close()

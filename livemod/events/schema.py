@@ -26,6 +26,14 @@ COMMITTED: dict[str, dict[str, Any]] = {
         "description": "Commit time minus arrival of the media that triggered it",
     },
     "evidence_id": {"type": "string", "description": "Evidence kept with this event"},
+    "evidence": {
+        "enum": ["unavailable"],
+        "description": "The evidence picture could not be kept (a full evidence folder)",
+    },
+    "stored": {
+        "const": False,
+        "description": "Published while storage is failing: spooled, committed on recovery",
+    },
 }
 """Fields the store stamps on every committed event (``seq``, ``ts``) or some of them."""
 

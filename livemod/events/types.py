@@ -239,7 +239,29 @@ class BreakerEvent:
     previous: Literal["closed", "open", "half_open"]
 
 
-Event = ActionEvent | SessionEvent | EnforcementEvent | EscalationEvent | ReviewEvent | BreakerEvent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreEvent:
+    """Storage failed or recovered; while it is failing, events are spooled in memory."""
+
+    type: ClassVar[str] = "store"
+    state: Literal["failed", "recovered", "spool_full", "evidence_failed", "evidence_recovered"]
+    reason: str | None = optional("failed, evidence_failed: the error")
+    spooled: int | None = optional("recovered: events committed from the spool")
+    dropped_events: int | None = optional("recovered, spool_full: events the spool dropped")
+    dropped_evidence: int | None = optional(
+        "recovered, spool_full: evidence pictures the spool dropped"
+    )
+
+
+Event = (
+    ActionEvent
+    | SessionEvent
+    | EnforcementEvent
+    | EscalationEvent
+    | ReviewEvent
+    | BreakerEvent
+    | StoreEvent
+)
 EVENT_TYPES: tuple[type[Any], ...] = (
     ActionEvent,
     SessionEvent,
@@ -247,6 +269,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     EscalationEvent,
     ReviewEvent,
     BreakerEvent,
+    StoreEvent,
 )
 
 

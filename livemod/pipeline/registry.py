@@ -16,7 +16,7 @@ from typing import Any
 
 from livemod import metrics
 from livemod.config import Config
-from livemod.errors import RequestError
+from livemod.errors import RequestError, StoreError
 from livemod.events.hub import EventHub
 from livemod.ingest.source import SourceFactory
 from livemod.pipeline.analysis import AnalysisService
@@ -126,6 +126,15 @@ class SessionRegistry(Mapping[str, Session]):
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    async def _record_end(self, sid: str, status: str, error: str | None) -> None:
+        try:
+            await self._store.end_session(sid, status, error)
+        except StoreError as exc:
+            # The ended event is out (spooled if need be); a restart marks the row.
+            log.warning(
+                "could not record the session's end", extra={"stream_id": sid, "error": str(exc)}
+            )
+
     async def _run(self, session: Session) -> None:
         sid = session.info.id
         try:
@@ -139,7 +148,7 @@ class SessionRegistry(Mapping[str, Session]):
                 await session.announce(
                     "ended", reason=end.reason, frames=end.frames_decoded, samples=session.samples
                 )
-            await self._store.end_session(sid, session.status, end.error)
+            await self._record_end(sid, session.status, end.error)
         except Exception as exc:  # one stream must never take the daemon down
             log.exception("session crashed", extra={"stream_id": sid})
             session.status = "failed"
@@ -148,7 +157,7 @@ class SessionRegistry(Mapping[str, Session]):
             # Subscribers and the store still learn that this stream is no longer moderated.
             with contextlib.suppress(Exception):
                 await session.announce("error", error=session.error)
-                await self._store.end_session(sid, "failed", session.error)
+                await self._record_end(sid, "failed", session.error)
         finally:
             self._tasks.pop(sid, None)
             asyncio.get_running_loop().call_later(FINISHED_KEPT_S, self._sessions.pop, sid, None)
