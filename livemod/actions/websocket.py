@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -113,6 +114,10 @@ class EventServer:
             self._hub.unsubscribe(sub)
 
 
+MAX_SEQ = 2**63 - 1
+_SEQ = re.compile(r"[0-9]{1,19}")
+
+
 def _parse_query(query: str) -> tuple[EventFilter, int | None]:
     params = parse_qs(query)
     unknown = set(params) - {"room_id", "user_id", "stream_id", "since", "token"}
@@ -126,8 +131,9 @@ def _parse_query(query: str) -> tuple[EventFilter, int | None]:
     since_raw = one("since")
     since: int | None = None
     if since_raw is not None:
-        if not since_raw.isdigit():
-            raise ValueError("since must be a non-negative integer (the last seq seen)")
+        # ASCII digits only (str.isdigit admits "²"), within SQLite's 64-bit integers.
+        if not _SEQ.fullmatch(since_raw) or int(since_raw) > MAX_SEQ:
+            raise ValueError(f"since must be an integer from 0 to {MAX_SEQ} (the last seq seen)")
         since = int(since_raw)
     flt = EventFilter(room_id=one("room_id"), user_id=one("user_id"), stream_id=one("stream_id"))
     return flt, since
