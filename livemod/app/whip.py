@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
-PAGE = Path(__file__).resolve().parents[2] / "static" / "whip.html"
+PAGE = Path(__file__).resolve().parents[1] / "static" / "whip.html"
 WhipHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
