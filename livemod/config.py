@@ -6,9 +6,14 @@ Every key is documented in ``configs/livemod.yaml``. Environment variables
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import ipaddress
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -296,10 +301,94 @@ class AsrConfig(_Section):
     logprob_min: float = Field(-1.5, le=0, description="Drop segments decoded less surely")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]{0,252})")
+
+
+def _networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    out: list[Network] = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP network (CIDR) or address") from None
+    return tuple(out)
+
+
+_PULL_SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https", "file")
+
+
+@functools.cache
+def ffmpeg_protocols() -> frozenset[str]:
+    """The input protocols of the FFmpeg that PyAV loaded (``avio_enum_protocols``).
+
+    PyAV lists formats and codecs but not protocols, so this asks the libavformat
+    it loaded, through ctypes. Where that library cannot be found the set is empty
+    and :func:`openable_schemes` cannot tell (it then trusts the configuration).
+    """
+    import av.format  # loads libavformat; imported here so the config stays cheap
+
+    lib = _libavformat(Path(av.format.__file__).parent)
+    if lib is None:
+        return frozenset()
+    enum = lib.avio_enum_protocols
+    enum.restype = ctypes.c_char_p
+    enum.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+    opaque = ctypes.c_void_p()
+    names: set[str] = set()
+    while (name := enum(ctypes.byref(opaque), 0)) is not None:
+        names.add(name.decode())
+    return frozenset(names)
+
+
+def _libavformat(av_dir: Path) -> ctypes.CDLL | None:
+    # The wheel bundles its own copy beside the package; a source build links the
+    # system one, which the process maps once av.format is imported.
+    candidates = sorted((av_dir.parent / "av.libs").glob("libavformat*"))
+    with contextlib.suppress(OSError):
+        maps = Path("/proc/self/maps").read_text().split("\n")
+        candidates += [Path(ln.split()[-1]) for ln in maps if "libavformat" in ln]
+    found = ctypes.util.find_library("avformat")
+    candidates += [Path(found)] if found else []
+    for path in candidates:
+        with contextlib.suppress(OSError, AttributeError):
+            lib = ctypes.CDLL(str(path))
+            if hasattr(lib, "avio_enum_protocols"):
+                return lib
+    return None
+
+
+def openable_schemes(schemes: Sequence[str]) -> list[str]:
+    """Those of ``schemes`` this FFmpeg build can open (all of them when it cannot tell)."""
+    protocols = ffmpeg_protocols()
+    if not protocols:
+        return list(schemes)
+    import av
+
+    rtsp = "rtsp" in av.formats_available  # RTSP is a demuxer, over tcp/udp (or tls)
+    able = {"rtsp": rtsp, "rtsps": rtsp and "tls" in protocols}
+    return [s for s in schemes if able.get(s, s in protocols)]
+
+
+def _default_schemes() -> list[str]:
+    return openable_schemes(_PULL_SCHEMES)
+
+
 class IngestConfig(_Section):
     schemes: list[str] = Field(
-        default_factory=lambda: ["rtmp", "rtmps", "rtsp", "rtsps", "srt", "http", "https", "file"],
-        description="URL schemes accepted by POST /v1/streams",
+        default_factory=_default_schemes,
+        description="URL schemes POST /v1/streams and hook-built pulls may use (null: those of "
+        + ", ".join(_PULL_SCHEMES)
+        + " this FFmpeg can open)",
+    )
+    file_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders POST /v1/streams may read files from (empty: no files)",
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Loopback, private or link-local networks (CIDRs) POST /v1/streams may "
+        "pull from (empty: public hosts only)",
     )
     max_sessions: int = Field(64, ge=1, description="Concurrent sessions")
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
@@ -308,6 +397,39 @@ class IngestConfig(_Section):
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"
     )
+    max_ts_jump_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="A forward step in source timestamps beyond this is a discontinuity",
+    )
+
+    @field_validator("schemes", mode="before")
+    @classmethod
+    def _detected(cls, value: object) -> object:
+        return _default_schemes() if value is None else value
+
+    @field_validator("schemes")
+    @classmethod
+    def _ffmpeg_can_open(cls, value: list[str]) -> list[str]:
+        value = [s.lower() for s in value]
+        missing = [s for s in value if s not in openable_schemes([s])]
+        if missing:
+            raise ValueError(
+                f"this FFmpeg build cannot open {', '.join(map(repr, missing))}; "
+                f"it can open {', '.join(openable_schemes(_PULL_SCHEMES))}"
+            )
+        return value
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        _networks(value)
+        return value
+
+    @property
+    def allow_networks(self) -> tuple[Network, ...]:
+        return _networks(self.allow_hosts)
 
 
 class HooksConfig(_Section):
@@ -336,6 +458,22 @@ class HooksConfig(_Section):
         30.0, ge=0, description="Retry a dropped pull this long while the publisher is live"
     )
     fail_open: bool = Field(False, description="Allow a publish the daemon cannot moderate")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or CIDRs) a hook's tcurl may name besides the hook's "
+        "sender and the configured servers",
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _names_or_cidrs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                _networks([entry])
+            except ValueError:
+                if not _HOST_NAME.fullmatch(entry):
+                    raise ValueError(f"{entry!r} is neither a host name nor a CIDR") from None
+        return [v.lower() for v in value]
 
 
 class EnforceConfig(_Section):
@@ -369,7 +507,8 @@ class Config(_Section):
     vision: VisionConfig = VisionConfig()
     ocr: OcrConfig = OcrConfig()
     asr: AsrConfig = AsrConfig()
-    ingest: IngestConfig = IngestConfig()
+    # A factory: the default schemes ask FFmpeg, which importing this module should not.
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     hooks: HooksConfig = HooksConfig()
     enforce: EnforceConfig = EnforceConfig()
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
@@ -482,8 +621,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 if key in sec:
                     sec[key] = fix(sec[key])
             out[section] = sec
-    if isinstance(out.get("known_bad"), dict) and isinstance(out["known_bad"].get("paths"), list):
-        kb = dict(out["known_bad"])
-        kb["paths"] = [fix(p) for p in kb["paths"]]
-        out["known_bad"] = kb
+    for section, key in (("known_bad", "paths"), ("ingest", "file_roots")):
+        if isinstance(out.get(section), dict) and isinstance(out[section].get(key), list):
+            sec = dict(out[section])
+            sec[key] = [fix(p) for p in sec[key]]
+            out[section] = sec
     return out

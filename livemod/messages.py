@@ -17,7 +17,8 @@ class VideoFrame:
     """A decoded, sampled video frame.
 
     ``t_arrival`` is the wall clock (``time.time()``) when the daemon received the
-    frame; ``media_time_s`` is its presentation time in the source, from 0.
+    frame; ``media_time_s`` is its presentation time on the session's timeline, from 0,
+    which only moves forward even where the source's timestamps restart or jump.
     """
 
     stream_id: str
@@ -28,6 +29,9 @@ class VideoFrame:
     source_width: int = 0
     source_height: int = 0
     """Size of the decoded picture before it was scaled for analysis (0: same)."""
+    source_time_s: float | None = None
+    """The timestamp the source gave the frame, in seconds, before it was mapped onto
+    the session timeline (None: the source gave none)."""
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -156,3 +160,5 @@ class Decision:
     evidence_scores: dict[str, float] = field(default_factory=dict, compare=False)
     span_s: tuple[float, float] | None = None
     """Media times (start, end) of what was said, for speech actions."""
+    source_time_s: float | None = None
+    """The source's own timestamp of the triggering frame (video actions)."""

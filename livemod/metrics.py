@@ -209,6 +209,14 @@ ENFORCEMENTS = Counter(
 RECONNECTS = Counter(
     "livemod_ingest_reconnects_total", "Live pulls reopened while their publisher was live"
 )
+TIMESTAMP_DISCONTINUITIES = Counter(
+    "livemod_timestamp_discontinuities_total",
+    "Jumps in a source's timestamps mapped onto the session timeline: backward (a restart),"
+    " forward (beyond ingest.max_ts_jump_s) or wrap (MPEG-TS 33-bit)",
+    ["kind"],
+)
+for _kind in ("backward", "forward", "wrap"):
+    TIMESTAMP_DISCONTINUITIES.labels(_kind)
 
 # Storage faults (livemod/events/hub.py, livemod/store.py): decisions are never lost,
 # they wait in a bounded spool until the store takes them again.

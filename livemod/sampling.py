@@ -40,7 +40,8 @@ class FrameSampler:
         self._boost_suspicious_s = boost_suspicious_s
         self._origin: float | None = None
         self._next_due: float | None = None
-        # Written from the event loop, read from the decode thread.
+        self._last_admitted: float | None = None
+        # The boost is set from the event loop while the decode thread admits.
         self._lock = threading.Lock()
         self._boost_until = 0.0
         self.admitted = 0
@@ -61,15 +62,17 @@ class FrameSampler:
         if self._origin is None:
             self._origin = media_time_s
         step = self.interval(media_time_s)
-        due = self._next_due
-        # A small tolerance keeps a 30 fps source from missing a 4 fps slot by a hair.
-        if due is not None and media_time_s < due - 0.1 * step:
-            return False
-        if due is None or media_time_s - due > step:
-            # First frame, or a gap (stall, seek): resynchronise instead of bursting.
-            self._next_due = media_time_s + step
-        else:
-            self._next_due = due + step
+        with self._lock:
+            due = self._next_due
+            # A small tolerance keeps a 30 fps source from missing a 4 fps slot by a hair.
+            if due is not None and media_time_s < due - 0.1 * step:
+                return False
+            if due is None or media_time_s - due > step:
+                # First frame, or a gap (stall, seek): resynchronise instead of bursting.
+                self._next_due = media_time_s + step
+            else:
+                self._next_due = due + step
+            self._last_admitted = media_time_s
         self.admitted += 1
         return True
 
@@ -79,9 +82,12 @@ class FrameSampler:
             return
         with self._lock:
             self._boost_until = max(self._boost_until, media_time_s + self._boost_suspicious_s)
-        due = self._next_due
-        if due is not None:
-            self._next_due = min(due, media_time_s + self._boost_interval)
+            # The boosted slot counts from the decoder's latest sample, not the analyzed
+            # one: the decoder runs ahead whenever analysis lags, and a slot counted from
+            # the analyzed sample is already past, so every analysis admitted one more.
+            due, last = self._next_due, self._last_admitted
+            if due is not None and last is not None:
+                self._next_due = min(due, last + self._boost_interval)
 
 
 class FrameRing:

@@ -87,9 +87,21 @@ def benign_clip(media_dir: Path) -> Path:
     return clip
 
 
+TEST_INGEST_ENV = {
+    "LIVEMOD_INGEST__ALLOW_HOSTS": json.dumps(["127.0.0.0/8", "::1/128"]),
+}
+"""What the suite's daemons may pull from besides public hosts: its loopback servers
+(nginx-rtmp, the test HTTP servers). Files: see ``DaemonProcess.env``."""
+
+
 @dataclass
 class DaemonProcess:
-    """``livemod serve`` as a real subprocess, with its own store and ports."""
+    """``livemod serve`` as a real subprocess, with its own store and ports.
+
+    Unlike the embedded defaults, it may read files under the workdir's parent (the
+    test session's temporary folder, where the generated media lie) and pull from
+    loopback (:data:`TEST_INGEST_ENV`); ``extra_env`` may take either back.
+    """
 
     workdir: Path
     known_bad: Path
@@ -114,6 +126,8 @@ class DaemonProcess:
                 "LIVEMOD_STORE__PATH": str(self.workdir / "livemod.db"),
                 "LIVEMOD_HTTP__PORT": str(self.http_port),
                 "LIVEMOD_WEBSOCKET__PORT": str(self.ws_port),
+                "LIVEMOD_INGEST__FILE_ROOTS": json.dumps([str(self.workdir.parent)]),
+                **TEST_INGEST_ENV,
                 **self.extra_env,
             }
         )

@@ -71,3 +71,35 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     assert cfg.store.path == tmp_path / "data/x.db"
     assert cfg.known_bad.paths == [tmp_path / "bad"]
     assert cfg.evidence_dir == tmp_path / "data/evidence"
+
+
+def test_default_schemes_are_those_this_ffmpeg_can_open() -> None:
+    from livemod.config import ffmpeg_protocols, openable_schemes
+
+    protocols = ffmpeg_protocols()
+    # The probe reads the libavformat PyAV loaded: an empty answer would trust anything.
+    assert {"file", "http", "rtmp"} <= protocols, protocols
+    schemes = load_config(None, environ={}).ingest.schemes
+    assert schemes == openable_schemes(schemes) and "file" in schemes
+    assert ("srt" in schemes) == ("srt" in protocols)
+    if "srt" in protocols:
+        pytest.skip("this FFmpeg build has libsrt")
+    with pytest.raises(ConfigError) as err:
+        load_config(None, environ={"LIVEMOD_INGEST__SCHEMES": "[rtmp, srt]"})
+    assert "ingest.schemes" in str(err.value) and "'srt'" in str(err.value)
+
+
+def test_a_scheme_ffmpeg_cannot_open_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("ingest:\n  schemes: [rtmp, nosuchproto]\n")
+    with pytest.raises(ConfigError, match=r"ingest\.schemes: .*'nosuchproto'"):
+        load_config(path, environ={})
+    path.write_text(
+        "ingest:\n  schemes: null\n  file_roots: [media]\n  allow_hosts: [10.0.0.0/8]\n"
+    )
+    ingest = load_config(path, environ={}).ingest
+    assert ingest.schemes == load_config(None, environ={}).ingest.schemes
+    assert ingest.file_roots == [tmp_path / "media"]  # relative to the file, as other paths
+    path.write_text("ingest:\n  allow_hosts: [intranet]\n")
+    with pytest.raises(ConfigError, match=r"ingest\.allow_hosts"):
+        load_config(path, environ={})

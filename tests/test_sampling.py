@@ -79,3 +79,19 @@ def test_no_suspicious_boost_when_disabled() -> None:
     sampler.mark_suspicious(2.0)
     got = admitted(sampler, 30.0, 2.0, start=2.0)
     assert len(got) <= 9
+
+
+def test_suspicious_boost_counts_from_the_decoder_not_the_lagging_analysis() -> None:
+    """The decoder runs ahead of analysis: marking each analyzed sample suspicious
+    must boost to ``boost_fps``, not re-admit every next decoded frame."""
+    sampler = FrameSampler(4.0, 8.0, boost_suspicious_s=10.0)
+    got: list[float] = []
+    for i in range(25 * 6):
+        t = i / 25
+        if sampler.admit(t):
+            got.append(t)
+            lagging = [s for s in got if s <= t - 0.5]  # analysis 0.5 s behind
+            if lagging:
+                sampler.mark_suspicious(lagging[-1])
+    gaps = np.diff([t for t in got if t >= 1.0])
+    assert gaps.min() >= 0.125 - 0.1 * 0.125 and len(gaps) <= 5 * 8 + 1

@@ -110,10 +110,13 @@ class Enforcement:
 
     # -- from hooks ----------------------------------------------------------------------
 
-    async def refused(self, call: HookCall, who: Identity, reason: str) -> None:
-        """A publish was refused because an end stands for its room."""
+    async def refused(
+        self, call: HookCall, who: Identity, reason: str, *, operation: str = "refuse publish"
+    ) -> None:
+        """A publish was refused: an end stands for its room (``refuse publish``), or
+        its pull URL is not one the daemon may open (``refuse pull``)."""
         ids = {"user_id": who.user_id, "room_id": who.room_id, "server": call.server}
-        await self.record(None, "refuse", EnforceResult(True, "refuse publish", reason), None, ids)
+        await self.record(None, "refuse", EnforceResult(True, operation, reason), None, ids)
         if call.ready and call.server == "mediamtx":
             # runOnReady comes after MediaMTX accepted the publish: kick it instead.
             pub = Publisher(call.server, call.app, call.name, who, call.client_id, call)

@@ -7,12 +7,11 @@ that says what was wrong. With ``http.token`` set, ``/v1/*`` needs
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,9 +19,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livemod import __version__
+from livemod.config import IngestConfig
 from livemod.errors import RequestError, StoreError
+from livemod.ingest.targets import allowed_addresses, find_file, resolve
+from livemod.logs import redact_credentials
 from livemod.pipeline.runtime import Component, Runtime
-from livemod.web import json_body
+from livemod.web import ID_RULE, is_id, json_body
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ Health = Callable[[], Awaitable[dict[str, Any]]]
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 HEALTH: web.AppKey[Health] = web.AppKey("health")
-_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 _STREAM_FIELDS = {"url", "user_id", "room_id", "metadata", "realtime"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -89,7 +90,12 @@ def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
     return check
 
 
+_FILE_REFUSED = "url: file not allowed or not found (files are read only under ingest.file_roots)"
+
+
 def validate_url(url: Any, schemes: list[str]) -> str:
+    """The URL's syntax: a string, an accepted scheme, a host unless a file. A bare
+    absolute path is a ``file://`` URL. Where it may lead is :func:`check_target`'s."""
     if not isinstance(url, str) or not url.strip():
         raise RequestError("url: required, a non-empty string", status=422)
     text: str = url.strip()
@@ -102,23 +108,61 @@ def validate_url(url: Any, schemes: list[str]) -> str:
             f"url: scheme {scheme or '(none)'!r} is not accepted; use one of {', '.join(schemes)}",
             status=422,
         )
-    if scheme == "file":
-        path = Path(parts.path)
-        if not path.is_file():
-            raise RequestError(f"url: file {parts.path} does not exist", status=422)
-    elif not parts.hostname:
-        raise RequestError(f"url: {text} has no host", status=422)
+    if scheme != "file" and not parts.hostname:
+        raise RequestError(f"url: {redact_credentials(text)} has no host", status=422)
     return text
+
+
+async def check_target(url: str, ingest: IngestConfig) -> str:
+    """Where ``url`` leads must be allowed; returns the URL to open.
+
+    A file must be a regular file under ``ingest.file_roots`` once symlinks and
+    ``..`` are resolved, and the real path is what is opened; a missing file and a
+    forbidden one get the same answer, so the API does not tell what exists. A
+    network host must resolve only to public addresses, or to networks listed in
+    ``ingest.allow_hosts`` (numeric forms such as ``0x7f000001`` resolve as FFmpeg
+    would resolve them).
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "file":
+        # FFmpeg opens what follows "file:" as is (no percent-decoding), and so does
+        # the session, so that is the path checked.
+        path = url.split(":", 1)[1]
+        path = path[2:] if path.startswith("//") else path
+        real = await asyncio.to_thread(find_file, path, ingest.file_roots)
+        if real is None:
+            raise RequestError(_FILE_REFUSED, status=422)
+        return "file://" + str(real)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        raise RequestError("url: the port is not a number from 0 to 65535", status=422) from None
+    addresses = await resolve(host, port, ingest.open_timeout_s)
+    if not allowed_addresses(addresses, ingest.allow_networks):
+        raise RequestError(
+            f"url: host {host!r} is not allowed or does not resolve (only public addresses, "
+            "or networks listed in ingest.allow_hosts)",
+            status=422,
+        )
+    return url
 
 
 def _ident(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
-    if not isinstance(value, str) or not _ID.match(value):
-        raise RequestError(
-            f"{name}: required, 1-128 characters of letters, digits, '_', '.', '@' or '-'",
-            status=422,
-        )
+    if not is_id(value):
+        raise RequestError(f"{name}: required, {ID_RULE}", status=422)
     return str(value)
+
+
+def _public(summary: dict[str, Any]) -> dict[str, Any]:
+    """A session summary as the API shows it: credentials in its URL (and in an
+    error that quotes the URL) replaced by ``***``; the session keeps the real URL."""
+    out = dict(summary)
+    for key in ("url", "error"):
+        if isinstance(out.get(key), str):
+            out[key] = redact_credentials(out[key])
+    return out
 
 
 async def create_stream(request: web.Request) -> web.Response:
@@ -130,20 +174,26 @@ async def create_stream(request: web.Request) -> web.Response:
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise RequestError("metadata: must be a JSON object", status=422)
-    realtime = data.get("realtime", url.startswith("file://"))
+    realtime = data.get("realtime", urlsplit(url).scheme.lower() == "file")
     if not isinstance(realtime, bool):
         raise RequestError("realtime: must be true or false", status=422)
+    # Last: the checks that touch the file system or DNS run on a valid request only.
+    url = await check_target(url, runtime.config.ingest)
     session = await runtime.sessions.start(
         url, user_id, room_id, metadata=metadata, realtime=realtime
     )
     return web.json_response(
-        session.summary(), status=201, headers={"Location": f"/v1/streams/{session.info.id}"}
+        _public(session.summary()),
+        status=201,
+        headers={"Location": f"/v1/streams/{session.info.id}"},
     )
 
 
 async def list_streams(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    ongoing = [s.summary() for s in runtime.sessions.values() if s.status in ("starting", "live")]
+    ongoing = [
+        _public(s.summary()) for s in runtime.sessions.values() if s.status in ("starting", "live")
+    ]
     return web.json_response({"streams": ongoing})
 
 
@@ -152,17 +202,17 @@ async def get_stream(request: web.Request) -> web.Response:
     sid = request.match_info["id"]
     session = runtime.sessions.get(sid)
     if session is not None:
-        return web.json_response(session.summary())
+        return web.json_response(_public(session.summary()))
     stored = await runtime.store.get_session(sid)
     if stored is None:
         raise RequestError(f"no stream with id {sid}", status=404)
-    return web.json_response(stored)
+    return web.json_response(_public(stored))
 
 
 async def delete_stream(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     session = await runtime.sessions.stop(request.match_info["id"])
-    return web.json_response(session.summary())
+    return web.json_response(_public(session.summary()))
 
 
 async def get_evidence(request: web.Request) -> web.StreamResponse:

@@ -116,10 +116,15 @@ def run_demo(workdir: Path) -> int:
             "LIVEMOD_STORE__PATH": str(workdir / "livemod.db"),
             "LIVEMOD_HTTP__PORT": str(http_port),
             "LIVEMOD_WEBSOCKET__PORT": str(ws_port),
+            # The sample clip is a local file: the daemon reads none outside its roots.
+            "LIVEMOD_INGEST__FILE_ROOTS": json.dumps([str(workdir)]),
             "LIVEMOD_LOG_LEVEL": "WARNING",
         }
     )
-    print("starting the daemon (livemod serve, embedded defaults) ...", flush=True)
+    print(
+        "starting the daemon (livemod serve, embedded defaults, this folder as its file root) ...",
+        flush=True,
+    )
     proc = subprocess.Popen([sys.executable, "-m", "livemod", "serve"], env=env)
     try:
         asyncio.run(_wait_healthy(f"http://127.0.0.1:{http_port}", proc, 60.0))

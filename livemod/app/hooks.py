@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from livemod.events.hub import EventFilter, Subscription
 from livemod.ingest.hooks import (
     HookCall,
     IdentityRules,
+    PullRules,
     check_template,
     parse_mediamtx,
     parse_nginx,
@@ -69,7 +71,7 @@ class StreamingServerHooks:
         self.rooms = RoomTable(
             end_refuse_s=config.enforce.end_refuse_s, pause_stream=config.enforce.pause_stream
         )
-        self.pulls = PullManager(config)
+        self.pulls = PullManager(config, pull_rules(config))
         self.enforcement = Enforcement(config.enforce, self.rooms)
         self._runtime: Runtime | None = None
         self._sub: Subscription | None = None
@@ -172,6 +174,13 @@ class StreamingServerHooks:
             raise RequestError(adm.reason, status=403)
         if not call.ready:
             return adm  # MediaMTX auth: allowed; the session starts on runOnReady
+        try:
+            self.pulls.url_for(call, adm.redirect_to or call.name, remote)
+        except RequestError as exc:
+            # Never opened, never retried, and a live session is not switched to it.
+            log.warning("publish refused: pull URL not allowed", extra={"detail": str(exc)})
+            await self.enforcement.refused(call, who, str(exc), operation="refuse pull")
+            raise
         pub = self.rooms.register(call, who, adm.redirect_to or call.name)
         try:
             await self.pulls.ensure_session(self.runtime, pub, remote)
@@ -232,6 +241,19 @@ class StreamingServerHooks:
         if pub is None:
             return  # not a hook-driven stream, or its publisher is gone
         self.enforcement.on_action(event, pub)
+
+
+def pull_rules(config: Config) -> PullRules:
+    """Where hook-built pulls may go: ``ingest.schemes``, and beside the hook's sender
+    the hosts of ``hooks.allow_hosts`` and of the servers the config names
+    (``enforce.*_url``, a literal host in ``hooks.pull_url``)."""
+    hosts = list(config.hooks.allow_hosts)
+    e = config.enforce
+    for url in (e.nginx_control_url, e.mediamtx_api_url, e.srs_api_url, config.hooks.pull_url):
+        host = urlsplit(url).hostname if url else None
+        if host and "{" not in host:
+            hosts.append(host)
+    return PullRules.of(config.ingest.schemes, hosts)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from livemod.config import Config
 from livemod.ingest.audio import AudioSink
 from livemod.ingest.av_source import SourceOptions
-from livemod.ingest.hooks import PULL_MARK, HookCall, pull_url, with_mark
+from livemod.ingest.hooks import PULL_MARK, HookCall, PullRules, from_tcurl, pull_url, with_mark
 from livemod.ingest.reconnect import PullControl, ReconnectingSource
 from livemod.ingest.rooms import Publisher
 from livemod.ingest.source import Deliver, FrameSource, SourceFactory
@@ -40,8 +40,9 @@ class _Pull:
 class PullManager:
     """Sessions started by hooks, by session id. Use on the event loop."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, rules: PullRules) -> None:
         self._config = config
+        self._rules = rules
         self._pulls: dict[str, _Pull] = {}
         self._by_token: dict[str, _Pull] = {}
         self._play_hook: bool | None = None
@@ -54,9 +55,17 @@ class PullManager:
             self._play_hook = True
             pull.played.set()
 
+    def url_for(self, call: HookCall, name: str, remote: str) -> str:
+        """The pull URL of stream ``name`` published by ``call``, which ``remote`` sent;
+        ``RequestError`` (403) when the daemon may not open it (:class:`PullRules`)."""
+        template = self._config.hooks.pull_url
+        url = pull_url(call, name, remote, template)
+        self._rules.check(url, remote, from_tcurl=from_tcurl(call, template))
+        return url
+
     async def ensure_session(self, runtime: Runtime, pub: Publisher, remote: str) -> None:
         """Start ``pub``'s session, or point its still-running one at it."""
-        url = pull_url(pub.call, pub.stream_name, remote, self._config.hooks.pull_url)
+        url = self.url_for(pub.call, pub.stream_name, remote)
         old = runtime.sessions.get(pub.session_id) if pub.session_id else None
         pull = self._pulls.get(pub.session_id or "")
         if old is not None and pull is not None and old.status in ("starting", "live"):
@@ -96,8 +105,7 @@ class PullManager:
         """One of our redirects landed: pull from the publisher's new stream name."""
         pull = self._pulls.get(pub.session_id or "")
         if pull is not None:
-            url = pull_url(pub.call, pub.stream_name, remote, self._config.hooks.pull_url)
-            await self._switch(pull, pub, url)
+            await self._switch(pull, pub, self.url_for(pub.call, pub.stream_name, remote))
 
     def finish(self, pub: Publisher) -> None:
         """The publisher left: its session ends as a normal end of stream."""
@@ -134,6 +142,7 @@ class PullManager:
                 open_timeout_s=ingest.open_timeout_s,
                 read_timeout_s=ingest.read_timeout_s,
                 hwaccel=None if ingest.hwaccel == "none" else ingest.hwaccel,
+                max_ts_jump_s=ingest.max_ts_jump_s,
             )
             return ReconnectingSource(
                 stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio

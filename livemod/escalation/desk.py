@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,14 +40,13 @@ from livemod.pipeline.standing import (
 )
 from livemod.policy.taxonomy import severity
 from livemod.store import EvidenceInput
-from livemod.web import json_body
+from livemod.web import ID_RULE, is_id, json_body
 
 if TYPE_CHECKING:
     from livemod.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 REVIEW_FRAMES = 4
 MAX_NOTE = 2000
 
@@ -284,11 +282,8 @@ class ReviewDesk:
 
 def _reviewer(data: dict[str, Any]) -> str:
     value = data.get("reviewer_id")
-    if not isinstance(value, str) or not _ID.match(value):
-        raise RequestError(
-            "reviewer_id: required, 1-128 characters of letters, digits, '_', '.', '@' or '-'",
-            status=422,
-        )
+    if not isinstance(value, str) or not is_id(value):
+        raise RequestError(f"reviewer_id: required, {ID_RULE}", status=422)
     return value
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from livemod.logs import redact_credentials
 from livemod.messages import ActionName, Decision, Region, Tier
 
 OMIT_NONE = "omit_none"
@@ -90,6 +91,10 @@ class ActionEvent:
     tier: Tier
     sources: tuple[str, ...] = described("Analyzers whose signals voted, e.g. vision:nudenet")
     media_time_s: float = described("Media time of the sample that decided, in seconds")
+    source_time_s: float | None = optional(
+        "The source's own timestamp of that sample; differs from media_time_s (the"
+        " session's monotonic timeline) after the source's timestamps restart, jump or wrap"
+    )
     regions: tuple[BoxJson, ...] | None = optional("Boxes for a regional blur")
     span_s: tuple[float, float] | None = optional("Media times of the words a speech action covers")
     evidence_id: str | None = optional("The evidence kept for the action (a stop: its start's)")
@@ -112,6 +117,9 @@ class ActionEvent:
             tier=decision.tier,
             sources=tuple(decision.sources),
             media_time_s=round(decision.media_time_s, 3),
+            source_time_s=(
+                round(decision.source_time_s, 3) if decision.source_time_s is not None else None
+            ),
             regions=tuple(BoxJson.of(r) for r in decision.regions) or None,
             span_s=(round(span[0], 3), round(span[1], 3)) if span is not None else None,
         )
@@ -278,6 +286,9 @@ def _json(value: Any) -> Any:
         return _fields(value)
     if isinstance(value, tuple | list):
         return [_json(v) for v in value]
+    if isinstance(value, str):
+        # A pull URL, or an error quoting one, may carry credentials: never in an event.
+        return redact_credentials(value)
     return value
 
 

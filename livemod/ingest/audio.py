@@ -27,16 +27,19 @@ RESYNC_S = 0.2
 """A jump in packet timestamps beyond this restarts the sample clock (lost packets)."""
 
 AudioSink = Callable[[AudioChunk | AudioUnavailable], None]
+SessionClock = Callable[[float], float]
+"""Maps a source timestamp (seconds) onto the session timeline the video shares."""
 
 
 class AudioDecoder:
     """Decodes and resamples one audio stream. Runs on the decode thread only."""
 
-    def __init__(self, stream_id: str, stream: Any, origin_s: float, deliver: AudioSink) -> None:
+    def __init__(
+        self, stream_id: str, stream: Any, clock: SessionClock, deliver: AudioSink
+    ) -> None:
         self._stream_id = stream_id
         self.stream = stream
-        self._origin_s = origin_s
-        """Media time zero (the video stream's start), so both share one clock."""
+        self._to_session = clock
         self._deliver = deliver
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
         self._errors = 0
@@ -92,7 +95,7 @@ class AudioDecoder:
     def _time(self, frame: Any) -> float | None:
         if frame.pts is None or frame.time_base is None:
             return None
-        return max(0.0, float(frame.pts * frame.time_base) - self._origin_s)
+        return max(0.0, self._to_session(float(frame.pts * frame.time_base)))
 
     def _append(self, data: Samples, t_arrival: float) -> None:
         if not len(data):

@@ -22,6 +22,7 @@ import av.error
 from livemod import metrics
 from livemod.errors import IngestError
 from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
+from livemod.ingest.timeline import Jump, Timeline
 from livemod.messages import AudioUnavailable, VideoFrame
 from livemod.sampling import FrameSampler
 
@@ -40,7 +41,9 @@ class SourceOptions:
     max_side: int = 640
     """Admitted frames are scaled so their longer side is at most this."""
     media_offset_s: float = 0.0
-    """Added to every media time, so a reconnected live pull continues the clock."""
+    """Where the session timeline starts, so a reconnected live pull continues the clock."""
+    max_ts_jump_s: float = 5.0
+    """A forward step in source timestamps beyond this is a discontinuity, not a gap."""
     hwaccel: str | None = None
     """FFmpeg hardware device type to decode on (``cuda``, ``vaapi``...), or None."""
 
@@ -184,23 +187,38 @@ class AvSource:
         stream.thread_type = "AUTO"
         decoded = sampled = 0
         errors = 0
-        t0_media: float | None = None
+        interval = 1.0 / float(stream.average_rate or stream.guessed_rate or Fraction(25))
+        # Video and audio share one timeline, so they stay aligned across a jump.
+        timeline = Timeline(
+            self._opts.max_ts_jump_s,
+            interval,
+            origin_s=stream_origin(stream),
+            offset_s=self._opts.media_offset_s,
+            on_jump=self._jumped,
+        )
+        # Pacing follows packets (ahead of the decoder) on a clock of its own: a jump
+        # must neither stall a paced file nor let it burst.
+        pace = Timeline(self._opts.max_ts_jump_s, interval)
         t0_wall: float | None = None
         counter = metrics.FRAMES_DECODED.labels(self._kind)
         decode_seconds = metrics.STAGE_SECONDS.labels("decode")
         sample_seconds = metrics.STAGE_SECONDS.labels("sample")
-        audio = self._audio_decoder(container, stream)
+        audio = self._audio_decoder(container, timeline)
         streams = [stream] if audio is None else [stream, audio.stream]
         try:
             for packet in container.demux(*streams):
                 if self._stop.is_set():
                     break
-                if self._opts.realtime and packet.dts is not None and packet.time_base:
-                    t_pkt = float(packet.dts * packet.time_base)
-                    if t0_media is None:
-                        t0_media, t0_wall = t_pkt, time.monotonic()
-                    assert t0_wall is not None
-                    delay = t0_wall + (t_pkt - t0_media) - time.monotonic()
+                if (
+                    self._opts.realtime
+                    and packet.stream.index == stream.index
+                    and packet.dts is not None
+                    and packet.time_base
+                ):
+                    t_pkt = pace.map(float(packet.dts * packet.time_base))
+                    if t0_wall is None:
+                        t0_wall = time.monotonic() - t_pkt
+                    delay = t0_wall + t_pkt - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
                 t_arrival = time.time()
@@ -222,13 +240,23 @@ class AvSource:
                     continue
                 for frame in frames:
                     counter.inc()
-                    media_time = _media_time(frame, stream, decoded) + self._opts.media_offset_s
+                    source_time = _source_time(frame, stream)
+                    stamped = decoded * interval if source_time is None else source_time
+                    media_time = max(0.0, timeline.map(stamped))
                     decoded += 1
                     started = time.perf_counter()
                     if not self._sampler.admit(media_time):
                         continue
                     sampled += 1
-                    video = self._to_video_frame(frame, sampled - 1, media_time, t_arrival)
+                    video = to_video_frame(
+                        frame,
+                        self._stream_id,
+                        sampled - 1,
+                        media_time,
+                        t_arrival,
+                        self._opts.max_side,
+                        source_time_s=source_time,
+                    )
                     sample_seconds.observe(time.perf_counter() - started)
                     self._deliver(video)
         except (av.error.ExitError, av.error.EOFError):
@@ -245,30 +273,48 @@ class AvSource:
                 audio.close()
         return decoded, sampled
 
-    def _audio_decoder(self, container: Any, video: Any) -> AudioDecoder | None:
+    def _jumped(self, jump: Jump) -> None:
+        metrics.TIMESTAMP_DISCONTINUITIES.labels(jump.kind).inc()
+        log.warning(
+            "source timestamps jumped; the session timeline continues",
+            extra={
+                "stream_id": self._stream_id,
+                "kind": jump.kind,
+                "track": jump.track,
+                "source_from_s": round(jump.from_s, 3),
+                "source_to_s": round(jump.to_s, 3),
+                "session_s": round(jump.session_s, 3),
+            },
+        )
+
+    def _audio_decoder(self, container: Any, timeline: Timeline) -> AudioDecoder | None:
         if self._deliver_audio is None:
             return None
         if not container.streams.audio:
             self._deliver_audio(AudioUnavailable(self._stream_id, "the source has no audio track"))
             return None
+
+        def clock(source_s: float) -> float:
+            return timeline.map(source_s, "audio")
+
         decoder = AudioDecoder(
-            self._stream_id, container.streams.audio[0], stream_origin(video), self._deliver_audio
+            self._stream_id, container.streams.audio[0], clock, self._deliver_audio
         )
         if not decoder.stream.codec_context or not decoder.stream.codec_context.sample_rate:
             decoder.unavailable("the audio track cannot be decoded (unknown format)")
             return None
         return decoder
 
-    def _to_video_frame(
-        self, frame: Any, index: int, media_time: float, t_arrival: float
-    ) -> VideoFrame:
-        return to_video_frame(
-            frame, self._stream_id, index, media_time, t_arrival, self._opts.max_side
-        )
-
 
 def to_video_frame(
-    frame: Any, stream_id: str, index: int, media_time: float, t_arrival: float, max_side: int
+    frame: Any,
+    stream_id: str,
+    index: int,
+    media_time: float,
+    t_arrival: float,
+    max_side: int,
+    *,
+    source_time_s: float | None = None,
 ) -> VideoFrame:
     """An admitted ``av.VideoFrame`` as RGB, its longer side scaled to ``max_side`` at
     most (in swscale, with the colour conversion): analysis needs no more pixels."""
@@ -288,15 +334,12 @@ def to_video_frame(
         image=image,
         source_width=width,
         source_height=height,
+        source_time_s=source_time_s,
     )
 
 
-def _media_time(frame: Any, stream: Any, decoded: int) -> float:
-    if frame.pts is not None and stream.time_base is not None:
-        t = float(frame.pts * stream.time_base)
-        start = stream.start_time
-        if start is not None:
-            t -= float(start * stream.time_base)
-        return max(0.0, t)
-    rate = stream.average_rate or Fraction(25)
-    return decoded / float(rate)
+def _source_time(frame: Any, stream: Any) -> float | None:
+    """The frame's timestamp as the source stamped it, in seconds (None: unstamped)."""
+    if frame.pts is None or stream.time_base is None:
+        return None
+    return float(frame.pts * stream.time_base)

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from livemod.errors import RequestError
+from livemod.ingest.targets import Network, embedded_ipv4, in_networks, parse_address
+from livemod.web import ID_RULE, is_id
 
 Server = Literal["nginx-rtmp", "mediamtx", "srs"]
 CallKind = Literal["publish", "publish_done", "play", "other"]
@@ -31,7 +34,6 @@ CallKind = Literal["publish", "publish_done", "play", "other"]
 PULL_MARK = "livemod_pull"
 """Query arg the daemon adds to its own pull, so its ``on_play`` can be recognised."""
 
-_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
 _TEMPLATE_FIELDS = ("tcurl", "app", "name", "server", "rtsp_port")
 
 
@@ -86,10 +88,8 @@ class IdentityRules:
                 f"publish URL has no {self.user_arg!r} query arg (hooks.user_arg)", status=403
             )
         for what, value in (("room id", room), ("user id", user)):
-            if not _ID.match(value):
-                raise RequestError(
-                    f"{what} must be 1-128 letters, digits, '_', '.', '@' or '-'", status=403
-                )
+            if not is_id(value):
+                raise RequestError(f"{what} must be {ID_RULE}", status=403)
         return Identity(user_id=user, room_id=room)
 
     def check_key(self, call: HookCall, who: Identity) -> None:
@@ -202,18 +202,28 @@ def parse_srs(data: Mapping[str, Any]) -> HookCall:
     )
 
 
+_TCURL_SCHEMES = frozenset({"rtmp", "rtmps"})
+"""What nginx-rtmp and SRS serve: a ``tcurl`` naming anything else is not theirs."""
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
 def pull_url(call: HookCall, name: str, server_addr: str, template: str | None) -> str:
     """Where the daemon reads the stream ``name`` that ``call`` published.
 
     The default needs no configuration: nginx-rtmp and SRS tell their own address
     in ``tcurl``; MediaMTX is read over RTSP from the host that sent the hook.
+    Whether the daemon may open it is :meth:`PullRules.check`'s to say.
     """
+    port = call.rtsp_port or "8554"
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        raise RequestError(f"{call.server} hook: rtsp_port must be a port number", status=400)
+    server = f"[{server_addr}]" if ":" in server_addr else server_addr  # an IPv6 sender
     fields = {
         "tcurl": _strip_query(call.tcurl),
         "app": call.app,
         "name": quote(name, safe=""),
-        "server": server_addr,
-        "rtsp_port": call.rtsp_port or "8554",
+        "server": server,
+        "rtsp_port": port,
     }
     if template:
         return template.format(**fields)
@@ -222,6 +232,75 @@ def pull_url(call: HookCall, name: str, server_addr: str, template: str | None) 
     if not fields["tcurl"]:
         raise RequestError(f"{call.server} hook: field 'tcurl' is missing", status=400)
     return "{tcurl}/{name}".format(**fields)
+
+
+@dataclass(frozen=True, slots=True)
+class PullRules:
+    """Where a pull built from a hook may go.
+
+    A hook's ``tcurl`` is whatever the publisher's encoder sent in its RTMP
+    ``connect``, so it is input like any other: a pull from it must be RTMP(S),
+    and any pull must use a scheme of ``ingest.schemes`` and name the host that sent
+    the hook, a configured server, or a host of ``hooks.allow_hosts``. Anything else
+    is refused (403) before the daemon opens it.
+    """
+
+    schemes: frozenset[str]
+    names: frozenset[str] = frozenset()
+    """Host names allowed (lower case)."""
+    networks: tuple[Network, ...] = ()
+    """Addresses allowed, as networks."""
+
+    @staticmethod
+    def of(schemes: Sequence[str], hosts: Sequence[str]) -> PullRules:
+        """Rules from ``ingest.schemes`` and hosts given as names, addresses or CIDRs."""
+        names: set[str] = set()
+        networks: list[Network] = []
+        for host in hosts:
+            try:
+                networks.append(ipaddress.ip_network(host.strip("[]"), strict=False))
+            except ValueError:
+                names.add(host.lower().rstrip("."))
+        return PullRules(frozenset(s.lower() for s in schemes), frozenset(names), tuple(networks))
+
+    def check(self, url: str, caller: str, *, from_tcurl: bool) -> None:
+        """``RequestError(403)`` unless the daemon may open ``url`` for a hook that
+        ``caller`` (the hook request's remote address) sent."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        allowed = self.schemes & _TCURL_SCHEMES if from_tcurl else self.schemes
+        if scheme not in allowed:
+            raise RequestError(
+                f"pull URL scheme {scheme or '(none)'!r} refused; "
+                f"allowed: {', '.join(sorted(allowed)) or 'none'}",
+                status=403,
+            )
+        host = (parts.hostname or "").rstrip(".")
+        if not host:
+            raise RequestError("pull URL has no host", status=403)
+        if not self.allows_host(host, caller):
+            raise RequestError(
+                f"pull URL host {host!r} refused: not the hook's sender, a configured "
+                "server or in hooks.allow_hosts",
+                status=403,
+            )
+
+    def allows_host(self, host: str, caller: str) -> bool:
+        ip = parse_address(host)
+        if ip is None:
+            # A name, or a numeric form such as 0x7f000001: only what is listed.
+            return host.lower() in self.names
+        sender = parse_address(caller)
+        if sender is not None and embedded_ipv4(ip) == embedded_ipv4(sender):
+            return True
+        return in_networks(ip, self.networks)
+
+
+def from_tcurl(call: HookCall, template: str | None) -> bool:
+    """Whether the pull URL's scheme and host come from the publisher's ``tcurl``."""
+    if template:
+        return "{tcurl}" in template
+    return call.server != "mediamtx"
 
 
 def with_mark(url: str, token: str) -> str:

@@ -19,6 +19,7 @@ from livemod.config import Config
 from livemod.errors import RequestError, StoreError
 from livemod.events.hub import EventHub
 from livemod.ingest.source import SourceFactory
+from livemod.logs import redact_credentials
 from livemod.pipeline.analysis import AnalysisService
 from livemod.pipeline.session import Session, SessionInfo
 from livemod.policy.vote import VoteEngine
@@ -97,7 +98,11 @@ class SessionRegistry(Mapping[str, Session]):
             source=source,
             speech=self._speech,
         )
-        await self._store.add_session(info.id, user_id, room_id, url, info.source, info.metadata)
+        # The session opens the real URL; the store (and GET /v1/streams) keeps it masked.
+        stored_url = redact_credentials(url)
+        await self._store.add_session(
+            info.id, user_id, room_id, stored_url, info.source, info.metadata
+        )
         self._sessions[info.id] = session
         await session.announce("started", url=url, source=info.source)
         self._tasks[info.id] = asyncio.create_task(self._run(session))
@@ -128,7 +133,8 @@ class SessionRegistry(Mapping[str, Session]):
 
     async def _record_end(self, sid: str, status: str, error: str | None) -> None:
         try:
-            await self._store.end_session(sid, status, error)
+            masked = redact_credentials(error) if error is not None else None
+            await self._store.end_session(sid, status, masked)
         except StoreError as exc:
             # The ended event is out (spooled if need be); a restart marks the row.
             log.warning(

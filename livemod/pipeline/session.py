@@ -112,6 +112,7 @@ class Session:
                     open_timeout_s=config.ingest.open_timeout_s,
                     read_timeout_s=config.ingest.read_timeout_s,
                     hwaccel=None if config.ingest.hwaccel == "none" else config.ingest.hwaccel,
+                    max_ts_jump_s=config.ingest.max_ts_jump_s,
                 ),
                 self.sampler,
                 self._deliver,

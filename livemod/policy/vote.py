@@ -42,6 +42,7 @@ class _Sample:
     regions: tuple[Region, ...]
     frame: VideoFrame | None
     scores: dict[str, float]
+    source_time_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -326,6 +327,7 @@ def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
         regions=tuple(r for s in strong for r in s.regions),
         frame=frame if hit else None,
         scores=analysis.scores if hit else {},
+        source_time_s=frame.source_time_s,
     )
 
 
@@ -337,7 +339,7 @@ def _manual(
     cstate: _CategoryState,
     t: float,
 ) -> Decision:
-    media_time_s = cstate.window[-1].media_time_s if cstate.window else 0.0
+    last = cstate.window[-1] if cstate.window else None
     return Decision(
         key=key,
         category=category,
@@ -346,8 +348,9 @@ def _manual(
         confidence=round(active.confidence, 4),
         tier=active.tier,
         sources=active.sources,
-        media_time_s=media_time_s,
+        media_time_s=last.media_time_s if last is not None else 0.0,
         t_trigger=t,
+        source_time_s=last.source_time_s if last is not None else None,
     )
 
 
@@ -390,4 +393,5 @@ def _decision(
         regions=regions,
         evidence_frame=evidence.frame,
         evidence_scores=evidence.scores,
+        source_time_s=trigger.source_time_s,
     )

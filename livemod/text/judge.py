@@ -209,7 +209,7 @@ class TextPolicy:
 
 
 def _category_name(where: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigError(f"{where}: category {name!r} must be lower-case letters, digits, '_'")
     return name
 

@@ -117,7 +117,7 @@ def _parse_entry(entry: object, where: str) -> ModelSpec:
         raise bad("path", "is required unless both 'package' and 'file' are given")
     if text["path"] is not None and (text["package"] or text["file"]):
         raise bad("path", "excludes 'package' and 'file': give one or the other")
-    if not _SHA256.match(str(text["sha256"])):
+    if not _SHA256.fullmatch(str(text["sha256"])):
         raise bad("sha256", "must be 64 lowercase hex digits")
 
     inputs = entry.get("input", {})

@@ -20,14 +20,16 @@ import pytest
 from aiohttp import web
 
 from livemod.actions.enforcers import build_enforcers
-from livemod.app.hooks import StreamingServerHooks
+from livemod.app.hooks import StreamingServerHooks, pull_rules
 from livemod.errors import ConfigError, RequestError
 from livemod.ingest.av_source import SourceOptions
 from livemod.ingest.hooks import (
     HookCall,
     Identity,
     IdentityRules,
+    PullRules,
     check_template,
+    from_tcurl,
     parse_mediamtx,
     parse_nginx,
     parse_srs,
@@ -155,6 +157,99 @@ def test_pull_urls() -> None:
     check_template("rtmp://{server}/{app}/{name}")
     with pytest.raises(ValueError, match="unknown field"):
         check_template("rtmp://{host}/{name}")
+
+
+RTMP_ONLY = ["rtmp", "rtmps", "rtsp", "http", "https", "file"]
+
+
+def _checked(call: HookCall, caller: str, rules: PullRules, template: str | None = None) -> str:
+    """The pull URL as the pull manager builds it: derived, then checked."""
+    url = pull_url(call, call.name, caller, template)
+    rules.check(url, caller, from_tcurl=from_tcurl(call, template))
+    return url
+
+
+@pytest.mark.parametrize(
+    "tcurl",
+    [
+        "gopher://127.0.0.1:70/live",
+        "tcp://127.0.0.1:8080",
+        "file:///etc",
+        "http://127.0.0.1:8080/metrics",
+        "https://127.0.0.1/live",
+        "rtsp://127.0.0.1/live",
+        "rtmp://10.0.0.9:1935/live",  # not the sender
+        "rtmp://0x7f000001:1935/live",  # a numeric form is a name: not listed
+        "rtmp://2130706433/live",
+        "rtmp://localhost:1935/live",
+        "rtmp:///live",
+    ],
+)
+def test_a_tcurl_outside_the_rules_is_refused_before_any_pull(tcurl: str) -> None:
+    rules = PullRules.of(RTMP_ONLY, [])
+    call = parse_nginx({**NGINX_PUBLISH, "tcurl": tcurl})
+    with pytest.raises(RequestError) as err:
+        _checked(call, "127.0.0.1", rules)
+    assert err.value.status == 403 and "pull URL" in str(err.value)
+
+
+def test_pull_rules_allow_the_sender_the_configured_servers_and_the_list() -> None:
+    rules = PullRules.of(RTMP_ONLY, ["stream.example.org", "10.1.0.0/16"])
+    own = parse_nginx(NGINX_PUBLISH)  # rtmp://127.0.0.1:40635/live, sent from 127.0.0.1
+    assert _checked(own, "127.0.0.1", rules) == "rtmp://127.0.0.1:40635/live/room1"
+    assert _checked(own, "::ffff:127.0.0.1", rules)  # the sender, as a dual-stack socket sees it
+    with pytest.raises(RequestError, match="not the hook's sender"):
+        _checked(own, "127.0.0.2", rules)
+    for tcurl in ("rtmp://Stream.Example.org/live", "rtmps://10.1.2.3:443/live"):
+        _checked(parse_nginx({**NGINX_PUBLISH, "tcurl": tcurl}), "192.0.2.7", rules)
+    # MediaMTX is pulled from its sender over RTSP; an IPv6 sender gets brackets.
+    mtx = parse_mediamtx({"event": "ready", "path": "cam", "rtsp_port": "8555"})
+    assert _checked(mtx, "::1", rules) == "rtsp://[::1]:8555/cam"
+    with pytest.raises(RequestError, match="rtsp_port"):
+        odd_port = parse_mediamtx({"event": "ready", "path": "c", "rtsp_port": "1@x"})
+        pull_url(odd_port, "c", "h", None)
+    # A scheme the daemon does not open is refused even from an operator's template.
+    with pytest.raises(RequestError, match="scheme 'srt'"):
+        _checked(mtx, "10.1.0.5", rules, template="srt://{server}:9000/{name}")
+    # A template taking the scheme and host from tcurl is held to tcurl's rules.
+    bad = parse_nginx({**NGINX_PUBLISH, "tcurl": "http://127.0.0.1:8080"})
+    with pytest.raises(RequestError, match="scheme 'http'"):
+        _checked(bad, "127.0.0.1", rules, template="{tcurl}/{name}")
+
+
+def test_configured_servers_are_allowed_pull_hosts() -> None:
+    from livemod.config import load_config
+
+    config = load_config(
+        None,
+        environ={
+            "LIVEMOD_ENFORCE__NGINX_CONTROL_URL": "http://rtmp-1.internal:8081/control",
+            "LIVEMOD_HOOKS__ALLOW_HOSTS": "[edge.example.net, 198.51.100.0/24]",
+        },
+    )
+    rules = pull_rules(config)
+    for host in ("rtmp-1.internal", "edge.example.net", "198.51.100.20"):
+        call = parse_nginx({**NGINX_PUBLISH, "tcurl": f"rtmp://{host}:1935/live"})
+        _checked(call, "10.9.9.9", rules)
+    with pytest.raises(ConfigError, match=r"hooks\.allow_hosts"):
+        load_config(None, environ={"LIVEMOD_HOOKS__ALLOW_HOSTS": "['not a host']"})
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {**NGINX_PUBLISH, "name": "room1\n"},
+        {**NGINX_PUBLISH, "user_id": "alice\n"},
+        {**NGINX_PUBLISH, "user_id": "alice\r\nX: y"},
+    ],
+)
+def test_ids_with_a_trailing_newline_are_refused(form: dict[str, str]) -> None:
+    with pytest.raises(RequestError) as err:
+        IdentityRules().identify(parse_nginx(form))
+    assert err.value.status == 403
+    mtx = parse_mediamtx({"event": "ready", "path": "cam7\n", "query": "user_id=ann"})
+    with pytest.raises(RequestError):
+        IdentityRules().identify(mtx)
 
 
 def test_a_bad_pull_template_stops_start_up() -> None:

@@ -18,7 +18,13 @@ from livemod.config import load_config
 from livemod.errors import ConfigError, RequestError
 from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.whip import sdp
-from livemod.ingest.whip.access import Caller, EndRefusals, authorize, publisher_user
+from livemod.ingest.whip.access import (
+    Caller,
+    EndRefusals,
+    authorize,
+    check_room,
+    publisher_user,
+)
 from livemod.ingest.whip.ice import host_addresses, parse_ice_server, rtc_configuration
 from livemod.ingest.whip.source import MediaClock, WhipSource
 from livemod.messages import VideoFrame
@@ -190,6 +196,16 @@ def test_access_rules() -> None:
         with pytest.raises(RequestError) as err:
             publisher_user(caller, asked)
         assert err.value.status == status
+
+    assert check_room("room-1") == "room-1"
+    # The whole id must match: `$` alone would let a trailing newline through.
+    for bad in ("bob\n", "bob\r\n", "b\nob", ""):
+        with pytest.raises(RequestError) as err:
+            publisher_user(Caller(None), bad)
+        assert err.value.status == 422
+        with pytest.raises(RequestError) as err:
+            check_room(bad)
+        assert err.value.status == 422
 
     refusals = EndRefusals(refuse_s=60.0)
     refusals.remember("alice:r1", "known_bad", now=100.0)

@@ -10,15 +10,12 @@
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from livemod.errors import RequestError
 from livemod.ingest.whip.ice import parse_ice_server
-
-ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,128}$")
-_ID_RULE = "1-128 letters, digits, '_', '.', '@' or '-'"
+from livemod.web import ID_RULE, is_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +47,9 @@ def publisher_user(caller: Caller, asked: str | None) -> str:
         if asked is not None and asked != caller.user_id:
             raise RequestError("user_id does not match the bearer token's user", status=403)
         return caller.user_id
-    if asked is None or not ID.match(asked):
+    if asked is None or not is_id(asked):
         raise RequestError(
-            f"user_id: add ?user_id=... to the WHIP URL ({_ID_RULE}), "
+            f"user_id: add ?user_id=... to the WHIP URL ({ID_RULE}), "
             "or map the publisher's bearer token to a user in whip.tokens",
             status=422,
         )
@@ -60,8 +57,8 @@ def publisher_user(caller: Caller, asked: str | None) -> str:
 
 
 def check_room(room_id: str) -> str:
-    if not ID.match(room_id):
-        raise RequestError(f"room_id: {_ID_RULE}", status=422)
+    if not is_id(room_id):
+        raise RequestError(f"room_id: {ID_RULE}", status=422)
     return room_id
 
 
