@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from livemod.errors import RequestError
 
@@ -22,6 +23,56 @@ def is_id(value: object) -> bool:
     newline through, and ids end up in log lines, file names and URLs.
     """
     return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,128}$")]
+"""An id field of a request model (the same rule as :func:`is_id`)."""
+
+
+class RequestModel(BaseModel):
+    """A request body: unknown fields refused, no type coercion ("1" is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ResponseModel(BaseModel):
+    """A response body: may grow fields, which clients ignore."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+_MESSAGES = {
+    "missing": "required",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "dict_type": "must be a JSON object",
+    "string_pattern_mismatch": ID_RULE,
+    "string_too_short": "must not be empty",
+}
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """A request body as its model; a 422 that names the first wrong field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        extra = sorted({str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"})
+        if extra:
+            raise RequestError(f"unknown field(s): {', '.join(extra)}", status=422) from exc
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        what = _MESSAGES.get(first["type"], first["msg"])
+        raise RequestError(f"{where}: {what}", status=422) from exc
+
+
+def respond(model: type[BaseModel], body: Any, status: int = 200, **kw: Any) -> web.Response:
+    """A JSON response shaped, and checked, by the model the API document publishes."""
+    shaped = model.model_validate(body).model_dump(mode="json")
+    return web.json_response(shaped, status=status, **kw)
 
 
 MAX_JSON_DEPTH = 32

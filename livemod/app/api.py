@@ -19,12 +19,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from livemod import __version__
+from livemod.app import openapi
+from livemod.app.openapi import (
+    EvidenceRecord,
+    HealthReport,
+    StreamList,
+    StreamRequest,
+    StreamStatus,
+    StreamSummary,
+)
 from livemod.config import IngestConfig
 from livemod.errors import RequestError, StoreError
 from livemod.ingest.targets import allowed_addresses, find_file, resolve
 from livemod.logs import redact_credentials
 from livemod.pipeline.runtime import Component, Runtime
-from livemod.web import ID_RULE, is_id, json_body
+from livemod.web import json_body, parse, respond
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,6 @@ Health = Callable[[], Awaitable[dict[str, Any]]]
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 HEALTH: web.AppKey[Health] = web.AppKey("health")
-_STREAM_FIELDS = {"url", "user_id", "room_id", "metadata", "realtime"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,7 +75,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(413, f"request body too large (limit {limit} bytes, http.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return _error(exc.status, exc.reason)
+            answer = _error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # a 405 names the methods that would work (RFC 9110)
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
         raise
     except StoreError as exc:
         # Moderation goes on (events are spooled); what needs the database waits.
@@ -148,13 +159,6 @@ async def check_target(url: str, ingest: IngestConfig) -> str:
     return url
 
 
-def _ident(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not is_id(value):
-        raise RequestError(f"{name}: required, {ID_RULE}", status=422)
-    return str(value)
-
-
 def _public(summary: dict[str, Any]) -> dict[str, Any]:
     """A session summary as the API shows it: credentials in its URL (and in an
     error that quotes the URL) replaced by ``***``; the session keeps the real URL."""
@@ -167,22 +171,18 @@ def _public(summary: dict[str, Any]) -> dict[str, Any]:
 
 async def create_stream(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    data = await json_body(request, _STREAM_FIELDS)
-    url = validate_url(data.get("url"), runtime.config.ingest.schemes)
-    user_id = _ident(data, "user_id")
-    room_id = _ident(data, "room_id")
-    metadata = data.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise RequestError("metadata: must be a JSON object", status=422)
-    realtime = data.get("realtime", urlsplit(url).scheme.lower() == "file")
-    if not isinstance(realtime, bool):
-        raise RequestError("realtime: must be true or false", status=422)
+    body = parse(StreamRequest, await json_body(request))
+    url = validate_url(body.url, runtime.config.ingest.schemes)
+    realtime = body.realtime
+    if realtime is None:
+        realtime = urlsplit(url).scheme.lower() == "file"
     # Last: the checks that touch the file system or DNS run on a valid request only.
     url = await check_target(url, runtime.config.ingest)
     session = await runtime.sessions.start(
-        url, user_id, room_id, metadata=metadata, realtime=realtime
+        url, body.user_id, body.room_id, metadata=body.metadata, realtime=realtime
     )
-    return web.json_response(
+    return respond(
+        StreamSummary,
         _public(session.summary()),
         status=201,
         headers={"Location": f"/v1/streams/{session.info.id}"},
@@ -194,7 +194,7 @@ async def list_streams(request: web.Request) -> web.Response:
     ongoing = [
         _public(s.summary()) for s in runtime.sessions.values() if s.status in ("starting", "live")
     ]
-    return web.json_response({"streams": ongoing})
+    return respond(StreamList, {"streams": ongoing})
 
 
 async def get_stream(request: web.Request) -> web.Response:
@@ -202,17 +202,17 @@ async def get_stream(request: web.Request) -> web.Response:
     sid = request.match_info["id"]
     session = runtime.sessions.get(sid)
     if session is not None:
-        return web.json_response(_public(session.summary()))
+        return respond(StreamStatus, _public(session.summary()))
     stored = await runtime.store.get_session(sid)
     if stored is None:
         raise RequestError(f"no stream with id {sid}", status=404)
-    return web.json_response(_public(stored))
+    return respond(StreamStatus, _public(stored))
 
 
 async def delete_stream(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     session = await runtime.sessions.stop(request.match_info["id"])
-    return web.json_response(_public(session.summary()))
+    return respond(StreamSummary, _public(session.summary()))
 
 
 async def get_evidence(request: web.Request) -> web.StreamResponse:
@@ -232,13 +232,17 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         mime = "audio/wav" if kind == "audio" else "image/jpeg"
         return web.FileResponse(path, headers={"Content-Type": mime})
     record[kind] = f"/v1/evidence/{eid}/{kind}"
-    return web.json_response(record)
+    return respond(EvidenceRecord, record)
 
 
 async def healthz(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": "ok", "version": __version__}
     body.update(await request.app[HEALTH]())
-    return web.json_response(body)
+    return respond(HealthReport, body)
+
+
+async def openapi_view(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -260,6 +264,7 @@ def make_app(runtime: Runtime, components: list[Component], health: Health) -> w
     app.router.add_get("/v1/evidence/{id}/{part:image|audio}", get_evidence)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/v1/openapi.json", openapi_view)
     for component in components:
         component.add_routes(app)
     return app

@@ -26,7 +26,8 @@ from aiohttp import web
 from livemod import metrics
 from livemod.errors import RequestError
 from livemod.escalation.ledger import CursorKeeper, ReviewLedger
-from livemod.escalation.review import DECISIONS, STATUSES, Decision, NewReview, ReviewQueue
+from livemod.escalation.review import STATUSES, Decision, NewReview, ReviewQueue
+from livemod.escalation.review_api import ClaimRequest, DecideRequest, Review, ReviewList
 from livemod.escalation.verdict import Verdict
 from livemod.events.follow import follow
 from livemod.events.types import ReviewEvent, ReviewState
@@ -40,7 +41,7 @@ from livemod.pipeline.standing import (
 )
 from livemod.policy.taxonomy import severity
 from livemod.store import EvidenceInput
-from livemod.web import ID_RULE, is_id, json_body
+from livemod.web import json_body, parse, respond
 
 if TYPE_CHECKING:
     from livemod.pipeline.runtime import Runtime
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVIEW_FRAMES = 4
-MAX_NOTE = 2000
 
 
 class ReviewDesk:
@@ -258,33 +258,22 @@ class ReviewDesk:
         level = _int_param(request, "level", None, 0, 100)
         limit = _int_param(request, "limit", 100, 1, 1000)
         items = await self.queue.list(status=status, level=level, limit=limit or 100)
-        return web.json_response({"reviews": items})
+        return respond(ReviewList, {"reviews": items})
 
     async def _get(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.queue.get(request.match_info["id"]))
+        return respond(Review, await self.queue.get(request.match_info["id"]))
 
     async def _claim(self, request: web.Request) -> web.Response:
-        data = await json_body(request, {"reviewer_id"})
-        item = await self.claim(request.match_info["id"], _reviewer(data))
-        return web.json_response(item)
+        body = parse(ClaimRequest, await json_body(request))
+        item = await self.claim(request.match_info["id"], body.reviewer_id)
+        return respond(Review, item)
 
     async def _decide(self, request: web.Request) -> web.Response:
-        data = await json_body(request, {"reviewer_id", "decision", "note"})
-        decision = data.get("decision")
-        if decision not in DECISIONS:
-            raise RequestError(f"decision: one of {', '.join(DECISIONS)}", status=422)
-        note = data.get("note", "")
-        if not isinstance(note, str) or len(note) > MAX_NOTE:
-            raise RequestError(f"note: a string of at most {MAX_NOTE} characters", status=422)
-        item = await self.decide(request.match_info["id"], _reviewer(data), decision, note)
-        return web.json_response(item)
-
-
-def _reviewer(data: dict[str, Any]) -> str:
-    value = data.get("reviewer_id")
-    if not isinstance(value, str) or not is_id(value):
-        raise RequestError(f"reviewer_id: required, {ID_RULE}", status=422)
-    return value
+        body = parse(DecideRequest, await json_body(request))
+        item = await self.decide(
+            request.match_info["id"], body.reviewer_id, body.decision, body.note
+        )
+        return respond(Review, item)
 
 
 def _int_param(
