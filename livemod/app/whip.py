@@ -9,7 +9,8 @@ Routes (a :class:`~livemod.pipeline.runtime.Component`):
 * ``PATCH`` on the session with ``application/trickle-ice-sdpfrag``: trickled
   candidates (``204``); ICE restarts are not supported (``422``, publish again).
 * ``DELETE`` on the session ends it (``200``).
-* ``OPTIONS`` and CORS headers everywhere, for browser publishers.
+* ``OPTIONS`` (with the ``Link`` headers too, for an authorised caller) and CORS
+  headers everywhere, for browser publishers on other origins.
 * ``GET /whip``: a publisher page for browsers (camera or a test pattern).
 
 Errors answer JSON ``{"error": "..."}`` with the RFC's status: 400 malformed
@@ -41,8 +42,10 @@ from livemod.ingest.whip.access import (
     authorize,
     check_room,
     cors_headers,
+    etag_matches,
     ice_links,
     publisher_user,
+    request_etag,
 )
 from livemod.ingest.whip.audio import WhipAudio
 from livemod.ingest.whip.peer import WhipPeer
@@ -121,13 +124,26 @@ class WhipIngest:
         return web.FileResponse(PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
 
     async def _options(self, request: web.Request) -> web.StreamResponse:
+        """Never refused: a CORS preflight carries no ``Authorization``.
+
+        On the endpoint URL, an authorised caller (anyone, without tokens) also gets
+        the ICE servers as ``Link`` headers, for clients that configure their peer
+        connection before the offer (RFC 9725 4.4).
+        """
         response = web.Response(status=204)
         if "sid" in request.match_info:
             response.headers["Allow"] = "PATCH, DELETE, OPTIONS"
             response.headers["Accept-Patch"] = SDPFRAG
-        else:
-            response.headers["Allow"] = "POST, OPTIONS"
-            response.headers["Accept-Post"] = SDP
+            return response
+        response.headers["Allow"] = "POST, OPTIONS"
+        response.headers["Accept-Post"] = SDP
+        if self._whip.ice_servers:
+            try:
+                self._caller(request)
+            except RequestError:
+                return response
+            for link in ice_links(self._whip.ice_servers):
+                response.headers.add("Link", link)
         return response
 
     # -- WHIP ------------------------------------------------------------------------
@@ -225,13 +241,15 @@ class WhipIngest:
         pub = self._publisher(request, self._caller(request))
         if request.content_type != SDPFRAG:
             raise RequestError(f"expected Content-Type: {SDPFRAG}", status=415)
-        if_match = request.headers.get("If-Match")
-        if if_match == "*":
+        tag = request_etag(request.headers)
+        if tag == "*":
             raise RequestError(
                 "ICE restarts are not supported: DELETE and publish again", status=422
             )
-        if if_match is not None and if_match != pub.peer.etag:
-            raise RequestError(f"If-Match {if_match} is not this session's ETag", status=412)
+        if tag is not None and not etag_matches(tag, pub.peer.etag):
+            raise RequestError(
+                f"the entity tag {tag} (If-Match) is not this session's ETag", status=412
+            )
         frag = sdp.parse_sdpfrag(await request.text())
         if frag.ice_ufrag is not None and frag.ice_ufrag != pub.peer.remote_ufrag:
             raise RequestError(

@@ -9,11 +9,13 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import aioice.stun
 import av
 import pytest
 import websockets
@@ -37,6 +39,7 @@ WHIP_ENV = {
     "LIVEMOD_OCR__ENABLED": "false",
 }
 Event = dict[str, Any]
+SDPFRAG = "application/trickle-ice-sdpfrag"
 
 
 def start_daemon(workdir: Path, known_bad: Path, **env: str) -> DaemonProcess:
@@ -83,6 +86,44 @@ def annexb_copy(src: Path, dst: Path) -> Path:
                 packet.stream = s_out
                 out.mux(packet)
     return dst
+
+
+class _StunResponder(asyncio.DatagramProtocol):
+    """Answers STUN Binding requests with the sender's address, as any STUN server does."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = aioice.stun.parse_message(data)
+        except ValueError:
+            return
+        if request.message_class != aioice.stun.Class.REQUEST:
+            return
+        response = aioice.stun.Message(
+            message_method=request.message_method,
+            message_class=aioice.stun.Class.RESPONSE,
+            transaction_id=request.transaction_id,
+        )
+        response.attributes["XOR-MAPPED-ADDRESS"] = addr
+        self.transport.sendto(bytes(response), addr)
+
+
+@asynccontextmanager
+async def stun_server() -> AsyncIterator[str]:
+    """A STUN server on 127.0.0.1 for ``whip.ice_servers``: its ``stun:`` URL.
+
+    A listed server that never answers would hold every answer's ICE gathering
+    for aioice's 5 s timeout; this one answers at once, on loopback.
+    """
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(_StunResponder, local_addr=("127.0.0.1", 0))
+    try:
+        host, port = transport.get_extra_info("sockname")[:2]
+        yield f"stun:{host}:{port}"
+    finally:
+        transport.close()
 
 
 def answer_candidates(sdp: str) -> set[str]:
@@ -167,14 +208,23 @@ async def test_end_closes_the_publishers_connection(tmp_path: Path, known_bad_di
         daemon.stop()
 
 
-def test_browser_publisher_is_moderated() -> None:
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        # livemod's own publisher page, same origin.
+        "test_browser_publisher_is_moderated",
+        # @eyevinn/whip-web-client from the npm registry, on a page of another origin.
+        "test_third_party_client_publishes_cross_origin",
+    ],
+)
+def test_browser_publisher_is_moderated(scenario: str) -> None:
     """A headless Chromium page publishes to the daemon over WHIP and is moderated.
 
     The whole scenario (daemon, browser, event client) runs in a fresh network
     namespace whose only interface is loopback, so no packet can use another address.
     """
     inner = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    inner.append("tests/netns_browser.py")
+    inner.append(f"tests/netns_browser.py::{scenario}")
     cmd = inner
     if not loopback_only():
         script = "ip link set lo up && exec " + shlex.join(inner)
@@ -210,55 +260,58 @@ def spawn_publisher(url: str) -> subprocess.Popen[bytes]:
 
 
 async def test_bad_whip_requests(tmp_path: Path, known_bad_dir: Path) -> None:
-    daemon = start_daemon(
-        tmp_path,
-        known_bad_dir,
-        LIVEMOD_HTTP__TOKEN="admin-token",
-        LIVEMOD_WHIP__TOKENS=json.dumps({"alice-key": "alice", "bob-key": "bob"}),
-        LIVEMOD_WHIP__IDLE_TIMEOUT_S="2",
-    )
+    async with stun_server() as stun:
+        daemon = start_daemon(
+            tmp_path,
+            known_bad_dir,
+            LIVEMOD_HTTP__TOKEN="admin-token",
+            LIVEMOD_WHIP__TOKENS=json.dumps({"alice-key": "alice", "bob-key": "bob"}),
+            LIVEMOD_WHIP__IDLE_TIMEOUT_S="2",
+            LIVEMOD_WHIP__ICE_SERVERS=json.dumps([stun]),
+        )
+        try:
+            await check_bad_requests(daemon, stun)
+        finally:
+            daemon.stop()
+
+
+async def check_bad_requests(daemon: DaemonProcess, stun: str) -> None:
     room = f"{daemon.base}/whip/room"
     alice = {"Authorization": "Bearer alice-key"}
     admin = {"Authorization": "Bearer admin-token"}
     sdp = {"Content-Type": "application/sdp"}
     audio_only = await audio_only_offer()
     no_dtls = "\r\n".join(ln for ln in audio_only.splitlines() if "fingerprint" not in ln)
-    try:
-        async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession() as http:
 
-            async def status(method: str, url: str, body: str = "", **headers: str) -> int:
-                async with http.request(method, url, data=body, headers=headers) as resp:
-                    if resp.status >= 400:
-                        assert (await resp.json())["error"]
-                    return resp.status
+        async def status(method: str, url: str, body: str = "", **headers: str) -> int:
+            async with http.request(method, url, data=body, headers=headers) as resp:
+                if resp.status >= 400:
+                    assert (await resp.json())["error"]
+                return resp.status
 
-            async with http.options(room) as resp:
-                assert resp.status == 204 and resp.headers["Accept-Post"] == "application/sdp"
-                assert resp.headers["Access-Control-Allow-Origin"] == "*"
-                assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
-            async with http.post(room, data="v=0", headers=sdp) as resp:
-                assert resp.status == 401
-                assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-            wrong = {"Authorization": "Bearer nope"}
-            assert await status("POST", room, audio_only, **sdp, **wrong) == 401
-            assert await status("POST", room, audio_only, **alice) == 415
-            assert await status("POST", room, "hello", **sdp, **alice) == 400
-            assert await status("POST", room, "v=0\r\nm=video x\r\n", **sdp, **alice) == 400
-            assert await status("POST", room, no_dtls, **sdp, **alice) == 400
-            async with http.post(room, data=audio_only, headers={**sdp, **alice}) as resp:
-                assert resp.status == 422 and "no video" in (await resp.json())["error"]
-            assert await status("POST", f"{room}?user_id=bob", audio_only, **sdp, **alice) == 403
-            assert await status("POST", room, audio_only, **sdp, **admin) == 422  # no user_id
-            assert await status("DELETE", f"{room}/nosuchsession", **alice) == 404
-            frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
-            assert await status("PATCH", f"{room}/nosuchsession", "", **frag, **alice) == 404
+        await check_options(http, room, stun)
+        async with http.post(room, data="v=0", headers=sdp) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = {"Authorization": "Bearer nope"}
+        assert await status("POST", room, audio_only, **sdp, **wrong) == 401
+        assert await status("POST", room, audio_only, **alice) == 415
+        assert await status("POST", room, "hello", **sdp, **alice) == 400
+        assert await status("POST", room, "v=0\r\nm=video x\r\n", **sdp, **alice) == 400
+        assert await status("POST", room, no_dtls, **sdp, **alice) == 400
+        async with http.post(room, data=audio_only, headers={**sdp, **alice}) as resp:
+            assert resp.status == 422 and "no video" in (await resp.json())["error"]
+        assert await status("POST", f"{room}?user_id=bob", audio_only, **sdp, **alice) == 403
+        assert await status("POST", room, audio_only, **sdp, **admin) == 422  # no user_id
+        assert await status("DELETE", f"{room}/nosuchsession", **alice) == 404
+        frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        assert await status("PATCH", f"{room}/nosuchsession", "", **frag, **alice) == 404
 
-            await check_patch_rules(daemon, status)
-            await check_vanished_publisher(http, daemon)
-            async with http.get(f"{daemon.base}/healthz") as resp:
-                assert resp.status == 200
-    finally:
-        daemon.stop()
+        await check_patch_rules(daemon, status, stun)
+        await check_vanished_publisher(http, daemon)
+        async with http.get(f"{daemon.base}/healthz") as resp:
+            assert resp.status == 200
 
 
 async def audio_only_offer() -> str:
@@ -271,16 +324,48 @@ async def audio_only_offer() -> str:
     return offer
 
 
-async def check_patch_rules(daemon: DaemonProcess, status: Status) -> None:
+async def check_options(http: aiohttp.ClientSession, room: str, stun: str) -> None:
+    """``OPTIONS`` is never refused (a preflight has no token); ICE servers go only
+    to authorised callers; a browser's preflight for any client's PATCH passes."""
+    link = f'<{stun}>; rel="ice-server"'
+    for headers, links in (
+        ({}, []),
+        ({"Authorization": "Bearer nope"}, []),
+        ({"Authorization": "Bearer alice-key"}, [link]),
+        ({"Authorization": "Bearer admin-token"}, [link]),
+    ):
+        async with http.options(room, headers=headers) as resp:
+            assert resp.status == 204 and resp.headers["Accept-Post"] == "application/sdp"
+            assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            assert resp.headers.getall("Link", []) == links
+    preflight = {
+        "Origin": "http://127.0.0.1:1",
+        "Access-Control-Request-Method": "PATCH",
+        "Access-Control-Request-Headers": "authorization,content-type,etag,if-match",
+    }
+    async with http.options(f"{room}/anysession", headers=preflight) as resp:
+        assert resp.status == 204 and resp.headers["Accept-Patch"] == SDPFRAG
+        allowed = resp.headers["Access-Control-Allow-Headers"].lower().split(", ")
+        assert set(preflight["Access-Control-Request-Headers"].split(",")) <= set(allowed)
+        assert "PATCH" in resp.headers["Access-Control-Allow-Methods"]
+        exposed = resp.headers["Access-Control-Expose-Headers"].split(", ")
+        assert {"Access-Control-Allow-Methods", "Accept-Patch", "ETag", "Link"} <= set(exposed)
+        assert resp.headers["Access-Control-Max-Age"] == "600"
+        assert "Link" not in resp.headers
+
+
+async def check_patch_rules(daemon: DaemonProcess, status: Status, stun: str) -> None:
     """On a live session: stale If-Match 412, ICE restart 422, wrong type 415,
-    malformed fragment 400, a good fragment 204, another user's token 403; then
+    malformed fragment 400, a good fragment 204 (the entity tag in If-Match or in
+    an ETag header, as some clients send it), another user's token 403; then
     ``DELETE /v1/streams/{id}`` closes the publisher's connection."""
     client = WhipClient(f"{daemon.base}/whip/patchy", token="alice-key", ice_addresses=LOOPBACK)
     await client.publish(VideoStreamTrack(), codec="VP8")
     loc = client.location
     assert loc is not None and client.etag
+    assert client.links == [f'<{stun}>; rel="ice-server"']
     auth = {"Authorization": "Bearer alice-key"}
-    frag = {"Content-Type": "application/trickle-ice-sdpfrag", **auth}
+    frag = {"Content-Type": SDPFRAG, **auth}
     try:
         end = "a=end-of-candidates\r\n"
         assert await status("PATCH", loc, end, **frag, **{"If-Match": '"stale"'}) == 412
@@ -288,6 +373,13 @@ async def check_patch_rules(daemon: DaemonProcess, status: Status) -> None:
         assert await status("PATCH", loc, "a=ice-ufrag:new\r\na=ice-pwd:x\r\n", **frag) == 422
         assert await status("PATCH", loc, end, **auth) == 415
         assert await status("PATCH", loc, "garbage\r\n", **frag) == 400
+        # What @eyevinn/whip-web-client sends: an ETag header, one m-line, component 0.
+        eyevinn = (
+            "m=audio 9 RTP/AVP 0\r\na=mid:0\r\n"
+            "a=candidate:2395300328 0 udp 2113937151 127.0.0.1 50123 typ host\r\n"
+        )
+        assert await status("PATCH", loc, eyevinn, **frag, ETag='"stale"') == 412
+        assert await status("PATCH", loc, eyevinn, **frag, ETag=client.etag) == 204
         assert await status("PATCH", loc, end, **frag, **{"If-Match": client.etag}) == 204
         assert await status("DELETE", loc, Authorization="Bearer bob-key") == 403
         await asyncio.wait_for(client.connected.wait(), 10 * TIMEOUT_SCALE)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
 
-from livemod.config import load_config
+from livemod.config import WhipConfig, load_config
 from livemod.errors import ConfigError, RequestError
 from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.whip import sdp
@@ -23,9 +23,14 @@ from livemod.ingest.whip.access import (
     EndRefusals,
     authorize,
     check_room,
+    cors_headers,
+    etag_matches,
     publisher_user,
+    request_etag,
 )
+from livemod.ingest.whip.client import strip_candidates
 from livemod.ingest.whip.ice import host_addresses, parse_ice_server, rtc_configuration
+from livemod.ingest.whip.peer import WhipPeer
 from livemod.ingest.whip.source import MediaClock, WhipSource
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
@@ -96,6 +101,73 @@ def test_sdpfrag_and_candidates() -> None:
     )
     assert sdp.answered_codec(answer, "video") == "VP8"
     assert sdp.answered_codec(answer, "audio") == "opus"
+
+
+# What @eyevinn/whip-web-client 1.1.7 PATCHes for each candidate (made by its own
+# code with sdp-transform): one m-line per media, the candidate's component as 0
+# (its "rtp" -> 0), and never a=end-of-candidates.
+EYEVINN_FRAGMENT = (
+    "a=ice-ufrag:Xy4k\r\na=ice-pwd:Zk1d8M3qv2T7Yw0bNcRfHsLp\r\n"
+    "m=audio 9 RTP/AVP 0\r\na=mid:0\r\n"
+    "a=candidate:2395300328 0 udp 2113937151 127.0.0.1 50123 typ host\r\n"
+)
+
+
+def test_fragments_real_clients_send() -> None:
+    frag = sdp.parse_sdpfrag(EYEVINN_FRAGMENT)
+    assert frag.ice_ufrag == "Xy4k" and not frag.end_of_candidates
+    # Component 0 is read as 1 (RTP), the only component aioice pairs with.
+    assert frag.candidates == [
+        ("0", "candidate:2395300328 1 udp 2113937151 127.0.0.1 50123 typ host")
+    ]
+    # A candidate under each m-line (audio and video) of one BUNDLE: both kept.
+    two = (
+        EYEVINN_FRAGMENT
+        + "m=audio 9 RTP/AVP 0\r\na=mid:1\r\n"
+        + ("a=candidate:2395300328 0 udp 2113937151 127.0.0.1 50123 typ host\r\n")
+    )
+    assert [mid for mid, _ in sdp.parse_sdpfrag(two).candidates] == ["0", "1"]
+    # No m-line, no mid (the aiortc client's form): component 1 stays 1.
+    bare = sdp.parse_sdpfrag("a=candidate:1 1 udp 2122260223 127.0.0.1 61764 typ host\r\n")
+    assert bare.candidates == [(None, "candidate:1 1 udp 2122260223 127.0.0.1 61764 typ host")]
+
+
+async def test_trickled_component_zero_candidate_is_taken_as_rtp() -> None:
+    """A real aiortc answerer takes the eyevinn fragment's candidate as RTP's, which
+    aioice pairs with its own (component 1) candidates."""
+    publisher = RTCPeerConnection(rtc_configuration([]))
+    publisher.addTransceiver("video", direction="sendonly")
+    with host_addresses(["127.0.0.1"]):
+        await publisher.setLocalDescription(await publisher.createOffer())
+    offer, _ = strip_candidates(publisher.localDescription.sdp)
+    peer = WhipPeer(WhipConfig(ice_addresses=["127.0.0.1"]))
+    try:
+        await peer.negotiate(offer)
+        (transceiver,) = peer.pc.getTransceivers()
+        frag = sdp.parse_sdpfrag(EYEVINN_FRAGMENT.replace("a=mid:0", f"a=mid:{transceiver.mid}"))
+        assert await peer.add_candidates(frag) == 1
+        remote = transceiver.receiver.transport.transport.getRemoteCandidates()
+        assert [(c.ip, c.port, c.component) for c in remote] == [("127.0.0.1", 50123, 1)]
+    finally:
+        await peer.close()
+        await publisher.close()
+
+
+def test_cors_serves_clients_on_other_origins() -> None:
+    headers = cors_headers("*")
+    exposed = {h.strip().lower() for h in headers["Access-Control-Expose-Headers"].split(",")}
+    # What clients read: trickle support, the session, its tag, the ICE servers.
+    assert {"access-control-allow-methods", "accept-patch", "location", "etag", "link"} <= exposed
+    allowed = {h.strip().lower() for h in headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "if-match", "etag"} <= allowed
+    assert "PATCH" in headers["Access-Control-Allow-Methods"].split(", ")
+    assert headers["Access-Control-Max-Age"] == "600"
+
+    assert request_etag({"If-Match": '"a-1"', "ETag": '"b-2"'}) == '"a-1"'
+    assert request_etag({"ETag": ' "b-2" '}) == '"b-2"'
+    assert request_etag({"If-Match": ""}) is None and request_etag({}) is None
+    assert etag_matches('"a-1"', '"a-1"') and etag_matches("a-1", '"a-1"')
+    assert etag_matches('"x", "a-1"', '"a-1"') and not etag_matches('"a-2"', '"a-1"')
 
 
 def test_media_clock_never_runs_back() -> None:

@@ -105,11 +105,52 @@ def ice_links(ice_servers: list[str]) -> list[str]:
     return links
 
 
+ALLOWED_METHODS = ("POST", "PATCH", "DELETE", "OPTIONS")
+REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "ETag")
+"""Request headers WHIP clients send. ``ETag``: some clients (``@eyevinn/whip-web-client``)
+send the session's entity tag under the response header's name instead of ``If-Match``."""
+EXPOSED_HEADERS = (
+    "Location",
+    "ETag",
+    "Link",
+    "Accept-Post",
+    "Accept-Patch",
+    "Allow",
+    "Access-Control-Allow-Methods",
+    "WWW-Authenticate",
+)
+"""Response headers a page's script may read cross-origin. Clients decide whether to
+trickle from ``Accept-Patch`` or from the methods their ``OPTIONS`` answer allows:
+unreadable, they wait for complete ICE gathering (seconds) before the offer."""
+PREFLIGHT_MAX_AGE_S = 600
+"""How long a browser may reuse a preflight (Chromium caps it at 7200 s)."""
+
+
 def cors_headers(origin: str) -> dict[str, str]:
+    """The CORS headers every WHIP answer carries, preflights included."""
     return {
         "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-        "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch",
-        "Access-Control-Max-Age": "600",
+        "Access-Control-Allow-Methods": ", ".join(ALLOWED_METHODS),
+        "Access-Control-Allow-Headers": ", ".join(REQUEST_HEADERS),
+        "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
+        "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
     }
+
+
+def request_etag(headers: Mapping[str, str]) -> str | None:
+    """The entity tag a ``PATCH`` names: ``If-Match`` (RFC 9725), else an ``ETag``
+    request header, which some clients send instead."""
+    for name in ("If-Match", "ETag"):
+        value = headers.get(name)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def etag_matches(given: str, etag: str) -> bool:
+    """Whether ``given`` (one tag or a comma-separated list) names ``etag``.
+
+    Quotes are optional: a client that dropped them still means this session.
+    """
+    wanted = etag.strip('"')
+    return any(tag.strip().strip('"') == wanted for tag in given.split(","))

@@ -63,6 +63,8 @@ class WhipClient:
         self.location: str | None = None
         self.etag: str | None = None
         self.answer: str | None = None
+        self.links: list[str] = []
+        """The ``Link`` headers of the ``201`` (the endpoint's ICE servers)."""
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
         """Set when the connection reaches ``closed`` or ``failed`` (e.g. the daemon
@@ -118,6 +120,7 @@ class WhipClient:
                 raise WhipRefused(resp.status, body)
             self.location = urljoin(self.url, resp.headers["Location"])
             self.etag = resp.headers.get("ETag")
+            self.links = resp.headers.getall("Link", [])
         self.answer = body
         await self.pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         if trickle:

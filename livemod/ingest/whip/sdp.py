@@ -112,7 +112,12 @@ def keep_loopback_candidates(sdp: str) -> str:
 
 @dataclass(slots=True)
 class SdpFragment:
-    """An ``application/trickle-ice-sdpfrag`` body (RFC 8840) as WHIP uses it."""
+    """An ``application/trickle-ice-sdpfrag`` body (RFC 8840) as WHIP uses it.
+
+    Clients in the wild send one ``m=`` section (or one per media, each with the
+    same candidate), no ``a=end-of-candidates``, and sometimes component ``0``:
+    all are accepted (see :func:`parse_sdpfrag`).
+    """
 
     ice_ufrag: str | None = None
     ice_pwd: str | None = None
@@ -140,10 +145,20 @@ def parse_sdpfrag(text: str) -> SdpFragment:
         elif line.startswith("a=ice-pwd:"):
             frag.ice_pwd = line[len("a=ice-pwd:") :]
         elif line.startswith("a=candidate:"):
-            frag.candidates.append((mid, line[len("a=") :]))
+            frag.candidates.append((mid, _rtp_component(line[len("a=") :])))
         elif line == "a=end-of-candidates":
             frag.end_of_candidates = True
     return frag
+
+
+def _rtp_component(candidate: str) -> str:
+    """Component ids start at 1 (RTP, the only one with rtcp-mux and BUNDLE), but
+    ``@eyevinn/whip-web-client`` numbers RTP 0; aioice never pairs a candidate whose
+    component it has not got, so 0 is read as 1."""
+    fields = candidate.split(" ")
+    if len(fields) > 1 and fields[1] == "0":
+        fields[1] = "1"
+    return " ".join(fields)
 
 
 def answered_codec(sdp: str, kind: str) -> str | None:

@@ -1,0 +1,2 @@
+// The bundle's entry: @eyevinn/whip-web-client as the global EyevinnWhip.
+export { WHIPClient } from "@eyevinn/whip-web-client";
