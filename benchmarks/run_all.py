@@ -29,7 +29,7 @@ BENCHMARKS = (
     "asr",
     "asr_batch",
 )
-OPTIONAL = ("ocr", "whip", "rtmp", "escalation")
+OPTIONAL = ("ocr", "whip", "rtmp", "escalation", "detection")
 """Other parts' benchmarks, run too when their script is there (same --quick contract)."""
 
 

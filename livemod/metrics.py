@@ -237,3 +237,21 @@ STORE_SPOOL_DROPPED = Counter(
 for _kind in ("event", "evidence"):
     STORE_WRITE_FAILURES.labels(_kind)
     STORE_SPOOL_DROPPED.labels(_kind)
+
+# Known-bad lists (``list`` is a configured list's name: a handful per deployment).
+KNOWN_BAD_ENTRIES = Gauge(
+    "livemod_known_bad_entries", "Hashes in each loaded known-bad list", ["list"]
+)
+KNOWN_BAD_SKIPPED = Counter(
+    "livemod_known_bad_images_skipped_total",
+    "Images in known-bad list folders that could not be decoded, by list (each load)",
+    ["list"],
+)
+KNOWN_BAD_RELOADS = Counter(
+    "livemod_known_bad_reloads_total", "Known-bad list reloads, by result", ["result"]
+)
+KNOWN_BAD_MATCHES = Counter(
+    "livemod_known_bad_matches_total", "Samples that matched a known-bad list, by list", ["list"]
+)
+for _result in ("ok", "failed"):
+    KNOWN_BAD_RELOADS.labels(_result)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from livemod.errors import RequestError
@@ -121,3 +124,46 @@ async def json_body(request: web.Request, allowed: set[str] | None = None) -> di
     if unknown:
         raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", status=422)
     return data
+
+
+async def form_body(request: web.Request) -> dict[str, str]:
+    """A form body's text fields; 400 when it is not UTF-8 (a streaming server's hook
+    carries what a publisher typed into its URL)."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(f"form body is not valid UTF-8 form data: {exc}") from exc
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def body_deadline(timeout_s: float) -> Middleware:
+    """A middleware that reads each request body before its handler runs, within
+    ``timeout_s`` (``http.read_timeout_s``) of the handler being reached.
+
+    A client that sends its body slower (slowloris) is answered ``408`` and its
+    connection closed, instead of holding it open for as long as it likes; handlers
+    then read the body from memory (``read``, ``text``, ``json``, ``post``). No route
+    takes multipart bodies, which cannot be read ahead of their handler: they are
+    refused with ``415``. The request head has its own deadline (the server's
+    ``keepalive_timeout``, see ``livemod.app.api.start_http``).
+    """
+
+    @web.middleware
+    async def read_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            if request.content_type.startswith("multipart/"):
+                raise RequestError("multipart bodies are not accepted", status=415)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()
+            except TimeoutError:
+                msg = f"request body not received within {timeout_s:g} s (http.read_timeout_s)"
+                response = web.json_response({"error": msg}, status=408)
+                response.force_close()
+                return response
+        return await handler(request)
+
+    return read_body

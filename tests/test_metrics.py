@@ -37,7 +37,7 @@ STABLE = {
 BOUNDED_LABELS = {
     "stage", "model", "action", "category", "source", "reason", "queue", "outcome",
     "state", "type", "device", "mode", "event", "result", "step", "kind", "server", "call",
-    "precision",
+    "precision", "list",
 }  # fmt: skip
 UNIT_SUFFIXES = ("_seconds", "_frames", "_bytes", "_total", "_info", "_ratio")
 UNITLESS_GAUGES = {
@@ -47,6 +47,7 @@ UNITLESS_GAUGES = {
     "livemod_model_loaded",
     "livemod_llm_breaker_state",
     "livemod_store_spooled_events",
+    "livemod_known_bad_entries",
 }
 
 

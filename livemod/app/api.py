@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from livemod.app import openapi
 from livemod.app.openapi import (
     EvidenceRecord,
     HealthReport,
+    ManualActionRequest,
+    ManualActionResult,
     StreamList,
     StreamRequest,
     StreamStatus,
@@ -33,7 +36,10 @@ from livemod.errors import RequestError, StoreError
 from livemod.ingest.targets import allowed_addresses, find_file, resolve
 from livemod.logs import redact_credentials
 from livemod.pipeline.runtime import Component, Runtime
-from livemod.web import json_body, parse, respond
+from livemod.pipeline.standing import publish_decisions, recent_frames, standing_action
+from livemod.policy.vote import MODERATOR
+from livemod.store import EvidenceInput
+from livemod.web import body_deadline, json_body, parse, respond
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +221,63 @@ async def delete_stream(request: web.Request) -> web.Response:
     return respond(StreamSummary, _public(session.summary()))
 
 
+async def act_by_hand(request: web.Request) -> web.Response:
+    """A moderator starts (or lifts) a ``pause``/``end`` the models missed: it stands in
+    the vote engine's ``moderator`` channel, which no vote stops, and its events carry
+    ``origin: "moderator"`` and the moderator's name, like any action to subscribers."""
+    runtime = request.app[RUNTIME]
+    sid = request.match_info["id"]
+    body = parse(ManualActionRequest, await json_body(request))
+    session = runtime.sessions.get(sid)
+    if session is None or session.status not in ("starting", "live"):
+        raise RequestError(f"no live stream with id {sid}", status=404)
+    info, now = session.info, time.time()
+    standing = standing_action(runtime, info.key, body.category, MODERATOR)
+    frames = recent_frames(runtime, sid, 1)
+    source: dict[str, Any] = {"stream_id": sid, "user_id": info.user_id, "room_id": info.room_id}
+    if body.state == "start":
+        media_time = frames[-1].media_time_s if frames else 0.0
+        decisions = runtime.engine.impose(
+            info.key, body.category, body.action, media_time_s=media_time, t_trigger=now
+        )
+        if not decisions:
+            raise RequestError(
+                f"a {standing} by hand already stands for {body.category}", status=409
+            )
+        if frames:  # what the moderator saw: the latest sampled frame
+            source["evidence_id"] = await runtime.store.add_evidence(
+                EvidenceInput(sid, body.category, media_time, {}, frames[-1].image)
+            )
+    else:
+        if standing != body.action:
+            raise RequestError(f"no {body.action} by hand stands for {body.category}", status=409)
+        stop = runtime.engine.release(
+            info.key, body.category, t_now=now, fresh=True, channel=MODERATOR
+        )
+        decisions = [stop] if stop is not None else []
+        started = [
+            e
+            for e in session.actions
+            if e.get("origin") == MODERATOR
+            and e.get("category") == body.category
+            and e.get("state") == "start"
+        ]
+        if started and started[-1].get("evidence_id"):
+            source["evidence_id"] = started[-1]["evidence_id"]
+    events = await publish_decisions(
+        runtime,
+        decisions,
+        source,
+        origin=MODERATOR,
+        extra={"moderator_id": body.moderator_id, "note": body.note or None},
+    )
+    log.info(
+        "action by hand",
+        extra={"stream_id": sid, "action": body.action, "state": body.state},
+    )
+    return respond(ManualActionResult, {"events": events})
+
+
 async def get_evidence(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     eid = request.match_info["id"]
@@ -252,7 +315,11 @@ async def metrics_view(request: web.Request) -> web.Response:
 def make_app(runtime: Runtime, components: list[Component], health: Health) -> web.Application:
     app = web.Application(
         client_max_size=runtime.config.http.max_body_bytes,
-        middlewares=[_errors, _auth(runtime.config.http.token)],
+        middlewares=[
+            _errors,
+            _auth(runtime.config.http.token),
+            body_deadline(runtime.config.http.read_timeout_s),
+        ],
     )
     app[RUNTIME] = runtime
     app[HEALTH] = health
@@ -260,6 +327,7 @@ def make_app(runtime: Runtime, components: list[Component], health: Health) -> w
     app.router.add_get("/v1/streams", list_streams)
     app.router.add_get("/v1/streams/{id}", get_stream)
     app.router.add_delete("/v1/streams/{id}", delete_stream)
+    app.router.add_post("/v1/streams/{id}/actions", act_by_hand)
     app.router.add_get("/v1/evidence/{id}", get_evidence)
     app.router.add_get("/v1/evidence/{id}/{part:image|audio}", get_evidence)
     app.router.add_get("/healthz", healthz)
@@ -271,7 +339,18 @@ def make_app(runtime: Runtime, components: list[Component], health: Health) -> w
 
 
 async def start_http(runtime: Runtime, components: list[Component], health: Health) -> HttpServer:
-    runner = web.AppRunner(make_app(runtime, components, health), access_log=None)
+    read_timeout_s = runtime.config.http.read_timeout_s
+    # Slow clients (slowloris). aiohttp has no request-head timeout, but its keep-alive
+    # timer also runs from the moment a connection opens (and again after each answer)
+    # and closes it unless a complete head has arrived, however slowly bytes trickle
+    # in; idle keep-alive connections are closed after as long. lingering_time bounds
+    # the draining of a body left unread by an early answer (a 401). Bodies: web.py.
+    runner = web.AppRunner(
+        make_app(runtime, components, health),
+        access_log=None,
+        keepalive_timeout=read_timeout_s,
+        lingering_time=read_timeout_s,
+    )
     await runner.setup()
     site = web.TCPSite(runner, runtime.config.http.host, runtime.config.http.port)
     await site.start()

@@ -6,24 +6,35 @@ model file stops the daemon with one clear error instead of failing a stream.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from livemod import metrics
 from livemod.config import Config
 from livemod.pipeline.runtime import Component
 from livemod.vision import providers
 from livemod.vision.base import FrameAnalyzer, StreamStage
 
+if TYPE_CHECKING:
+    from livemod.vision.hashlists import ListSpec
+
 
 def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     """Load and verify every configured model and the known-bad index."""
     from livemod.vision.analyzers import build_vision_analyzers
-    from livemod.vision.hashes import HashAnalyzer, KnownBadIndex
     from livemod.vision.inference import use_io_binding
+    from livemod.vision.known_bad import KnownBadAnalyzer
     from livemod.vision.manifest import load_manifest
     from livemod.vision.precision import PrecisionPlan
 
     analyzers: list[FrameAnalyzer] = []
-    index = KnownBadIndex.load(config.known_bad.paths)
-    analyzers.append(HashAnalyzer(index, config.known_bad.max_distance))
+    known = config.known_bad
+    analyzers.append(
+        KnownBadAnalyzer(
+            known_bad_specs(config),
+            max_regions=known.max_regions,
+            min_quality=known.min_quality,
+        )
+    )
     metrics.MODELS_LOADED.labels("hash").set(1)
     if config.vision.models:
         specs = load_manifest(config.vision.manifest)
@@ -48,6 +59,18 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
     return analyzers
 
 
+def known_bad_specs(config: Config) -> list[ListSpec]:
+    """The configured known-bad lists: ``known_bad.paths`` as ``default``, then ``lists``."""
+    from livemod.vision.hashlists import ListSpec
+
+    known = config.known_bad
+    specs = [ListSpec("default", tuple(known.paths), known.max_distance, known.phash_max_distance)]
+    for item in known.lists:
+        distance = item.max_distance if item.max_distance is not None else known.max_distance
+        specs.append(ListSpec(item.name, tuple(item.paths), distance, known.phash_max_distance))
+    return specs
+
+
 def build_stages(config: Config) -> list[StreamStage]:
     """Per-stream analysis stages the configuration enables (OCR)."""
     if not config.ocr.enabled:
@@ -60,10 +83,11 @@ def build_stages(config: Config) -> list[StreamStage]:
 def build_components(config: Config) -> list[Component]:
     """The optional parts this configuration enables, in start order."""
     from livemod.actions.webhooks import WebhookSender
+    from livemod.app.console import Console
     from livemod.escalation.desk import ReviewDesk
     from livemod.escalation.escalator import Escalator
 
-    components: list[Component] = []
+    components: list[Component] = [Console(config)]
     # The review queue is always on: the policy's ``review`` action feeds it.
     desk = ReviewDesk()
     components.append(desk)

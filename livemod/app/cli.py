@@ -34,6 +34,14 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload_lists() -> None:
+        task = asyncio.create_task(daemon.reload_known_bad())
+        reloads.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_lists)
     print(
         f"livemod serving: http://{config.http.host}:{daemon.http_port} "
         f"events ws://{config.websocket.host}:{daemon.events.port}/v1/events",

@@ -15,11 +15,13 @@ from livemod import metrics
 from livemod.actions.websocket import EventServer
 from livemod.app.api import start_http
 from livemod.app.build import build_analyzers, build_components, build_stages
+from livemod.app.known_bad import reloaders
 from livemod.config import Config
 from livemod.errors import StoreError
 from livemod.events.hub import EventHub
 from livemod.events.spool import SpoolLimits
 from livemod.events.types import SessionEvent, standing_actions
+from livemod.ingest.av_source import keep_heap_small
 from livemod.ingest.source import SourceFactory
 from livemod.pipeline.analysis import AnalysisService
 from livemod.pipeline.registry import SessionRegistry
@@ -45,8 +47,9 @@ class Daemon:
         self.policy = load_policy(config.policy)
         self.engine = VoteEngine(self.policy)
         self.speech = build_speech(config, self.policy)
+        analyzers = analyzers if analyzers is not None else build_analyzers(config)
         self.analysis = AnalysisService(
-            analyzers if analyzers is not None else build_analyzers(config),
+            analyzers,
             stages=build_stages(config),
             workers=config.vision.workers,
             batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
@@ -77,11 +80,15 @@ class Daemon:
             analyzers=tuple(self.analysis.names),
         )
         self.components: list[Component] = build_components(config)
+        self.known_bad = reloaders(analyzers)
+        self.components.extend(self.known_bad)
         self._http: Any = None
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
     async def start(self) -> None:
+        # Big pictures (an 8K input) must not stay resident once their session ends.
+        keep_heap_small()
         await self.store.open()
         await self.hub.open()
         orphans = await self.store.close_orphan_sessions()
@@ -150,6 +157,11 @@ class Daemon:
     @property
     def http_port(self) -> int:
         return int(self._http.port) if self._http is not None else self.config.http.port
+
+    async def reload_known_bad(self) -> None:
+        """Reload the known-bad lists (SIGHUP); a failure is logged, the old lists stay."""
+        for reloader in self.known_bad:
+            await reloader.reload_logged()
 
     async def stop(self) -> None:
         """Ordered shutdown: stop accepting, end sessions, close servers, store last."""

@@ -38,6 +38,7 @@ from livemod.ingest.hooks import (
     parse_srs,
 )
 from livemod.ingest.rooms import Admission, RoomTable
+from livemod.web import MAX_JSON_DEPTH, form_body, nesting_depth
 
 if TYPE_CHECKING:
     from livemod.pipeline.runtime import Runtime
@@ -117,8 +118,7 @@ class StreamingServerHooks:
 
     async def _nginx(self, request: web.Request) -> web.StreamResponse:
         self._auth(request)
-        form = await request.post()
-        call = parse_nginx({k: v for k, v in form.items() if isinstance(v, str)})
+        call = parse_nginx(await form_body(request))
         adm = await self._dispatch(call, request.remote or "")
         if adm.status == 302 and adm.redirect_to:
             # nginx-rtmp moves the publisher to the stream named in Location.
@@ -130,7 +130,7 @@ class StreamingServerHooks:
         if request.content_type == "application/json":
             data = await _json(request)
         else:
-            data = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+            data = await form_body(request)
         await self._dispatch(parse_mediamtx(data), request.remote or "")
         return web.Response(text="ok")
 
@@ -259,8 +259,12 @@ def pull_rules(config: Config) -> PullRules:
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise RequestError(f"hook body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise RequestError("hook body is nested too deep") from exc
     if not isinstance(data, dict):
         raise RequestError("hook body must be a JSON object")
+    if nesting_depth(data) > MAX_JSON_DEPTH:
+        raise RequestError(f"hook body is nested deeper than {MAX_JSON_DEPTH}")
     return data

@@ -38,8 +38,40 @@ class StreamRequest(RequestModel):
         default_factory=dict, description="Kept with the session, echoed back"
     )
     realtime: bool | None = Field(
-        None, description="Pace a file at its frame rate (default: true for files)"
+        None,
+        description="Pace a file at its frame rate (default: true for files); false reads "
+        "it as fast as analysis allows, every due sample analyzed, none dropped",
     )
+
+
+class ManualActionRequest(RequestModel):
+    """Start or lift a ``pause`` or ``end`` by hand (what the models missed)."""
+
+    action: Literal["pause", "end"]
+    state: Literal["start", "stop"] = "start"
+    category: Id = Field(
+        "manual", description="What the moderator saw (a policy category, or 'manual')"
+    )
+    moderator_id: Id = Field(description="Who acts: recorded in the event")
+    note: str = Field("", max_length=2000, description="Why, kept in the event")
+
+
+class ManualActionResult(ResponseModel):
+    """The action events committed (a stronger action starts before the weaker stops)."""
+
+    events: list[dict[str, Any]]
+
+
+class KnownBadListSize(ResponseModel):
+    name: str
+    entries: int = Field(description="Hashes loaded (PDQ and old pHash entries)")
+
+
+class KnownBadReloadResult(ResponseModel):
+    """The known-bad lists now in use, after a reload."""
+
+    lists: list[KnownBadListSize]
+    entries: int
 
 
 class StandingActionOut(ResponseModel):
@@ -162,6 +194,8 @@ OPERATIONS: tuple[Operation, ...] = (
               (200, StreamStatus), (404,)),
     Operation("delete", "/v1/streams/{id}", "Stop moderating a session", None,
               (200, StreamSummary), (404,)),
+    Operation("post", "/v1/streams/{id}/actions", "Start or lift a pause or end by hand",
+              ManualActionRequest, (200, ManualActionResult), (400, 404, 409, 415, 422)),
     Operation("get", "/v1/evidence/{id}", "What was kept for an action", None,
               (200, EvidenceRecord), (404,), tag="evidence"),
     Operation("get", "/v1/evidence/{id}/image", "The evidence picture (JPEG)", None,
@@ -181,6 +215,9 @@ OPERATIONS: tuple[Operation, ...] = (
               (200, Review), (400, 404, 409, 415, 422), tag="reviews"),
     Operation("post", "/v1/reviews/{id}/decide", "Decide a claimed review item", DecideRequest,
               (200, Review), (400, 404, 409, 415, 422), tag="reviews"),
+    Operation("post", "/v1/known-bad/reload",
+              "Reload the known-bad lists (a bad file keeps the old lists and says why)",
+              None, (200, KnownBadReloadResult), (422,), tag="operations"),
     Operation("get", "/healthz", "Liveness, and why the daemon is degraded", None,
               (200, HealthReport), tag="operations"),
     Operation("get", "/metrics", "Prometheus metrics", None,

@@ -143,6 +143,7 @@ class PullManager:
                 read_timeout_s=ingest.read_timeout_s,
                 hwaccel=None if ingest.hwaccel == "none" else ingest.hwaccel,
                 max_ts_jump_s=ingest.max_ts_jump_s,
+                max_pixels=ingest.max_pixels,
             )
             return ReconnectingSource(
                 stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio

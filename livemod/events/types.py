@@ -98,9 +98,13 @@ class ActionEvent:
     regions: tuple[BoxJson, ...] | None = optional("Boxes for a regional blur")
     span_s: tuple[float, float] | None = optional("Media times of the words a speech action covers")
     evidence_id: str | None = optional("The evidence kept for the action (a stop: its start's)")
-    origin: str | None = optional("What changed a standing action: escalation, review, expired")
+    origin: str | None = optional(
+        "What changed a standing action: escalation, review, expired, moderator (by hand)"
+    )
     escalation_seq: int | None = optional("The escalation event behind this change")
     review_id: str | None = optional("The review behind this change")
+    moderator_id: str | None = optional("origin moderator: who acted by hand")
+    note: str | None = optional("origin moderator: why, in the moderator's words")
 
     @staticmethod
     def of(decision: Decision, *, stream_id: str, user_id: str, room_id: str) -> ActionEvent:
@@ -149,7 +153,10 @@ class SessionEvent:
     room_id: str
     url: str | None = optional("started: the moderated URL")
     source: str | None = optional("started, interrupted: how media arrives (pull, whip, ...)")
-    reason: str | None = optional("ended, interrupted, audio_unmoderated: why")
+    reason: str | None = optional(
+        "ended, interrupted, audio_unmoderated: why; error: the cause where known"
+        " (input_lost: a network feed broke or went silent mid-stream)"
+    )
     error: str | None = optional("error, reconnecting: what went wrong")
     frames: int | None = optional("ended: frames decoded")
     samples: int | None = optional("ended: samples analyzed")

@@ -3,10 +3,17 @@
 The decode loop runs on its own thread; only frames the fps gate admits are
 converted to RGB (and scaled to at most ``max_side`` pixels) and handed on.
 ``t_arrival`` is taken when the packet is read, so decode time counts in latency.
+
+``stop`` takes effect at once even while FFmpeg is blocked opening or reading (a
+server that accepts and never answers): PyAV offers no way to interrupt a blocked
+call but its own timeouts, so the blocked call is left to finish on its worker
+thread, which then closes the container, and ``run`` returns ``stopped`` now.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 import time
@@ -20,7 +27,7 @@ import av
 import av.error
 
 from livemod import metrics
-from livemod.errors import IngestError
+from livemod.errors import IngestError, InputLost
 from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
 from livemod.ingest.timeline import Jump, Timeline
 from livemod.messages import AudioUnavailable, VideoFrame
@@ -29,6 +36,11 @@ from livemod.sampling import FrameSampler
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
+STOP_GRACE_S = 0.5
+"""How long ``run`` waits after ``stop`` for the decode loop to notice it by itself
+(between two packets) before leaving a blocked open or read behind."""
+INPUT_LOST = "input_lost"
+"""``SourceEnd.cause`` of a network feed that broke or went silent mid-stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,9 @@ class SourceOptions:
     """A forward step in source timestamps beyond this is a discontinuity, not a gap."""
     hwaccel: str | None = None
     """FFmpeg hardware device type to decode on (``cuda``, ``vaapi``...), or None."""
+    max_pixels: int = 3840 * 2160
+    """Pictures larger than this (width x height) are decoded without frame threads,
+    which would hold one set of full-size pictures per core."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +74,8 @@ class SourceEnd:
     duration_s: float
     retryable: bool = False
     """A live source that ended this way may work again if reopened."""
+    cause: str | None = None
+    """Why an ``error``, in one word, where known: :data:`INPUT_LOST`."""
 
 
 def source_kind(url: str) -> str:
@@ -75,6 +92,33 @@ def _open_options(url: str) -> dict[str, str]:
     if scheme in ("rtsp", "rtsps"):
         return {"rtsp_transport": "tcp"}
     return {}
+
+
+_M_MMAP_THRESHOLD = -3
+HEAP_MMAP_THRESHOLD = 4 << 20
+"""Blocks this large or larger get their own mapping, unmapped when freed."""
+
+
+def keep_heap_small() -> bool:
+    """Make glibc give blocks of :data:`HEAP_MMAP_THRESHOLD` and more their own
+    mappings, returned to the system when freed. Process-wide; call once at start-up.
+
+    glibc raises its threshold (up to 32 MiB) each time such a block is freed, so the
+    picture buffers of a big input (8 MB planes at 7680x4320) then come from the heap
+    and stay resident after the session: about 270 MB after one 8K input until
+    restart. Smaller blocks, nearly all of them, are not affected. Returns whether
+    the setting took (False without glibc).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
 
 
 def _describe(url: str, exc: BaseException) -> str:
@@ -138,24 +182,65 @@ class AvSource:
         # Audio is decoded only when someone listens (speech moderation is on).
         self._deliver_audio = deliver_audio
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Set by ``stop`` and by the worker's end: whichever comes first ends ``run``."""
         self._kind = source_kind(options.url)
+        self._decoded = 0
+        self._sampled = 0
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def run(self) -> SourceEnd:
-        """Blocking: call from a dedicated thread."""
+        """Blocking: call from a dedicated thread. Returns within ``STOP_GRACE_S`` of
+        ``stop``, whatever FFmpeg is blocked in."""
         started = time.monotonic()
-        decoded = sampled = 0
+        result: list[SourceEnd] = []
+
+        def work() -> None:
+            try:
+                result.append(self._run(started))
+            except Exception as exc:  # a bug ends this source, not the caller's thread
+                log.exception("decoder crashed", extra={"stream_id": self._stream_id})
+                result.append(
+                    SourceEnd("error", f"internal decoder error: {exc}", self._decoded, 0, 0.0)
+                )
+            finally:
+                self._wake.set()
+
+        worker = threading.Thread(target=work, name=f"av-{self._stream_id}", daemon=True)
+        worker.start()
+        self._wake.wait()
+        if not result:
+            # Stopped: between packets the loop ends by itself; a blocked open or read
+            # is left to its timeout, after which the worker closes the container.
+            worker.join(STOP_GRACE_S)
+        if result:
+            return result[0]
+        log.info(
+            "stopped while the source was blocked; its worker ends at its own timeout",
+            extra={"stream_id": self._stream_id, "source": self._kind},
+        )
+        took = time.monotonic() - started
+        return SourceEnd("stopped", None, self._decoded, self._sampled, took)
+
+    def _run(self, started: float) -> SourceEnd:
         try:
             container = self._open()
         except IngestError as exc:
+            if self._stop.is_set():  # the failure is the stop's doing, or moot now
+                return SourceEnd("stopped", None, 0, 0, time.monotonic() - started)
             return SourceEnd("error", str(exc), 0, 0, 0.0, exc.retryable)
         try:
             decoded, sampled = self._decode(container)
         except IngestError as exc:
+            took = time.monotonic() - started
+            if self._stop.is_set():
+                return SourceEnd("stopped", None, self._decoded, self._sampled, took)
+            cause = INPUT_LOST if isinstance(exc, InputLost) else None
             return SourceEnd(
-                "error", str(exc), decoded, sampled, time.monotonic() - started, exc.retryable
+                "error", str(exc), self._decoded, self._sampled, took, exc.retryable, cause
             )
         finally:
             container.close()
@@ -183,8 +268,10 @@ class AvSource:
         return container
 
     def _decode(self, container: Any) -> tuple[int, int]:
+        if self._stop.is_set():
+            return 0, 0  # stopped while opening: run() may have returned already
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = self._thread_type(stream)
         decoded = sampled = 0
         errors = 0
         interval = 1.0 / float(stream.average_rate or stream.guessed_rate or Fraction(25))
@@ -244,10 +331,14 @@ class AvSource:
                     stamped = decoded * interval if source_time is None else source_time
                     media_time = max(0.0, timeline.map(stamped))
                     decoded += 1
+                    self._decoded = decoded
                     started = time.perf_counter()
                     if not self._sampler.admit(media_time):
                         continue
+                    if self._stop.is_set():
+                        break  # run() may have returned: hand nothing more on
                     sampled += 1
+                    self._sampled = sampled
                     video = to_video_frame(
                         frame,
                         self._stream_id,
@@ -259,12 +350,24 @@ class AvSource:
                     )
                     sample_seconds.observe(time.perf_counter() - started)
                     self._deliver(video)
-        except (av.error.ExitError, av.error.EOFError):
-            # How a live RTMP stream reports that its publisher went away.
-            pass
+        except av.error.EOFError:
+            pass  # the source said it ended
+        except av.error.ExitError:
+            # FFmpeg gave up waiting: nothing arrived for read_timeout_s.
+            if self._lost_when_silent(decoded):
+                raise InputLost(
+                    f"input lost: nothing arrived from {self._opts.url} for "
+                    f"{self._opts.read_timeout_s:g} s (ingest.read_timeout_s) "
+                    f"after {decoded} frames"
+                ) from None
         except (av.error.FFmpegError, OSError) as exc:
             if decoded == 0:
                 raise IngestError(_describe(self._opts.url, exc), retryable=True) from exc
+            if self._kind != "file":
+                # A connection reset or cut mid-stream: the server or publisher died.
+                raise InputLost(
+                    f"input lost: {self._opts.url} broke after {decoded} frames: {exc}"
+                ) from exc
             raise IngestError(
                 f"{self._opts.url} broke after {decoded} frames: {exc}", retryable=True
             ) from exc
@@ -272,6 +375,35 @@ class AvSource:
             if audio is not None:
                 audio.close()
         return decoded, sampled
+
+    def _lost_when_silent(self, decoded: int) -> bool:
+        """Whether a read timeout after ``decoded`` frames means the feed was lost.
+
+        Not for RTMP: nginx-rtmp tells a player nothing when its publisher leaves
+        (unless ``publish_notify`` is on), so silence is how an RTMP stream ends.
+        """
+        if self._stop.is_set() or decoded == 0:
+            return False
+        return self._kind not in ("file", "rtmp", "rtmps")
+
+    def _thread_type(self, stream: Any) -> str:
+        """FFmpeg threading for ``stream``: frame and slice threads, except above
+        ``max_pixels``, where each frame thread would hold its own set of full-size
+        pictures (about 50 MB a picture at 7680x4320): slice threads share one."""
+        ctx = stream.codec_context
+        pixels = int(ctx.width or 0) * int(ctx.height or 0)
+        if pixels <= self._opts.max_pixels:
+            return "AUTO"
+        log.warning(
+            "picture larger than ingest.max_pixels: decoding without frame threads",
+            extra={
+                "stream_id": self._stream_id,
+                "width": ctx.width,
+                "height": ctx.height,
+                "max_pixels": self._opts.max_pixels,
+            },
+        )
+        return "SLICE"
 
     def _jumped(self, jump: Jump) -> None:
         metrics.TIMESTAMP_DISCONTINUITIES.labels(jump.kind).inc()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from livemod import metrics
 from livemod.ingest.audio import AudioSink
-from livemod.ingest.av_source import AvSource, SourceEnd, SourceOptions
+from livemod.ingest.av_source import INPUT_LOST, AvSource, SourceEnd, SourceOptions
 from livemod.ingest.source import Deliver
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
@@ -151,7 +151,10 @@ class ReconnectingSource:
                     f"gave up reconnecting after {self._control.give_up_s:.0f} s "
                     f"while the publisher was live: {last_error}"
                 )
-                return SourceEnd("error", msg, decoded, sampled, now - started)
+                # A pull that had frames and cannot get them back lost its input
+                # (the server died, say); one that never worked could not open.
+                cause = INPUT_LOST if decoded else None
+                return SourceEnd("error", msg, decoded, sampled, now - started, cause=cause)
             attempt += 1
             metrics.RECONNECTS.inc()
             if self._control.on_retry is not None:

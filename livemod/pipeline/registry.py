@@ -18,6 +18,7 @@ from livemod import metrics
 from livemod.config import Config
 from livemod.errors import RequestError, StoreError
 from livemod.events.hub import EventHub
+from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.source import SourceFactory
 from livemod.logs import redact_credentials
 from livemod.pipeline.analysis import AnalysisService
@@ -95,6 +96,7 @@ class SessionRegistry(Mapping[str, Session]):
             self._analysis,
             self._engine,
             self._hub,
+            blocking=info.backpressure,
             source=source,
             speech=self._speech,
         )
@@ -146,9 +148,12 @@ class SessionRegistry(Mapping[str, Session]):
         try:
             end = await session.run()
             if end.reason == "error":
-                log.warning("session failed", extra={"stream_id": sid, "error": end.error})
+                log.warning(
+                    "session failed",
+                    extra={"stream_id": sid, "error": end.error, "cause": end.cause},
+                )
                 metrics.SESSIONS_ENDED.labels("error").inc()
-                await session.announce("error", error=end.error)
+                await session.announce("error", **_error_fields(end))
             else:
                 metrics.SESSIONS_ENDED.labels(end.reason).inc()
                 await session.announce(
@@ -167,3 +172,11 @@ class SessionRegistry(Mapping[str, Session]):
         finally:
             self._tasks.pop(sid, None)
             asyncio.get_running_loop().call_later(FINISHED_KEPT_S, self._sessions.pop, sid, None)
+
+
+def _error_fields(end: SourceEnd) -> dict[str, Any]:
+    """The ``error`` session event's fields: the message, and the cause where known."""
+    fields: dict[str, Any] = {"error": end.error}
+    if end.cause is not None:
+        fields["reason"] = end.cause
+    return fields

@@ -3,8 +3,9 @@ the event hub.
 
 Live sessions keep only the newest ``queue_frames`` sampled frames when analysis
 lags (the oldest is dropped and counted): for live moderation a fresh frame is
-worth more than a backlog. Scans (``blocking=True``) never drop: the decoder
-waits for the analysis instead.
+worth more than a backlog. Scans and files read without pacing (``blocking=True``,
+see :attr:`SessionInfo.backpressure`) never drop: the decoder waits for the
+analysis instead.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ class SessionInfo:
     @property
     def source(self) -> str:
         return source_kind(self.url)
+
+    @property
+    def backpressure(self) -> bool:
+        """Whether the decoder should wait for analysis instead of dropping stale
+        samples: a file read without pacing has nothing live to fall behind, and
+        reads as fast as analysis goes (as ``livemod scan``)."""
+        return self.source == "file" and not self.realtime
 
 
 class Session:
@@ -113,6 +121,7 @@ class Session:
                     read_timeout_s=config.ingest.read_timeout_s,
                     hwaccel=None if config.ingest.hwaccel == "none" else config.ingest.hwaccel,
                     max_ts_jump_s=config.ingest.max_ts_jump_s,
+                    max_pixels=config.ingest.max_pixels,
                 ),
                 self.sampler,
                 self._deliver,

@@ -14,6 +14,7 @@ import yaml
 
 from livemod.errors import ConfigError
 from livemod.messages import ActionName, Tier
+from livemod.policy.fusion import Fusion
 
 ACTIONS: tuple[str, ...] = ("none", "warn", "review", "blur", "mute", "pause", "end")
 """Every action the policy may choose, least to most severe."""
@@ -44,6 +45,8 @@ class CategoryPolicy:
     """Actions carry regions (boxes) so a client may blur just those."""
     speech_actions: dict[Tier, ActionOrNone] | None = None
     """Tier -> action for speech (ASR) samples; ``None`` means none of them act."""
+    fusion: Fusion | None = None
+    """How independent analyzers combine; ``None``: the strongest signal counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,11 @@ def _int(where: str, raw: Any, lo: int) -> int:
     return raw
 
 
-_CATEGORY_KEYS = {"floor", "k", "n", "clear_after", "actions", "regional", "speech_actions"}
+_CATEGORY_KEYS = {
+    "floor", "k", "n", "clear_after", "actions", "regional", "speech_actions", "fusion",
+}  # fmt: skip
+_FUSION_KEYS = {"sources", "agree", "alone", "drawn"}
+_DRAWN_KEYS = {"score", "above", "photo_only"}
 _TIERS: tuple[Tier, ...] = ("low", "medium", "high")
 
 
@@ -106,6 +113,35 @@ def _actions(where: str, acts: Any) -> dict[Tier, ActionOrNone]:
     if extra:
         raise ConfigError(f"{where}: unknown tier(s) {', '.join(sorted(extra))}")
     return actions
+
+
+def _fusion(where: str, raw: Any) -> Fusion | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with sources, agree, alone")
+    unknown = set(raw) - _FUSION_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    sources = raw.get("sources")
+    if not isinstance(sources, list) or not all(isinstance(x, str) and x for x in sources):
+        raise ConfigError(f"{where}.sources: expected a list of analyzer names")
+    agree = _int(f"{where}.agree", raw.get("agree", 2), 1)
+    alone = _num(f"{where}.alone", raw.get("alone", 0.9), 0.0, 1.0)
+    drawn = raw.get("drawn") or {}
+    if not isinstance(drawn, dict) or set(drawn) - _DRAWN_KEYS:
+        raise ConfigError(f"{where}.drawn: expected a mapping with score, above, photo_only")
+    score = drawn.get("score")
+    if score is not None and (not isinstance(score, str) or not score):
+        raise ConfigError(f"{where}.drawn.score: expected a raw score name")
+    photo_only = drawn.get("photo_only", [])
+    if not isinstance(photo_only, list) or not all(isinstance(x, str) for x in photo_only):
+        raise ConfigError(f"{where}.drawn.photo_only: expected a list of analyzer names")
+    above = _num(f"{where}.drawn.above", drawn.get("above", 0.2), 0.0, 1.0)
+    try:
+        return Fusion(tuple(sources), agree, alone, score, above, tuple(photo_only))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
@@ -134,6 +170,7 @@ def _category(name: str, raw: Any, defaults: dict[str, Any]) -> CategoryPolicy:
         actions=actions,
         regional=bool(merged.get("regional", False)),
         speech_actions=speech_actions,
+        fusion=_fusion(f"{where}.fusion", merged.get("fusion")),
     )
 
 

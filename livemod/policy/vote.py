@@ -26,10 +26,13 @@ from livemod.messages import (
     Tier,
     VideoFrame,
 )
+from livemod.policy.fusion import fuse
 from livemod.policy.taxonomy import ACTIONS, ActionOrNone, CategoryPolicy, Policy, action_rank
 
 VIDEO = "video"
 SPEECH = "speech"
+MODERATOR = "moderator"
+"""The channel of actions a person started by hand: no vote ever stops them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class _KeyState:
     categories: dict[str, _CategoryState] = field(default_factory=dict)
     """The video channel."""
     speech: dict[str, _CategoryState] = field(default_factory=dict)
+    manual: dict[str, _CategoryState] = field(default_factory=dict)
+    """Actions started by hand (:meth:`VoteEngine.impose`); not voted on."""
 
     def all(self) -> Iterator[tuple[str, _CategoryState]]:
         yield from self.categories.items()
@@ -262,11 +267,38 @@ class VoteEngine:
             _manual(key, category, old, "stop", cstate, t_trigger),
         ]
 
+    def impose(
+        self,
+        key: str,
+        category: str,
+        action: ActionName,
+        *,
+        media_time_s: float,
+        t_trigger: float,
+    ) -> list[Decision]:
+        """Start an action by hand (a moderator saw what the models missed): the new
+        action's ``start``, then the ``stop`` of a weaker one standing by hand. It stands
+        in the ``moderator`` channel, which no vote stops: only :meth:`release` with
+        ``channel=MODERATOR`` lifts it. Nothing when as strong an action stands by hand."""
+        state = self._state(key)
+        cstate = state.manual.get(category)
+        if cstate is None:
+            cstate = state.manual[category] = _CategoryState(window=deque(maxlen=1))
+        old = cstate.active
+        if old is not None and action_rank(action) <= action_rank(old.action):
+            return []
+        cstate.active = _Active(action, "high", 1.0, (MODERATOR,))
+        decisions = [_by_hand(key, category, cstate.active, "start", media_time_s, t_trigger)]
+        if old is not None:
+            decisions.append(_by_hand(key, category, old, "stop", media_time_s, t_trigger))
+        return decisions
+
     def _category(self, key: str, category: str, channel: str) -> _CategoryState | None:
         state = self._keys.get(key)
         if state is None:
             return None
-        return (state.speech if channel == SPEECH else state.categories).get(category)
+        states = {SPEECH: state.speech, MODERATOR: state.manual}.get(channel, state.categories)
+        return states.get(category)
 
     def suspicious(self, key: str) -> bool:
         """Any category with a recent hit: the sampler should boost."""
@@ -280,7 +312,8 @@ class VoteEngine:
         if state is None:
             return []
         out: list[StandingAction] = []
-        for channel, states in ((VIDEO, state.categories), (SPEECH, state.speech)):
+        channels = ((VIDEO, state.categories), (SPEECH, state.speech), (MODERATOR, state.manual))
+        for channel, states in channels:
             out.extend(
                 StandingAction(name, c.active.action, c.active.tier, c.active.confidence, channel)
                 for name, c in states.items()
@@ -314,9 +347,10 @@ def _level(cat: CategoryPolicy, window: deque[_Sample]) -> float:
 
 def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
     signals = [s for s in analysis.signals if s.category == cat.name]
-    score = max((s.score for s in signals), default=0.0)
+    fused = fuse(signals, cat.floor, cat.fusion, analysis.scores)
+    score = fused.score
     hit = score >= cat.floor
-    strong = [s for s in signals if s.score >= cat.floor]
+    strong = fused.counted if hit else ()
     frame = analysis.frame
     return _Sample(
         score=score,
@@ -351,6 +385,22 @@ def _manual(
         media_time_s=last.media_time_s if last is not None else 0.0,
         t_trigger=t,
         source_time_s=last.source_time_s if last is not None else None,
+    )
+
+
+def _by_hand(
+    key: str, category: str, active: _Active, state: ActionState, media_time_s: float, t: float
+) -> Decision:
+    return Decision(
+        key=key,
+        category=category,
+        action=active.action,
+        state=state,
+        confidence=active.confidence,
+        tier=active.tier,
+        sources=active.sources,
+        media_time_s=media_time_s,
+        t_trigger=t,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from livemod.messages import Image
+from livemod.vision.classifier import ImageClassifierAnalyzer
 from livemod.vision.nudenet import Detection, NudeNetAnalyzer
 from livemod.vision.opennsfw import OpenNsfwAnalyzer
 from livemod.vision.reference import fit, photo
@@ -73,8 +74,8 @@ def reference_frames() -> tuple[tuple[str, Image], ...]:
 
 
 def compare(
-    fp32: NudeNetAnalyzer | OpenNsfwAnalyzer,
-    fp16: NudeNetAnalyzer | OpenNsfwAnalyzer,
+    fp32: NudeNetAnalyzer | OpenNsfwAnalyzer | ImageClassifierAnalyzer,
+    fp16: NudeNetAnalyzer | OpenNsfwAnalyzer | ImageClassifierAnalyzer,
     frames: Sequence[tuple[str, Image]],
     tolerances: Tolerances,
 ) -> Comparison:
@@ -83,6 +84,8 @@ def compare(
         return _compare_detector(fp32, fp16, frames, tolerances)
     if isinstance(fp32, OpenNsfwAnalyzer) and isinstance(fp16, OpenNsfwAnalyzer):
         return _compare_classifier(fp32, fp16, frames, tolerances)
+    if isinstance(fp32, ImageClassifierAnalyzer) and isinstance(fp16, ImageClassifierAnalyzer):
+        return _compare_classes(fp32, fp16, frames, tolerances)
     raise TypeError(f"cannot compare {type(fp32).__name__} with {type(fp16).__name__}")
 
 
@@ -115,6 +118,31 @@ def _compare_classifier(
     measured: dict[str, float | int | None] = {
         "raw_score_max_abs_diff": round(raw_diff, 6),
         "score_max_abs_diff": round(raw_diff, 6),
+    }
+    return Comparison(measured, tuple(failures))
+
+
+def _compare_classes(
+    fp32: ImageClassifierAnalyzer,
+    fp16: ImageClassifierAnalyzer,
+    frames: Sequence[tuple[str, Image]],
+    tol: Tolerances,
+) -> Comparison:
+    """Every mapped class's probability, fp32 against fp16 (the weighted signal moves less)."""
+    diff = 0.0
+    failures: list[str] = []
+    columns = [c.index for c in fp32.classes]
+    for names, images in _chunks(frames):
+        batch = fp32.preprocess(images)
+        a, b = fp32.raw(batch)[:, columns], fp16.raw(batch)[:, columns]
+        diff = max(diff, float(np.max(np.abs(a - b))))
+        for name, row32, row16 in zip(names, a, b, strict=True):
+            for cls, p32, p16 in zip(fp32.classes, row32, row16, strict=True):
+                if abs(float(p32) - float(p16)) > tol.score:
+                    failures.append(f"{name}: {cls.label} {p32:.4f} (fp32) vs {p16:.4f} (fp16)")
+    measured: dict[str, float | int | None] = {
+        "raw_score_max_abs_diff": round(diff, 6),
+        "score_max_abs_diff": round(diff, 6),
     }
     return Comparison(measured, tuple(failures))
 

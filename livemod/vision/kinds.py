@@ -5,10 +5,14 @@ A new model family plugs in here: its module, and one line below.
 
 from __future__ import annotations
 
+from livemod.vision.classifier import ImageClassifierAnalyzer
 from livemod.vision.nudenet import NudeNetAnalyzer
 from livemod.vision.opennsfw import OpenNsfwAnalyzer
 
-ANALYZER_KINDS: dict[str, type[NudeNetAnalyzer] | type[OpenNsfwAnalyzer]] = {
+AnalyzerClass = type[NudeNetAnalyzer] | type[OpenNsfwAnalyzer] | type[ImageClassifierAnalyzer]
+
+ANALYZER_KINDS: dict[str, AnalyzerClass] = {
     "yolov8-detector": NudeNetAnalyzer,
     "nsfw-classifier": OpenNsfwAnalyzer,
+    "image-classifier": ImageClassifierAnalyzer,
 }

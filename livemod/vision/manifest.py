@@ -18,13 +18,14 @@ from livemod.paths import MODELS_MANIFEST, REPO_ROOT
 KNOWN_INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "yolov8-detector": ("size",),
     "nsfw-classifier": ("resize", "crop", "mean"),
+    "image-classifier": ("size",),
 }
 """Input-spec keys each known kind needs; other kinds are listed but cannot be built."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FIELDS = {
     "name", "kind", "package", "file", "path", "sha256", "license",
-    "input", "labels", "min_score", "nms_iou",
+    "input", "labels", "min_score", "nms_iou", "weights", "thresholds", "calibration",
 }  # fmt: skip
 
 
@@ -48,6 +49,12 @@ class ModelSpec:
     labels: dict[str, str | None] = field(default_factory=dict)
     min_score: float = 0.0
     nms_iou: float = 0.45
+    weights: dict[str, float] = field(default_factory=dict)
+    """Label -> factor on its score before it becomes a signal (weak signals weigh < 1)."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Label -> calibrated score below which it raises no signal (else ``min_score``)."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """Where ``thresholds`` came from: the data, the method, the date (kept for people)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +151,38 @@ def _parse_entry(entry: object, where: str) -> ModelSpec:
         labels=dict(labels),
         min_score=_unit_float(entry, "min_score", 0.0, bad),
         nms_iou=_unit_float(entry, "nms_iou", 0.45, bad),
+        weights=_unit_map(entry, "weights", bad),
+        thresholds=_unit_map(entry, "thresholds", bad),
+        calibration=_mapping(entry, "calibration", bad),
     )
+
+
+def _unit_map(
+    entry: Mapping[str, object], key: str, bad: Callable[[str, str], ModelError]
+) -> dict[str, float]:
+    raw = _mapping(entry, key, bad)
+    out: dict[str, float] = {}
+    for label in raw:
+        out[str(label)] = _unit_float(raw, label, 0.0, _prefixed(bad, key))
+    return out
+
+
+def _prefixed(bad: Callable[[str, str], ModelError], key: str) -> Callable[[str, str], ModelError]:
+    """``bad`` for an entry of the mapping ``key``: the field reads ``key.entry``."""
+
+    def inner(entry: str, why: str) -> ModelError:
+        return bad(f"{key}.{entry}", why)
+
+    return inner
+
+
+def _mapping(
+    entry: Mapping[str, object], key: str, bad: Callable[[str, str], ModelError]
+) -> dict[str, Any]:
+    value = entry.get(key, {})
+    if not isinstance(value, dict):
+        raise bad(key, "must be a mapping")
+    return dict(value)
 
 
 def _unit_float(

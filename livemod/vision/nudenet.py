@@ -192,7 +192,12 @@ class NudeNetAnalyzer:
                     by_category.setdefault(category, []).append(det)
             signals = []
             for category, dets in by_category.items():
-                best = max(dets, key=lambda d: d.score)
+                # A category is raised by a box that passes its label's calibrated
+                # threshold (manifest `thresholds`); the blur then covers all its boxes.
+                passing = [d for d in dets if d.score >= self.spec.thresholds.get(d.label, 0.0)]
+                if not passing:
+                    continue
+                best = max(passing, key=lambda d: d.score)
                 boxes = (_region(d, image.shape[1], image.shape[0]) for d in dets)
                 regions = tuple(r for r in boxes if r is not None)
                 signals.append(Signal(category, best.score, self.name, best.label, regions))

@@ -92,7 +92,8 @@ class OpenNsfwAnalyzer:
         """A signal when the score reaches ``min_score``; the raw score always."""
         results: list[AnalyzerResult] = []
         for p in map(float, self.score_batch(images)):
-            emit = self.category is not None and p >= self.spec.min_score
+            gate = self.spec.thresholds.get("nsfw", self.spec.min_score)
+            emit = self.category is not None and p >= gate
             signals = (Signal(str(self.category), p, self.name, "nsfw"),) if emit else ()
             results.append(AnalyzerResult(signals, {"opennsfw": p}))
         return results

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,6 +14,8 @@ from websockets.exceptions import InvalidStatus
 
 from livemod.web import MAX_JSON_DEPTH, nesting_depth
 from tests.conftest import DaemonProcess
+
+FORM = "application/x-www-form-urlencoded"
 
 
 def test_nesting_depth_counts_lists_and_objects() -> None:
@@ -65,3 +69,35 @@ async def test_largest_since_replays_nothing_and_stays_open(daemon: DaemonProces
     async with websockets.connect(f"{daemon.ws}?since={2**63 - 1}") as ws:
         with pytest.raises(asyncio.TimeoutError):
             json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+
+
+@pytest.fixture
+def hooked(tmp_path: Path, known_bad_dir: Path) -> Iterator[DaemonProcess]:
+    proc = DaemonProcess(tmp_path, known_bad_dir, extra_env={"LIVEMOD_HOOKS__ENABLED": "true"})
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/hooks/nginx-rtmp", b"call=publish&app=live&name=r\xff\xfe&clientid=1", FORM),
+        ("/hooks/mediamtx", b"action=publish&path=\xff", FORM),
+        ("/hooks/mediamtx", b'{"action": "publish", "path": "\xff"}', "application/json"),
+        ("/hooks/srs", b'{"action": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json"),
+        ("/hooks/srs", b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", "application/json"),
+    ],
+    ids=["nginx form", "mediamtx form", "mediamtx json", "srs deep", "srs nested"],
+)
+async def test_hook_bodies_that_are_not_utf8_or_too_deep_are_a_400(
+    hooked: DaemonProcess, path: str, body: bytes, content_type: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{hooked.base}{path}", data=body, headers={"Content-Type": content_type}
+        ) as resp:
+            assert resp.status == 400, await resp.text()
+            assert (await resp.json())["error"]

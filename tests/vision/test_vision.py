@@ -247,12 +247,15 @@ def test_nudenet_signals_regions_and_raw_scores(
 
 
 def test_opennsfw_signal_floor(nsfw: OpenNsfwAnalyzer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nsfw, "score_batch", lambda images: np.asarray([0.01, 0.5], np.float32))
-    low, high = nsfw.analyze_batch([np.zeros((8, 8, 3), np.uint8)] * 2)
+    # Below the calibrated threshold (manifest `thresholds.nsfw`, 0.55) only the raw score.
+    scores = np.asarray([0.01, 0.5, 0.75], np.float32)
+    monkeypatch.setattr(nsfw, "score_batch", lambda images: scores)
+    low, mid, high = nsfw.analyze_batch([np.zeros((8, 8, 3), np.uint8)] * 3)
     assert low.signals == () and low.scores == {"opennsfw": pytest.approx(0.01)}
+    assert mid.signals == () and mid.scores == {"opennsfw": 0.5}
     [signal] = high.signals
-    assert (signal.category, signal.source, signal.score) == ("sexual", "vision:opennsfw", 0.5)
-    assert high.scores == {"opennsfw": 0.5}
+    assert (signal.category, signal.source, signal.score) == ("sexual", "vision:opennsfw", 0.75)
+    assert high.scores == {"opennsfw": 0.75}
 
 
 # --- building from the manifest -----------------------------------------------------

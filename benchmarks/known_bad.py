@@ -1,0 +1,363 @@
+"""Known-bad matching as streams show a listed picture: robustness, false matches, cost.
+
+Setting: a corpus of real photographs that ship in installed packages (scikit-image's
+data, matplotlib's and scikit-learn's sample images). Half of them (even positions)
+are the known-bad list; each is shown in 640x360 frames under every transform below,
+and both matchers look at the same frames in the same run:
+
+* ``phash``: the old matcher, 64-bit DCT pHash of the whole frame, 8 bits of 64;
+* ``pdq``: ``KnownBadAnalyzer``, PDQ over candidate boxes (frame, content area,
+  insets) and dihedral variants, 31 bits of 256.
+
+A transform is matched when the best signal names the right picture. False matches:
+the other half of the corpus under the same transforms, plus benign frames (moving
+test pattern, flat frames, noise, the photos as inset backgrounds), against the list.
+Cost: milliseconds per sample of the whole analyzer at 1k, 100k and 1M list entries
+(random PDQ hashes besides the listed pictures), with the search alone and the old
+pHash analyzer per sample as the baseline measured in the same run.
+
+    .venv/bin/python benchmarks/known_bad.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, cast
+
+import av
+import cv2
+import numpy as np
+from av.video.stream import VideoStream
+
+from livemod.messages import Image
+from livemod.testing.media import pattern
+from livemod.vision import pdq as pdq_mod
+from livemod.vision.hashes import HashAnalyzer, KnownBadIndex
+from livemod.vision.hashlists import HashList, ListSpec
+from livemod.vision.known_bad import KnownBadAnalyzer, KnownBadLists
+
+W, H = 640, 360
+SKIMAGE = (
+    "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass",
+    "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina",
+    "rocket", "text",
+)  # fmt: skip
+SIZES = (1_000, 100_000, 1_000_000)
+
+
+def corpus() -> dict[str, Image]:
+    """The photographs, RGB uint8, keyed by name (package photos only, none downloaded)."""
+    from skimage import data
+
+    out: dict[str, Image] = {}
+    for name in SKIMAGE:
+        img = np.asarray(getattr(data, name)())
+        out[name] = _rgb(img)
+    extra = {
+        "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+        "china": ("sklearn", "datasets/images/china.jpg"),
+        "flower": ("sklearn", "datasets/images/flower.jpg"),
+    }
+    for name, (package, rel) in extra.items():
+        try:
+            mod = __import__(package)
+        except ImportError:
+            continue
+        path = Path(cast(str, mod.__file__)).parent / rel
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is not None:
+            out[name] = _rgb(img[:, :, ::-1])
+    return out
+
+
+def _rgb(img: np.ndarray) -> Image:
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.ascontiguousarray(img[:, :, :3], dtype=np.uint8)
+
+
+# -- how a stream shows a picture ------------------------------------------------------
+
+
+def place(pic: Image, scale: float = 1.0, bars: int = 0, bg: Image | None = None) -> Image:
+    """``pic`` fitted into the frame (aspect kept), at ``scale`` of the fit, centred."""
+    s = min(W / pic.shape[1], H / pic.shape[0]) * scale
+    pw, ph = max(8, round(pic.shape[1] * s)), max(8, round(pic.shape[0] * s))
+    frame = np.full((H, W, 3), bars, np.uint8) if bg is None else bg.copy()
+    x, y = (W - pw) // 2, (H - ph) // 2
+    frame[y : y + ph, x : x + pw] = cv2.resize(pic, (pw, ph), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def inset(pic: Image, bg: Image, width: float, corner: str) -> Image:
+    pw = round(W * width)
+    ph = min(H - 16, round(pw * pic.shape[0] / pic.shape[1]))
+    frame = bg.copy()
+    x = 12 if "l" in corner else W - pw - 12
+    y = 12 if "t" in corner else H - ph - 12
+    frame[y : y + ph, x : x + pw] = cv2.resize(pic, (pw, ph), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def crop(pic: Image, frac: float) -> Image:
+    h, w = pic.shape[:2]
+    dx, dy = round(w * frac / 2), round(h * frac / 2)
+    return np.ascontiguousarray(pic[dy : h - dy, dx : w - dx])
+
+
+def jpeg(img: Image, quality: int) -> Image:
+    _, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def caption(img: Image, band: bool) -> Image:
+    out = img.copy()
+    if band:
+        out[H - H // 10 :] = (out[H - H // 10 :] * 0.4 + 10).astype(np.uint8)
+    cv2.putText(out, "LIVE  follow me for more", (24, H - 12), 0, 0.8, (255, 255, 255), 2)
+    return out
+
+
+def h264(frames: Sequence[Image], crf: int) -> list[Image]:
+    """Each frame through libx264 at ``crf`` (one 3-frame GOP per picture), decoded back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.mp4"
+        with av.open(str(path), "w") as f:
+            s = cast(VideoStream, f.add_stream("libx264", rate=25))
+            s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+            s.time_base = Fraction(1, 25)
+            s.options = {"crf": str(crf), "preset": "veryfast", "g": "3"}
+            i = 0
+            for img in frames:
+                for _ in range(3):  # the third copy is a P-frame, as most of a stream is
+                    vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    vf.pts = i
+                    i += 1
+                    f.mux(s.encode(vf))
+            f.mux(s.encode(None))
+        with av.open(str(path)) as f:
+            decoded = [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+    return [np.ascontiguousarray(decoded[3 * k + 2]) for k in range(len(frames))]
+
+
+def transforms(bg: Image, quick: bool) -> dict[str, Callable[[Image], Image]]:
+    t: dict[str, Callable[[Image], Image]] = {
+        "stretched_full_frame": lambda p: cv2.resize(p, (W, H), interpolation=cv2.INTER_AREA),
+        "fit_black_bars": lambda p: place(p),
+        "fit_grey_bars": lambda p: place(p, bars=48),
+        "letterbox_wide_frame": lambda p: place(p[: p.shape[0] // 2 * 2]),
+        "scale_70": lambda p: place(p, 0.7),
+        "scale_50": lambda p: place(p, 0.5),
+        "scale_30": lambda p: place(p, 0.3),
+        "crop_5": lambda p: place(crop(p, 0.05)),
+        "crop_10": lambda p: place(crop(p, 0.10)),
+        "crop_20": lambda p: place(crop(p, 0.20)),
+        "mirror": lambda p: place(np.ascontiguousarray(p[:, ::-1])),
+        "rotate90": lambda p: place(np.ascontiguousarray(np.rot90(p, -1))),
+        "rotate180": lambda p: place(np.ascontiguousarray(np.rot90(p, 2))),
+        "caption_text": lambda p: caption(place(p), band=False),
+        "caption_bar": lambda p: caption(place(p), band=True),
+        "jpeg_q20": lambda p: jpeg(place(p), 20),
+        "jpeg_q10": lambda p: jpeg(place(p), 10),
+        "blur": lambda p: cv2.GaussianBlur(place(p), (7, 7), 2.0),
+    }
+    for width in (0.6, 0.4, 0.3, 0.25):
+        for corner in ("tl", "br") if quick else ("tl", "tr", "bl", "br"):
+            t[f"inset_{round(width * 100)}_{corner}"] = lambda p, w=width, c=corner: inset(
+                p, bg, w, c
+            )
+    if quick:
+        keep = ("fit_black_bars", "mirror", "caption_text", "jpeg_q20", "inset_40_tl")
+        t = {k: v for k, v in t.items() if k in keep}
+    return t
+
+
+# -- matching --------------------------------------------------------------------------
+
+
+def matched_label(result: Any) -> str | None:
+    for signal in result.signals:
+        if signal.category == "known_bad":
+            return str(signal.label).split(":", 1)[-1]
+    return None
+
+
+def robustness(
+    listed: dict[str, Image],
+    others: dict[str, Image],
+    new: KnownBadAnalyzer,
+    old: HashAnalyzer,
+    bg: Image,
+    quick: bool,
+) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    false = {"pdq": 0, "phash": 0, "frames": 0}
+    for tname, fn in transforms(bg, quick).items():
+        hits = {"pdq": 0, "phash": 0}
+        for name, pic in listed.items():
+            frame = fn(pic)
+            if matched_label(new.analyze_batch([frame])[0]) == f"{name}.png":
+                hits["pdq"] += 1
+            if matched_label(old.analyze_batch([frame])[0]) == f"{name}.png":
+                hits["phash"] += 1
+        for pic in others.values():
+            frame = fn(pic)
+            false["frames"] += 1
+            false["pdq"] += matched_label(new.analyze_batch([frame])[0]) is not None
+            false["phash"] += matched_label(old.analyze_batch([frame])[0]) is not None
+        n = len(listed)
+        table[tname] = {
+            "pictures": n,
+            "pdq_match_rate": round(hits["pdq"] / n, 3),
+            "phash_match_rate": round(hits["phash"] / n, 3),
+        }
+    crfs = (38,) if quick else (32, 38, 44)
+    for crf in crfs:
+        frames = h264([place(p) for p in listed.values()], crf)
+        hits = {"pdq": 0, "phash": 0}
+        for name, frame in zip(listed, frames, strict=True):
+            hits["pdq"] += matched_label(new.analyze_batch([frame])[0]) == f"{name}.png"
+            hits["phash"] += matched_label(old.analyze_batch([frame])[0]) == f"{name}.png"
+        table[f"h264_crf{crf}"] = {
+            "pictures": len(listed),
+            "pdq_match_rate": round(hits["pdq"] / len(listed), 3),
+            "phash_match_rate": round(hits["phash"] / len(listed), 3),
+        }
+    return {"per_transform": table, "other_photos": false}
+
+
+def benign(new: KnownBadAnalyzer, old: HashAnalyzer, others: dict[str, Image]) -> dict[str, Any]:
+    rng = np.random.default_rng(5)
+    frames = [pattern(t / 4) for t in range(40)]
+    frames += [np.full((H, W, 3), v, np.uint8) for v in (0, 16, 128, 235)]
+    frames += [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(4)]
+    frames += [cv2.resize(p, (W, H), interpolation=cv2.INTER_AREA) for p in others.values()]
+    pdq_false = sum(matched_label(r) is not None for r in new.analyze_batch(frames))
+    phash_false = sum(matched_label(r) is not None for r in old.analyze_batch(frames))
+    return {
+        "frames": len(frames),
+        "pdq_false_matches": pdq_false,
+        "phash_false_matches": phash_false,
+    }
+
+
+# -- cost ------------------------------------------------------------------------------
+
+
+def pct(values_ms: Sequence[float]) -> dict[str, float | int]:
+    v = np.asarray(values_ms, dtype=np.float64)
+    p50, p95, p99 = np.percentile(v, [50, 95, 99])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3),
+            "n": len(v)}  # fmt: skip
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def cost(
+    base: KnownBadLists,
+    specs: Sequence[ListSpec],
+    frames: Sequence[Image],
+    old: HashAnalyzer,
+    sizes: Sequence[int],
+    calls: int,
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(11)
+    rows = []
+    old_ms = timed(lambda: [old.analyze_batch([f]) for f in frames], calls)
+    for size in sizes:
+        real = base.lists[0]
+        n_random = max(0, size - len(real.labels))
+        words = np.concatenate(
+            [real.pdq, rng.integers(0, 2**64 - 1, (n_random, 4), np.uint64, endpoint=True)]
+        )
+        labels = tuple(real.labels) + tuple(f"random-{i}" for i in range(n_random))
+        t0 = time.perf_counter()
+        lists = KnownBadLists([HashList(real.spec, words, labels)])
+        build_s = time.perf_counter() - t0
+        index = lists.index
+        analyzer = KnownBadAnalyzer(specs, lists=lists)
+        per_sample = timed(lambda a=analyzer: [a.analyze_batch([f]) for f in frames], calls)
+        queries = np.stack([pdq_mod.pdq_dihedral(f)[0] for f in frames]).reshape(-1, 4)
+        q_per_sample = 16  # frame + content area, eight variants each (insets add 2 each)
+        search = timed(lambda ix=index, q=queries[:q_per_sample]: ix.search(q), calls * len(frames))
+        rows.append(
+            {
+                "entries": len(words),
+                "strategy": "multi-index hashing" if index.mih else "brute force",
+                "build_s": round(build_s, 2),
+                "ms_per_sample": pct([t / len(frames) for t in per_sample]),
+                "search_ms_16_queries": pct(search),
+                "old_phash_ms_per_sample": pct([t / len(frames) for t in old_ms]),
+                "ratio_p50_vs_old_phash": round(
+                    float(np.median(per_sample)) / max(float(np.median(old_ms)), 1e-9), 1
+                ),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few pictures, 1k/10k entries")
+    args = parser.parse_args()
+    photos = corpus()
+    names = sorted(photos)
+    if args.quick:
+        names = names[:8]
+    listed = {n: photos[n] for i, n in enumerate(names) if i % 2 == 0}
+    others = {n: photos[n] for i, n in enumerate(names) if i % 2 == 1}
+    bg = cv2.resize(next(iter(others.values())), (W, H), interpolation=cv2.INTER_AREA)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, pic in listed.items():
+            cv2.imwrite(str(folder / f"{name}.png"), pic[:, :, ::-1])
+        specs = [ListSpec("default", (folder,))]
+        new = KnownBadAnalyzer(specs)
+        old_index = KnownBadIndex.load([folder])
+        old = HashAnalyzer(old_index, 8)
+        robust = robustness(listed, others, new, old, bg, args.quick)
+        clean = benign(new, old, others)
+        sample_frames = [place(p) for p in list(listed.values())[:4]]
+        sizes = (1_000, 10_000) if args.quick else SIZES
+        costs = cost(new.lists, specs, sample_frames, old, sizes, 3 if args.quick else 20)
+    out = {
+        "setting": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "frame": f"{W}x{H}",
+            "listed_pictures": sorted(listed),
+            "other_pictures": sorted(others),
+            "pdq_max_distance": 31,
+            "phash_max_distance": 8,
+            "max_regions": new.max_regions,
+            "quick": args.quick,
+        },
+        "robustness": robust,
+        "benign": clean,
+        "cost": costs,
+    }
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""The known-bad matcher: PDQ over candidate regions and dihedral variants, reloadable.
+
+Per sample: the candidate boxes (``regions``: whole frame, content area, insets) are
+each hashed once with ``pdqhash.compute_dihedral``; the whole frame and the content
+area are searched under all eight turns and flips, insets as shown and mirrored
+(the mirror of a front camera is common, a turned inset is not). Boxes whose PDQ
+quality is below ``min_quality`` (flat, near-empty) are not searched. Old 64-bit pHash
+entries are matched on the whole frame and the content area, as before.
+
+Lists are an immutable ``KnownBadLists`` snapshot; ``KnownBadAnalyzer.reload`` builds a
+new one off to the side and swaps one reference, so a sample sees the old list or
+the new one, never half of each, and a bad file leaves the old list in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from livemod import metrics
+from livemod.errors import ConfigError
+from livemod.messages import Image, Region, Signal
+from livemod.vision import pdq as pdq_mod
+from livemod.vision.base import AnalyzerResult
+from livemod.vision.hashes import phash
+from livemod.vision.hashlists import HashList, ListSpec, load_list
+from livemod.vision.index import HashIndex
+from livemod.vision.regions import Box, candidate_boxes
+
+__all__ = ["KnownBadAnalyzer", "KnownBadLists", "Match"]
+
+log = logging.getLogger(__name__)
+
+_LIST_MIN_QUALITY: Final = 20
+"""Listed pictures are kept down to this PDQ quality (scikit-image's clock photo is 35):
+a frame must still reach ``min_quality`` to be searched at all."""
+_FULL_VARIANTS: Final = tuple(range(8))
+_INSET_VARIANTS: Final = (0, 5)  # as shown, mirrored (pdq.DIHEDRAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Why a frame matched: the entry, its list, how close, where, and how shown."""
+
+    list_name: str
+    label: str
+    distance: int
+    max_distance: int
+    box: Box
+    transform: str
+    hash_kind: str = "pdq"
+
+    @property
+    def how(self) -> str:
+        parts = [p for p in (self.transform, self.box.kind) if p not in ("none", "frame")]
+        return ", ".join(parts) or "as listed"
+
+
+class KnownBadLists:
+    """All configured lists, loaded, with one index over every PDQ entry."""
+
+    def __init__(self, lists: Sequence[HashList], *, brute_force_max: int | None = None) -> None:
+        self.lists = tuple(lists)
+        words = [hl.pdq for hl in self.lists]
+        self._list_of = np.concatenate(
+            [np.full(len(hl.labels), i, np.int32) for i, hl in enumerate(self.lists)]
+            or [np.empty(0, np.int32)]
+        )
+        self._labels = [label for hl in self.lists for label in hl.labels]
+        thresholds = np.concatenate(
+            [np.full(len(hl.labels), hl.spec.max_distance, np.int64) for hl in self.lists]
+            or [np.empty(0, np.int64)]
+        )
+        stacked = np.concatenate(words) if words else np.empty((0, 4), np.uint64)
+        kwargs = {} if brute_force_max is None else {"brute_force_max": brute_force_max}
+        self.index = HashIndex(stacked, thresholds, **kwargs)
+
+    @classmethod
+    def load(cls, specs: Sequence[ListSpec], *, min_quality: int = 0) -> KnownBadLists:
+        return cls([load_list(spec, min_quality=min_quality) for spec in specs])
+
+    def __len__(self) -> int:
+        return sum(len(hl) for hl in self.lists)
+
+    def sizes(self) -> dict[str, int]:
+        return {hl.name: len(hl) for hl in self.lists}
+
+    def entry(self, i: int) -> tuple[HashList, str]:
+        return self.lists[int(self._list_of[i])], self._labels[i]
+
+    @property
+    def has_phash(self) -> bool:
+        return any(len(hl.phash) for hl in self.lists)
+
+
+class KnownBadAnalyzer:
+    """Matches frames against known-bad lists (``FrameAnalyzer``, ``name = "hash"``).
+
+    Every result carries ``hash_distance``: the distance of the best match, or of
+    the closest entry examined (256 when none was). A match yields a ``known_bad``
+    signal whose label is ``list:entry``, with one region (the matched box in frame
+    pixels, labelled with the entry and how it was shown: mirrored, inset ...). Its
+    score falls linearly from 1.0 (identical) to 0.7 (at the list's threshold).
+    """
+
+    name: str = "hash"
+
+    def __init__(
+        self,
+        specs: Sequence[ListSpec],
+        *,
+        max_regions: int = 6,
+        min_quality: int = 30,
+        lists: KnownBadLists | None = None,
+    ) -> None:
+        self.specs = tuple(specs)
+        self.max_regions = max_regions
+        self.min_quality = min_quality
+        self._reload_lock = threading.Lock()
+        self.lists = lists if lists is not None else self._load()
+        self._export()
+        if len(self.lists) == 0:
+            # Allowed (a fresh install), but an operator should see it.
+            log.warning("known-bad lists are empty: nothing will be matched by hash")
+
+    def _load(self) -> KnownBadLists:
+        return KnownBadLists.load(self.specs, min_quality=min(self.min_quality, _LIST_MIN_QUALITY))
+
+    def _export(self) -> None:
+        for hl in self.lists.lists:
+            metrics.KNOWN_BAD_ENTRIES.labels(hl.name).set(len(hl))
+            metrics.KNOWN_BAD_SKIPPED.labels(hl.name).inc(hl.skipped_images)
+            if len(hl) == 0 and hl.skipped_images == 0:
+                continue  # said once below, when every list is empty
+            log.info(
+                "known-bad list loaded",
+                extra={
+                    "list": hl.name,
+                    "pdq": len(hl.labels),
+                    "phash": len(hl.phash),
+                    "skipped_images": hl.skipped_images,
+                },
+            )
+
+    def reload(self) -> dict[str, int]:
+        """Load every list again and swap them in; on error keep the old ones.
+
+        Returns the new sizes by list; raises ConfigError (the old lists stay).
+        Blocking: call it from a worker thread.
+        """
+        with self._reload_lock:
+            try:
+                fresh = self._load()
+            except ConfigError as exc:
+                metrics.KNOWN_BAD_RELOADS.labels("failed").inc()
+                log.error("known-bad reload failed; the old lists stay", extra={"error": str(exc)})
+                raise
+            self.lists = fresh  # one reference swap: samples see old or new, never both
+            metrics.KNOWN_BAD_RELOADS.labels("ok").inc()
+            self._export()
+            return fresh.sizes()
+
+    def analyze_batch(self, images: Sequence[Image]) -> list[AnalyzerResult]:
+        """Match each image and report its best known-bad match, in order."""
+        return [self._analyze(image) for image in images]
+
+    def match(self, image: Image) -> tuple[Match | None, int]:
+        """The best match in ``image`` (or None) and the best distance seen."""
+        lists = self.lists  # one snapshot for the whole sample
+        grey = pdq_mod.grey_of(image)
+        boxes = candidate_boxes(grey, self.max_regions)
+        queries: list[npt.NDArray[np.uint64]] = []
+        owners: list[tuple[Box, int]] = []
+        for box in boxes:
+            crop = box.crop(grey)
+            if crop.shape[0] < 8 or crop.shape[1] < 8:
+                continue
+            hashes, quality = pdq_mod.pdq_dihedral(crop)
+            if quality < self.min_quality:
+                continue
+            variants = _INSET_VARIANTS if box.kind == "inset" else _FULL_VARIANTS
+            for v in variants:
+                queries.append(hashes[v])
+                owners.append((box, v))
+        best: Match | None = None
+        seen = pdq_mod.BITS
+        if queries and len(lists.index):
+            hits = lists.index.search(np.stack(queries))
+            seen = int(hits.distance.min())
+            for k in np.argsort(hits.distance, kind="stable"):
+                if hits.entry[k] < 0:
+                    continue
+                hl, label = lists.entry(int(hits.entry[k]))
+                box, v = owners[int(k)]
+                best = Match(
+                    hl.name,
+                    label,
+                    int(hits.distance[k]),
+                    hl.spec.max_distance,
+                    box,
+                    pdq_mod.DIHEDRAL[v],
+                )
+                break
+        if best is None and lists.has_phash:
+            best = self._match_phash(image, lists, boxes)
+        return best, seen
+
+    def _match_phash(
+        self, image: Image, lists: KnownBadLists, boxes: Sequence[Box]
+    ) -> Match | None:
+        for box in boxes:
+            if box.kind == "inset":
+                continue
+            h = phash(np.ascontiguousarray(box.crop(image)))
+            for hl in lists.lists:
+                found = hl.phash.nearest(h)
+                if found is not None and found[0] <= hl.spec.phash_max_distance:
+                    distance, label = found
+                    return Match(
+                        hl.name,
+                        label,
+                        distance,
+                        hl.spec.phash_max_distance,
+                        box,
+                        "none",
+                        "phash",
+                    )
+        return None
+
+    def _analyze(self, image: Image) -> AnalyzerResult:
+        found, seen = self.match(image)
+        if found is None:
+            return AnalyzerResult(scores={"hash_distance": float(seen)})
+        metrics.KNOWN_BAD_MATCHES.labels(found.list_name).inc()
+        # In the matched hash's own bits: PDQ's 256, or 64 for an old pHash entry.
+        scores = {
+            "hash_distance": float(found.distance),
+            "hash_max_distance": float(found.max_distance),
+        }
+        score = 1.0 - 0.3 * found.distance / max(found.max_distance, 1)
+        label = f"{found.list_name}:{found.label}"
+        box = found.box
+        region = Region(box.x, box.y, box.w, box.h, f"{label} ({found.how})", score)
+        signal = Signal(
+            category="known_bad", score=score, source=self.name, label=label, regions=(region,)
+        )
+        return AnalyzerResult(signals=(signal,), scores=scores)
