@@ -10,14 +10,18 @@ policy, the speech vote. Measured:
   p50/p95/p99 (the event's store commit, a few ms, is not included);
 - transcript lag: arrival of a word's audio → its commit, per stream count;
 - CPU seconds (the whole process) per second of speech;
-- sustained streams: most streams talking at once with transcript lag p95 < 2 s.
+- sustained streams: most streams talking at once with transcript lag p95 < 2 s;
+- decoding, before/after on the same espeak-ng sentences (two voices): Whisper's windows
+  padded to 30 s against windows sized to the audio (``asr.sized_windows``), CPU seconds per
+  second of speech and word error rate.
 
 The baseline, measured in the same run: fixed 2 s chunks per stream, each
 transcribed when complete (no VAD gate, no agreement, no coalescing), the usual
-naive way. A published anchor: whisper_streaming reports about 3.3 s average
+naive way (each chunk decoded as the configured engine decodes: sized windows unless
+``--padded``). A published anchor: whisper_streaming reports about 3.3 s average
 latency (LocalAgreement-2 on GPU with large models).
 
-    .venv/bin/python benchmarks/asr.py [--quick] [--streams 1,2,3,4]
+    .venv/bin/python benchmarks/asr.py [--quick] [--streams 1,2,3,4] [--padded]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -157,6 +162,52 @@ async def run_livemod(
     }
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        prev, row[0] = row[:], i
+        for j in range(1, len(hyp) + 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ref[i - 1] != hyp[j - 1]))
+    return row[len(hyp)]
+
+
+def run_decoding(config: Any, quick: bool) -> dict[str, Any]:
+    """Padded (30 s) against sized windows: the same sentences, one window each."""
+    sentences = [*ts.EVERYDAY[: 4 if quick else 10], THREAT]
+    voices = [("en-us", 160)] if quick else [("en-us", 160), ("en-gb", 140)]
+    clips = []
+    for voice, wpm in voices:
+        for text in sentences:
+            audio = ts.speak(text, voice=voice, words_per_minute=wpm)
+            pad = np.zeros(AUDIO_RATE // 4, np.float32)
+            clips.append((text, np.concatenate([pad, audio, pad, pad])))
+    speech_s = sum(len(a) for _, a in clips) / AUDIO_RATE
+    out: dict[str, Any] = {"sentences": len(clips), "audio_s": round(speech_s, 2)}
+    for name, sized in (("padded_30s", False), ("sized", True)):
+        engine = WhisperEngine(threads=config.asr.threads, sized=sized)
+        engine.transcribe(clips[0][1], 0.0)  # warm up
+        errors = words = 0
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for text, audio in clips:
+            heard = " ".join(w.text for w in engine.transcribe(audio, 0.0).words)
+            ref = _words(text)
+            errors += edit_distance(ref, _words(heard))
+            words += len(ref)
+        out[name] = {
+            "cpu_s_per_speech_s": round((time.process_time() - cpu0) / speech_s, 3),
+            "wall_s_per_call": round((time.perf_counter() - t0) / len(clips), 3),
+            "wer": round(errors / words, 3),
+        }
+    out["ratio_cpu_sized_vs_padded"] = round(
+        out["sized"]["cpu_s_per_speech_s"] / out["padded_30s"]["cpu_s_per_speech_s"], 3
+    )
+    return out
+
+
 def run_baseline(
     engine: WhisperEngine,
     policy: TextPolicy,
@@ -222,10 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one stream, a 14 s track")
     parser.add_argument("--streams", default="", help="stream counts to try, e.g. 1,2,3")
+    parser.add_argument("--padded", action="store_true", help="stream with 30 s windows (before)")
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",") if x] or ([1] if args.quick else [1, 2, 3, 4])
     seconds = 12.0 if args.quick else 30.0
-    config = load_config(None, environ={"LIVEMOD_ASR__ENABLED": "true"})
+    env = {"LIVEMOD_ASR__ENABLED": "true"}
+    if args.padded:
+        env["LIVEMOD_ASR__SIZED_WINDOWS"] = "false"
+    config = load_config(None, environ=env)
     setup = build_speech(config, load_policy(config.policy))
     assert setup is not None
     track, placed = talk_track(seconds)
@@ -234,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = run_baseline(setup.asr.engine, setup.policy, counts[0], track, placed)
     wer_ref = " ".join(p.part.text for p in placed if p.part.text)
     setup.close()
+    decoding = run_decoding(config, args.quick)
     sustained = max(
         (
             r["streams"]
@@ -258,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workers": config.asr.workers,
             "vad": "silero (faster-whisper), pad 0.8 s, end of speech after 0.5 s silence",
             "decode_interval_s": config.asr.decode_interval_s,
+            "sized_windows": config.asr.sized_windows,
             "track_s": round(len(track) / AUDIO_RATE, 2),
             "speech_s_per_stream": round(voiced_seconds(placed), 2),
             "threats_per_stream": sum(1 for p in placed if p.part.text == THREAT),
@@ -267,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "runs": runs,
         "baseline_fixed_chunks": baseline,
+        "decoding": decoding,
         "summary": {
             "sentence_end_to_mute_s": first["sentence_end_to_mute_s"],
             "cpu_s_per_speech_s": first["cpu_s_per_speech_s"],

@@ -34,6 +34,15 @@ NO_SPEECH_SKIP = 0.6
 """A window likelier silence than this, decoded with ``avg_logprob`` below
 ``LOGPROB_SKIP``, yields nothing (faster-whisper's own skip rule)."""
 LOGPROB_SKIP = -1.0
+FRAMES_PER_S = 100
+SAMPLE_RATE = 16000
+MAX_TOKENS_BASE = 16
+MAX_TOKENS_PER_S = 12
+"""Sized windows: a decode stops after this many tokens (speech runs 3-5 a second)."""
+OVERRUN_S = 0.5
+SIZED_PAD_S = 1.0
+"""Sized windows: silence after the audio (Whisper ends a segment on seeing some), then
+rounded up to a whole second of features."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +60,16 @@ class BatchDecoder:
     Thread-safe as far as CTranslate2 is (calls run concurrently on its workers).
     """
 
-    def __init__(self, model: Any, language: str | None, guard: GuardOptions) -> None:
+    def __init__(
+        self, model: Any, language: str | None, guard: GuardOptions, *, sized: bool = False
+    ) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self._model = model
         self._guard = guard
+        self._sized = sized
+        """Run the encoder on features sized to the audio instead of padded to 30 s."""
         self._multilingual = bool(model.model.is_multilingual)
         self._tokenizer = Tokenizer(
             model.hf_tokenizer, self._multilingual, task="transcribe", language=language or "en"
@@ -92,18 +105,31 @@ class BatchDecoder:
         model, tok = self._model, self._tokenizer
         mels = [model.feature_extractor(item.audio)[..., :-1] for item in items]
         frames = [min(m.shape[-1], model.feature_extractor.nb_max_frames) for m in mels]
-        features = np.stack([pad_or_trim(m) for m in mels]).astype(np.float32)
+        if self._sized:
+            # CTranslate2's Whisper encoder takes any length up to 30 s; its cost grows with
+            # the length (measured: 36 ms for 6 s against 560 ms for the padded 30 s).
+            need = max(frames) + round(SIZED_PAD_S * FRAMES_PER_S)
+            size = min(
+                -(-need // FRAMES_PER_S) * FRAMES_PER_S, model.feature_extractor.nb_max_frames
+            )
+            features = np.stack([_fit(m, size) for m in mels]).astype(np.float32)
+        else:
+            features = np.stack([pad_or_trim(m) for m in mels]).astype(np.float32)
         encoded = model.model.encode(get_ctranslate2_storage(features), to_cpu=False)
         if self._detect:
             position = prompts[0].index(tok.language)
             detected = model.model.detect_language(encoded)
             for prompt, langs in zip(prompts, detected, strict=True):
                 prompt[position] = tok.tokenizer.token_to_id(langs[0][0])
+        max_length = model.max_length
+        if self._sized:
+            longest = max(len(item.audio) for item in items) / SAMPLE_RATE
+            max_length = min(max_length, MAX_TOKENS_BASE + round(MAX_TOKENS_PER_S * longest))
         results = model.model.generate(
             encoded,
             prompts,
             beam_size=1,
-            max_length=model.max_length,
+            max_length=max_length,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -112,8 +138,10 @@ class BatchDecoder:
         )
         texts: list[list[int]] = []
         stats: list[tuple[float, float, float]] = []
-        for result in results:
+        for item, result in zip(items, results, strict=True):
             tokens = list(result.sequences_ids[0])
+            if self._sized:
+                tokens = _inside(tokens, tok, len(item.audio) / SAMPLE_RATE, model.time_precision)
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
             text = tok.decode(tokens).strip()
             stats.append((float(result.no_speech_prob), avg_logprob, get_compression_ratio(text)))
@@ -135,6 +163,46 @@ class BatchDecoder:
         previous = self._tokenizer.encode(" " + text.strip()) if text else []
         prompt: list[int] = self._model.get_prompt(self._tokenizer, previous_tokens=previous)
         return prompt
+
+
+def _inside(tokens: list[int], tok: Any, duration_s: float, precision: float) -> list[int]:
+    """The segments of a sized window's decode that lie in its audio.
+
+    Without 30 s of silence after the speech to stop at, the decoder runs on past the end
+    of a short window and repeats what it heard (``<0.00> I will kill you. <2.00><2.00> I will
+    kill you. <4.00>...``). Keep the first segment, then each next one while it starts
+    inside the audio, ends by its end (+``OVERRUN_S``) and does not repeat the one before.
+    """
+    kept: list[int] = []
+    segment: list[int] = []
+    start: float | None = None
+    previous: list[int] | None = None
+    for t in tokens:
+        if t < tok.timestamp_begin:
+            segment.append(t)
+            continue
+        at = (t - tok.timestamp_begin) * precision
+        if start is None:
+            start, segment = at, [t]
+            continue
+        segment.append(t)
+        words = [x for x in segment if x < tok.eot]
+        if previous is not None and (
+            start >= duration_s or at > duration_s + OVERRUN_S or words == previous
+        ):
+            return kept
+        kept.extend(segment)
+        previous, start, segment = words, None, []
+    if segment and (start is None or start < duration_s) and previous is None:
+        kept.extend(segment)
+    return kept
+
+
+def _fit(mel: np.ndarray, frames: int) -> np.ndarray:
+    out = np.zeros((mel.shape[0], frames), dtype=mel.dtype)
+    n = min(frames, mel.shape[-1])
+    out[:, :n] = mel[:, :n]
+    return out
 
 
 def _words(alignment: list[dict[str, Any]], offset_s: float) -> tuple[Word, ...]:

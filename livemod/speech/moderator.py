@@ -145,6 +145,7 @@ def build_speech(config: Config, policy: Policy) -> SpeechSetup | None:
         workers=cfg.workers,
         language=cfg.language,
         guard=guard,
+        sized=cfg.sized_windows,
     )
     options = TranscriberOptions(
         threshold=cfg.vad_threshold,
@@ -285,7 +286,7 @@ class SpeechModerator:
             )
         if tr.words:
             self.lags.append(tr.lag_s)
-            self._read(tr.words)
+            await self._read(tr.words)
         if tr.final:
             self._context = []
         for t, hits in self._timeline.advance(tr.settled_s):
@@ -309,13 +310,19 @@ class SpeechModerator:
         cat = self._engine.policy.categories.get(category)
         return cat.floor if cat is not None else 1.0
 
-    def _read(self, words: tuple[Word, ...]) -> None:
+    async def _read(self, words: tuple[Word, ...]) -> None:
         first_new = len(self._context)
         self._context.extend(words)
         self.words += len(words)
         text, offsets = _joined(self._context)
         started = time.perf_counter()
-        for hit in self._policy.evaluate(text):
+        # The learned judge runs a sentence encoder (ms per sentence): off the event loop.
+        hits = (
+            await asyncio.to_thread(self._policy.evaluate, text)
+            if self._policy.judge is not None
+            else self._policy.evaluate(text)
+        )
+        for hit in hits:
             idx = [i for i, (a, b) in enumerate(offsets) if a < hit.end and b > hit.start]
             if not idx or idx[-1] < first_new:
                 continue  # judged when those words were new

@@ -7,9 +7,11 @@ CTranslate2 Whisper directory can be configured. Nothing is fetched from a hub:
 the model must be a local directory, and ``HF_HUB_OFFLINE`` is set before
 faster-whisper is imported.
 
-Whisper pads every call to 30 s, so a call costs about the same whatever the
-window length; the hallucination guard drops segments Whisper itself marks as
-non-speech (``no_speech_prob``) or as looping (compression ratio).
+Whisper pads every call to 30 s, so a call costs about the same whatever the window
+length; with ``sized`` (``asr.sized_windows``, on by default) the encoder runs on features
+sized to the window instead (``livemod/speech/batch.py``), about a fifth of the CPU. The
+hallucination guard drops segments Whisper itself marks as non-speech (``no_speech_prob``)
+or as looping (compression ratio).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class WhisperEngine:
         workers: int = 1,
         language: str | None = None,
         guard: GuardOptions | None = None,
+        sized: bool = False,
     ) -> None:
         _offline()
         from faster_whisper import WhisperModel
@@ -104,12 +107,15 @@ class WhisperEngine:
         self.model_dir = path
         self.compute_type = compute_type
         self.guard = guard or GuardOptions()
-        self._batch: BatchDecoder | None = None
+        self.sized = sized
+        self._batch: BatchDecoder | None = (
+            BatchDecoder(self._model, self.language, self.guard, sized=True) if sized else None
+        )
 
     def transcribe_batch(self, items: Sequence[BatchItem]) -> list[Decoded]:
         """Several streams' windows in one call (``livemod/speech/batch.py``); one window
         goes through ``transcribe``, the path livemod has always used alone."""
-        if len(items) == 1:
+        if len(items) == 1 and not self.sized:
             item = items[0]
             return [self.transcribe(item.audio, item.offset_s, item.prompt)]
         if self._batch is None:
@@ -118,6 +124,8 @@ class WhisperEngine:
 
     def transcribe(self, audio: Samples, offset_s: float, prompt: str | None = None) -> Decoded:
         """Decode one window; word times are shifted by ``offset_s`` to media time."""
+        if self._batch is not None and self.sized:
+            return self._batch.decode([BatchItem(audio, offset_s, prompt)])[0]
         started = time.perf_counter()
         segments, _info = self._model.transcribe(
             audio,

@@ -10,11 +10,17 @@ leetspeak inside words (``k1ll``, ``h@te``), letters spaced or dotted apart
 (``k i l l``, ``k.i.l.l``) and stretched letters (``kiiill``). Contact patterns
 (phone numbers, URLs, handles) run on the raw text, where digits, dots and ``@``
 still mean what they say. The lexicon ships in ``configs/text_policy.yaml``.
+
+With ``judge:`` on (the shipped file), a learned judge (``livemod.text.learned``: MiniLM
+sentence vectors, one small head per category) also scores every sentence, so a threat
+phrased in words no list holds is still caught. A judge hit spans its sentence and is left
+out where a list or pattern hit of the same category at least as strong covers it.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +30,7 @@ import yaml
 
 from livemod.errors import ConfigError
 from livemod.paths import CONFIGS_DIR
+from livemod.text.learned import DEFAULT_HEADS, TERM, TextJudge
 
 DEFAULT_TEXT_POLICY = CONFIGS_DIR / "text_policy.yaml"
 
@@ -153,14 +160,21 @@ def _term_regex(term: str) -> str:
 
 
 class TextPolicy:
-    """Evaluates text against the lexicon and patterns. Immutable and thread-safe."""
+    """Evaluates text against the lexicon, patterns and judge. Immutable and thread-safe."""
 
-    def __init__(self, rules: list[_Rule]) -> None:
+    def __init__(self, rules: list[_Rule], judge: TextJudge | None = None) -> None:
         self._rules = tuple(rules)
+        self.judge = judge
+        """The learned judge, when the policy file turns it on."""
 
     @property
     def categories(self) -> frozenset[str]:
-        return frozenset(r.category for r in self._rules)
+        judged = self.judge.categories if self.judge is not None else frozenset()
+        return frozenset(r.category for r in self._rules) | judged
+
+    def without_judge(self) -> TextPolicy:
+        """The same lists and patterns with the judge off (evaluation, comparisons)."""
+        return TextPolicy(list(self._rules))
 
     @classmethod
     def load(cls, path: Path | None = None) -> TextPolicy:
@@ -172,13 +186,20 @@ class TextPolicy:
             raise ConfigError(f"text policy: cannot read {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"text policy: {path} is not valid YAML: {exc}") from exc
-        return cls.parse(data)
+        return cls.parse(data, path.parent)
 
     @classmethod
-    def parse(cls, data: Any) -> TextPolicy:
-        """Build a policy from the YAML structure; ConfigError names a bad entry."""
-        if not isinstance(data, dict) or {str(k) for k in data} - {"lexicon", "patterns"}:
-            raise ConfigError("text policy: expected a mapping with 'lexicon' and 'patterns'")
+    def parse(cls, data: Any, base: Path | None = None) -> TextPolicy:
+        """Build a policy from the YAML structure; ConfigError names a bad entry.
+        ``base``: where a relative ``judge.heads`` path starts (the policy file's folder)."""
+        if not isinstance(data, dict) or {str(k) for k in data} - {
+            "lexicon",
+            "patterns",
+            "judge",
+        }:
+            raise ConfigError(
+                "text policy: expected a mapping with 'lexicon', 'patterns' and 'judge'"
+            )
         rules: list[_Rule] = []
         lexicon = data.get("lexicon") or {}
         if not isinstance(lexicon, dict):
@@ -190,7 +211,7 @@ class TextPolicy:
             raise ConfigError("text policy patterns: expected a list")
         for i, raw in enumerate(patterns):
             rules.append(_pattern_rule(i, raw))
-        return cls(rules)
+        return cls(rules, _judge(data.get("judge"), base))
 
     def evaluate(self, text: str) -> list[TextHit]:
         """Every match in ``text``, ordered by position then by score (highest first)."""
@@ -205,7 +226,47 @@ class TextPolicy:
                     continue
                 start, end = norm.span(m.start(), m.end()) if rule.on == "normalized" else m.span()
                 hits.add(TextHit(rule.category, rule.score, rule.term, start, end))
+        if self.judge is not None:
+            for j in self.judge.judge(text):
+                covered = any(
+                    h.category == j.category
+                    and h.score >= j.score
+                    and h.start < j.end
+                    and j.start < h.end
+                    for h in hits
+                )
+                if not covered:
+                    hits.add(TextHit(j.category, j.score, TERM, j.start, j.end))
         return sorted(hits, key=lambda h: (h.start, -h.score, h.end, h.term))
+
+
+_JUDGES: dict[Path, TextJudge] = {}
+_JUDGES_LOCK = threading.Lock()
+
+
+def _judge(raw: Any, base: Path | None) -> TextJudge | None:
+    """``judge: off`` (or absent), ``judge: on``, or ``judge: {heads: PATH}``."""
+    if raw is None or raw is False or raw == "off":
+        return None
+    heads: Any = "default"
+    if isinstance(raw, dict):
+        unknown = {str(k) for k in raw} - {"heads"}
+        if unknown:
+            raise ConfigError(f"text policy judge: unknown field(s) {', '.join(sorted(unknown))}")
+        heads = raw.get("heads", "default")
+    elif raw is not True and raw != "on":
+        raise ConfigError(f"text policy judge: expected on, off or {{heads: PATH}}, got {raw!r}")
+    if not isinstance(heads, str) or not heads:
+        raise ConfigError("text policy judge.heads: expected 'default' or a path")
+    path = DEFAULT_HEADS if heads == "default" else Path(heads)
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    # The speech and OCR stages load the policy separately: share one encoder session.
+    with _JUDGES_LOCK:
+        judge = _JUDGES.get(path.resolve())
+        if judge is None:
+            judge = _JUDGES[path.resolve()] = TextJudge.load(path)
+    return judge
 
 
 def _category_name(where: str, name: str) -> str:

@@ -16,6 +16,10 @@ def test_asr_quick() -> None:
         assert_percentiles(run[key])
     assert run["transcript_lag_s"]["n"] > 0 and run["cpu_s_per_speech_s"] > 0
     assert_percentiles(out["baseline_fixed_chunks"]["sentence_end_to_detection_s"])
+    decoding = out["decoding"]
+    assert setting["sized_windows"] is True and decoding["sentences"] > 0
+    for mode in ("padded_30s", "sized"):
+        assert decoding[mode]["cpu_s_per_speech_s"] > 0 and 0 <= decoding[mode]["wer"] <= 1
     summary = out["summary"]
     assert isinstance(summary["sustained_streams_lag_p95_under_2s"], int)
     assert {"ratio_latency_p50_vs_baseline", "ratio_cpu_per_audio_vs_baseline"} <= set(summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from livemod.messages import AUDIO_RATE, AudioChunk, Samples
@@ -126,3 +127,24 @@ def test_streaming_transcript_times_words_and_skips_the_gaps(service: AsrService
     covered = [w for w in covered if threat.speech_start_s - 0.5 <= w.start_s]
     assert covered and covered[0].start_s == pytest.approx(threat.speech_start_s, abs=0.4)
     assert hit.term == "threat_intent"
+
+
+def test_sized_windows_hear_what_padded_windows_hear(engine: WhisperEngine) -> None:
+    # The encoder on features sized to the window (+1 s of silence) instead of 30 s:
+    # as many words right, at the same times, for a fraction of the CPU (benchmarks/asr.py).
+    sized = WhisperEngine(threads=2, sized=True)
+    pad = np.zeros(AUDIO_RATE // 4, np.float32)
+    said, heard_padded, heard_sized = [], [], []
+    for text in (*SENTENCES[:4], THREAT):
+        clip = np.concatenate([pad, ts.speak(text), pad])
+        a, b = engine.transcribe(clip, 10.0), sized.transcribe(clip, 10.0)
+        said.append(text)
+        heard_padded.append(" ".join(w.text for w in a.words))
+        heard_sized.append(" ".join(w.text for w in b.words))
+        end = 10.0 + len(clip) / AUDIO_RATE + 0.1
+        assert b.words and all(10.0 <= w.start_s <= w.end_s <= end for w in b.words)
+        same = [(x, y) for x, y in zip(a.words, b.words, strict=False) if x.text == y.text]
+        assert all(abs(x.start_s - y.start_s) < 0.3 for x, y in same), (a.words, b.words)
+    wer_padded = ts.word_error_rate(" ".join(said), " ".join(heard_padded))
+    wer_sized = ts.word_error_rate(" ".join(said), " ".join(heard_sized))
+    assert wer_sized <= wer_padded + 0.05, (heard_padded, heard_sized)

@@ -88,7 +88,10 @@ def test_evasions_are_normalized(policy: TextPolicy, text: str) -> None:
 
 
 def test_word_boundaries(policy: TextPolicy) -> None:
-    assert policy.evaluate("pornography lecture") == []
+    # The list's own word boundaries; the judge reads meaning, not words.
+    lists = policy.without_judge()
+    assert lists.evaluate("pornography lecture") == []
+    assert lists.evaluate("skyscraper kystone") == []
     assert policy.evaluate("skyscraper kystone") == []
     assert found(policy, "lol kys") == [("harassment", "kys", "kys")]
 

@@ -1,0 +1,74 @@
+"""The text judge's labelled set (``data/text_judge/labelled.txt``) and its fixed split.
+
+One sentence a line under a ``[label]`` header; ``#`` starts a comment line. Labels are
+the policy categories the judge scores and hard negatives (``benign_<topic>``). A line is
+held back from training when its sha256 says so, so the split never depends on the order
+of the file and a sentence added later lands on one side for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from livemod.errors import ConfigError
+from livemod.paths import REPO_ROOT
+
+LABELLED_SET = REPO_ROOT / "data" / "text_judge" / "labelled.txt"
+CATEGORIES = ("violence", "harassment", "hate", "self_harm", "sexual", "contact")
+"""The categories the judge scores, in the order of the heads."""
+NEGATIVE_PREFIX = "benign_"
+HELD_BACK_ONE_IN = 4
+"""About a quarter of the lines are held back for evaluation and never trained on."""
+_HEADER = re.compile(r"^\[([a-z][a-z0-9_]*)\]$")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    label: str
+
+    @property
+    def held_back(self) -> bool:
+        digest = hashlib.sha256(self.text.encode("utf-8")).digest()
+        return int.from_bytes(digest[:4], "big") % HELD_BACK_ONE_IN == 0
+
+    @property
+    def negative(self) -> bool:
+        return self.label.startswith(NEGATIVE_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSet:
+    examples: tuple[Example, ...]
+    sha256: str
+    """Of the file's bytes: the heads record which data they came from."""
+
+    def split(self, held_back: bool) -> list[Example]:
+        return [e for e in self.examples if e.held_back == held_back]
+
+
+def load_labelled(path: Path = LABELLED_SET) -> LabelledSet:
+    raw = path.read_bytes()
+    examples: list[Example] = []
+    label: str | None = None
+    seen: set[str] = set()
+    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = _HEADER.match(line)
+        if header:
+            label = header.group(1)
+            if label not in CATEGORIES and not label.startswith(NEGATIVE_PREFIX):
+                raise ConfigError(f"{path}:{n}: unknown label {label!r}")
+            continue
+        if label is None:
+            raise ConfigError(f"{path}:{n}: a sentence before the first [label]")
+        if line.casefold() in seen:
+            raise ConfigError(f"{path}:{n}: duplicate sentence {line!r}")
+        seen.add(line.casefold())
+        examples.append(Example(line, label))
+    return LabelledSet(tuple(examples), hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,170 @@
+"""The learned text judge: sentence embeddings scored by small per-category heads.
+
+A head is a logistic regression on the 384-float MiniLM sentence vector with its own
+threshold, calibrated on held-out folds of the training data (``scripts/train_text_judge.py``
+writes ``models/text/heads.json`` with the sha256 of the labelled set it came from). The
+judge reads text a sentence at a time, so a hit's span is the sentence that carries it and
+a long transcript does not dilute one threatening sentence. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livemod.errors import ConfigError
+from livemod.text.encoder import DIMENSION, TEXT_MODELS_DIR, SentenceEncoder
+
+DEFAULT_HEADS = TEXT_MODELS_DIR / "heads.json"
+TERM = "judge"
+"""The term a judge hit carries (evidence shows it as ``text:judge``)."""
+SCORE_AT_THRESHOLD = 0.70
+SCORE_AT_CERTAINTY = 0.90
+"""A head's probability maps linearly from its threshold..1 onto these policy scores: a judge
+hit alone lands in the medium tier (speech mutes, on-screen text goes to review) and never in
+the high tier, which stays with the deterministic patterns."""
+MAX_WORDS = 40
+"""Longer sentences (run-on transcripts) are judged in overlapping windows of this many words."""
+CACHE_SIZE = 2048
+# A sentence ends at . ! ? ; followed by a space, or at a line break (OCR reads lines).
+_BREAK = re.compile(r"[.!?;]+(?=\s)|\n")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    category: str
+    weights: np.ndarray
+    bias: float
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeHit:
+    category: str
+    probability: float
+    score: float
+    start: int
+    end: int
+
+
+class Heads:
+    """The per-category heads file (``models/text/heads.json``)."""
+
+    def __init__(self, heads: list[Head], meta: dict[str, Any]) -> None:
+        self.heads = tuple(heads)
+        self.meta = meta
+        self._w = np.stack([h.weights for h in heads]).astype(np.float32)
+        self._b = np.asarray([h.bias for h in heads], dtype=np.float32)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(h.category for h in self.heads)
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """Per row of ``vectors`` (n, 384), per head, P(category)."""
+        logits = vectors.astype(np.float32) @ self._w.T + self._b
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_HEADS) -> Heads:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"text judge: cannot read heads {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"text judge: {path} is not valid JSON: {exc}") from exc
+        return cls.parse(data, str(path))
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "heads") -> Heads:
+        if not isinstance(data, dict) or not isinstance(data.get("heads"), dict):
+            raise ConfigError(f"text judge: {where}: expected a mapping with 'heads'")
+        heads = []
+        for category, raw in data["heads"].items():
+            try:
+                weights = np.asarray(raw["weights"], dtype=np.float32)
+                head = Head(str(category), weights, float(raw["bias"]), float(raw["threshold"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"text judge: {where}: head {category!r} is malformed") from exc
+            if weights.shape != (DIMENSION,) or not 0.0 < head.threshold < 1.0:
+                raise ConfigError(
+                    f"text judge: {where}: head {category!r} needs {DIMENSION} weights "
+                    "and a threshold between 0 and 1"
+                )
+            heads.append(head)
+        if not heads:
+            raise ConfigError(f"text judge: {where}: no heads")
+        meta = {k: v for k, v in data.items() if k != "heads"}
+        return cls(heads, meta)
+
+
+class TextJudge:
+    """Scores text per category, a sentence at a time. Thread-safe; caches sentences."""
+
+    def __init__(self, encoder: SentenceEncoder, heads: Heads) -> None:
+        self.encoder = encoder
+        self.heads = heads
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, heads_path: Path = DEFAULT_HEADS, *, threads: int = 1) -> TextJudge:
+        return cls(SentenceEncoder(threads=threads), Heads.load(heads_path))
+
+    @property
+    def categories(self) -> frozenset[str]:
+        return frozenset(self.heads.categories)
+
+    def probabilities(self, text: str) -> np.ndarray:
+        """P(category) per head for ``text`` taken as one sentence (cached)."""
+        key = " ".join(text.split()).casefold()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        probs: np.ndarray = self.heads.probabilities(self.encoder.embed(key)[None, :])[0]
+        with self._lock:
+            self._cache[key] = probs
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return probs
+
+    def judge(self, text: str) -> list[JudgeHit]:
+        """Every sentence of ``text`` a head flags, with its span in ``text``."""
+        hits: list[JudgeHit] = []
+        for start, end in segments(text):
+            probs = self.probabilities(text[start:end])
+            for head, p in zip(self.heads.heads, probs, strict=True):
+                if p >= head.threshold:
+                    hits.append(JudgeHit(head.category, float(p), _score(p, head), start, end))
+        return hits
+
+
+def _score(p: float, head: Head) -> float:
+    frac = (float(p) - head.threshold) / max(1.0 - head.threshold, 1e-9)
+    return round(float(SCORE_AT_THRESHOLD + (SCORE_AT_CERTAINTY - SCORE_AT_THRESHOLD) * frac), 4)
+
+
+def segments(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of ``text`` (trimmed, with words), long ones cut into windows."""
+    out: list[tuple[int, int]] = []
+    bounds = [0, *(m.end() for m in _BREAK.finditer(text)), len(text)]
+    for lo, hi in itertools.pairwise(bounds):
+        words = [w.span() for w in _WORD.finditer(text, lo, hi)]
+        if not words or not any(ch.isalpha() for ch in text[lo:hi]):
+            continue
+        step = MAX_WORDS // 2
+        for i in range(0, max(1, len(words) - step), step):
+            window = words[i : i + MAX_WORDS]
+            out.append((window[0][0], window[-1][1]))
+    return out

@@ -1,0 +1,182 @@
+"""The learned text judge: its committed heads, what it catches, what it leaves alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livemod.errors import ConfigError
+from livemod.paths import REPO_ROOT
+from livemod.text.dataset import CATEGORIES, load_labelled
+from livemod.text.encoder import MODEL_SHA256, TOKENIZER_PATH, TOKENIZER_SHA256, sha256_file
+from livemod.text.judge import TextPolicy
+from livemod.text.learned import DEFAULT_HEADS, TERM, Heads, segments
+from tests.conftest import TIMEOUT_SCALE
+
+
+@pytest.fixture(scope="module")
+def policy() -> TextPolicy:
+    return TextPolicy.load()
+
+
+def categories(policy: TextPolicy, text: str) -> set[str]:
+    return {h.category for h in policy.evaluate(text)}
+
+
+def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
+    out = tmp_path / "heads.json"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "train_text_judge.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300 * TIMEOUT_SCALE,
+    )
+    fresh = json.loads(out.read_text())
+    committed = json.loads(DEFAULT_HEADS.read_text())
+    # The heads came from the labelled set as it is now, and from these model files.
+    assert committed["data_sha256"] == load_labelled().sha256 == fresh["data_sha256"]
+    assert committed["model_sha256"] == MODEL_SHA256 == fresh["model_sha256"]
+    assert committed["tokenizer_sha256"] == TOKENIZER_SHA256 == sha256_file(TOKENIZER_PATH)
+    assert list(committed["heads"]) == list(fresh["heads"]) == list(CATEGORIES)
+    for category in CATEGORIES:
+        a, b = committed["heads"][category], fresh["heads"][category]
+        # Newton's method has no randomness; the tolerance only absorbs float rounding
+        # that differs between CPUs' SIMD paths.
+        assert a["threshold"] == pytest.approx(b["threshold"], abs=2e-3), category
+        assert a["bias"] == pytest.approx(b["bias"], abs=1e-3), category
+        np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The issue's phrasing family: no listed verb, no "I will ... you" pattern.
+        "I know your address, and I am coming over tonight with a knife.",
+        "I know you're at rest and I'm coming over tonight with a knife.",  # as Whisper heard it
+        "We found out where you live and we are coming for you tonight.",
+        "Got your address, see you tonight, I'm bringing my knife.",
+    ],
+)
+def test_threats_without_listed_words_are_violence(policy: TextPolicy, text: str) -> None:
+    assert policy.without_judge().evaluate(text) == []
+    hits = [h for h in policy.evaluate(text) if h.category == "violence"]
+    assert hits and all(h.term == TERM for h in hits), policy.evaluate(text)
+    (hit,) = hits
+    # A judge hit spans its sentence and lands in the medium tier, never the high one.
+    assert text[hit.start : hit.end].rstrip(".") == text.rstrip(".")
+    assert 0.7 <= hit.score <= 0.9
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I killed the boss.",
+        "We destroyed them.",
+        "I killed the boss on my first try, we destroyed them in the last round.",
+        "Headshot! Knife him from behind and push B.",
+        "Cut the onions and beat the eggs.",
+        "The striker shot from the halfway line and scored.",
+        "Police arrested a man after a stabbing downtown.",
+        "My sister is coming over tonight with a cake.",
+        "The weather today is sunny and warm.",
+    ],
+)
+def test_gaming_and_other_hard_negatives_stay_clean(policy: TextPolicy, text: str) -> None:
+    assert policy.evaluate(text) == []
+
+
+def test_one_sentence_is_judged_on_its_own(policy: TextPolicy) -> None:
+    threat = "I know where you live and I am coming for you tonight with a knife."
+    text = f"Welcome back everyone. We played a lot today. {threat} Anyway, thanks for watching."
+    hits = [h for h in policy.evaluate(text) if h.category == "violence"]
+    assert [text[h.start : h.end] for h in hits] == [threat]
+
+
+def test_a_list_hit_covers_the_judge_in_its_category(policy: TextPolicy) -> None:
+    hits = policy.evaluate("I will kill you tonight.")
+    assert [(h.category, h.term) for h in hits] == [("violence", "threat_intent")]
+
+
+def test_no_held_back_hard_negative_topic_is_flagged_by_the_judge(policy: TextPolicy) -> None:
+    # The issue's hard negatives. benign_chat holds deliberate near-misses (recovery talk,
+    # "I know where you live, you're my neighbour"), reported by benchmarks/text_policy.py.
+    topics = {"benign_gaming", "benign_sports", "benign_cooking", "benign_news", "benign_quotes"}
+    judge = policy.judge
+    assert judge is not None
+    held = [e for e in load_labelled().split(held_back=True) if e.label in topics]
+    assert len(held) > 40
+    assert [e.text for e in held if judge.judge(e.text)] == []
+
+
+def test_segments_split_sentences_and_lines() -> None:
+    text = "Hello there. I will find you! ok?\nline two\n\n..."
+    assert [text[a:b] for a, b in segments(text)] == [
+        "Hello there.",
+        "I will find you!",
+        "ok?",
+        "line two",
+    ]
+    long = " ".join(f"w{i}" for i in range(90))
+    windows = [long[a:b].split() for a, b in segments(long)]
+    assert windows[0][0] == "w0" and windows[-1][-1] == "w89"
+    assert all(len(w) <= 40 for w in windows)
+
+
+@pytest.mark.parametrize(
+    ("judge", "on"),
+    [
+        ("judge: off\n", False),
+        ("", False),
+        ("judge: on\n", True),
+        ("judge: {heads: default}\n", True),
+    ],
+)
+def test_the_judge_is_switched_in_the_policy_file(tmp_path: Path, judge: str, on: bool) -> None:
+    path = tmp_path / "tp.yaml"
+    path.write_text("lexicon:\n  hate: [badword]\n" + judge)
+    policy = TextPolicy.load(path)
+    assert (policy.judge is not None) == on
+    assert categories(policy, "I know your address and I'm coming over tonight with a knife") == (
+        {"violence"} if on else set()
+    )
+
+
+def test_heads_path_is_relative_to_the_policy_file(tmp_path: Path) -> None:
+    (tmp_path / "h.json").write_text(DEFAULT_HEADS.read_text())
+    path = tmp_path / "tp.yaml"
+    path.write_text("judge: {heads: h.json}\n")
+    judge = TextPolicy.load(path).judge
+    assert judge is not None and judge.heads.categories == CATEGORIES
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("judge: maybe\n", "expected on, off"),
+        ("judge: {model: x}\n", "unknown field(s) model"),
+        ("judge: {heads: nope.json}\n", "cannot read heads"),
+        ("judge: {heads: bad.json}\n", "no heads"),
+        ("judge: {heads: short.json}\n", "needs 384 weights"),
+    ],
+)
+def test_bad_judge_settings_are_named(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "bad.json").write_text('{"heads": {}}')
+    (tmp_path / "short.json").write_text(
+        '{"heads": {"hate": {"weights": [1, 2], "bias": 0, "threshold": 0.5}}}'
+    )
+    path = tmp_path / "tp.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        TextPolicy.load(path)
+    assert needle in str(err.value)
+
+
+def test_heads_parse_rejects_a_bad_threshold() -> None:
+    head = {"weights": [0.0] * 384, "bias": 0.0, "threshold": 1.5}
+    with pytest.raises(ConfigError, match="threshold"):
+        Heads.parse({"heads": {"hate": head}})
