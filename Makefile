@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=30
 
 bench: setup
 	$(VENV)/bin/python benchmarks/latency.py

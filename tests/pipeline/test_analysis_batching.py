@@ -56,4 +56,6 @@ async def test_batched_equals_unbatched(known_bad_dir: Path, policy: BatchPolicy
             (s.category, s.source) for s in out.signals
         ]
     assert decisions(reference) == decisions(list(got))
-    assert ("known_bad", "pause", "start", 1.0) in decisions(reference)
+    # The listed picture itself, re-encoded: a PDQ match a few bits away (not exact).
+    starts = [d for d in decisions(reference) if d[:3] == ("known_bad", "pause", "start")]
+    assert len(starts) == 1 and starts[0][3] >= 0.9
