@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,10 +32,7 @@ from livemod.testing.text import Caption, make_text_clip
 from tests.chromium import Chromium, Page, open_page
 from tests.conftest import TIMEOUT_SCALE, DaemonProcess
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium"),
-]
+pytestmark = pytest.mark.e2e
 
 TOKEN = "console-test-token"
 NOTHING = "\u2013"
