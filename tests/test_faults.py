@@ -67,6 +67,22 @@ async def next_event(ws: Any, want: Any, timeout: float) -> dict[str, Any]:
             return dict(event)
 
 
+async def play_and_fill(
+    ws: Any, http: aiohttp.ClientSession, daemon: DaemonProcess, clip: Path, who: str, disk: Path
+) -> tuple[str, dict[str, Any]]:
+    """Play ``clip`` live as ``who`` (user and room), fill ``disk`` once the session has
+    started, and return the stream id and the known-bad insert's action start."""
+    created = await post_stream(
+        http, daemon.base, url=str(clip), user_id=who, room_id=who, realtime=True
+    )
+    await next_event(ws, lambda e: e.get("state") == "started", 20)
+    fill(disk)
+    start = await next_event(
+        ws, lambda e: e["type"] == "action" and e["state"] == "start", 30 + BAD_START
+    )
+    return str(created["id"]), start
+
+
 async def health(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with http.get(f"{base}/healthz") as resp:
         assert resp.status == 200
@@ -92,20 +108,8 @@ async def test_full_disk_under_the_store_spools_then_commits_in_order(
             websockets.connect(daemon.ws) as ws,
             aiohttp.ClientSession() as http,
         ):
-            created = await post_stream(
-                http,
-                daemon.base,
-                url=str(violation_clip),
-                user_id="alice",
-                room_id="full-disk",
-                realtime=True,
-            )
-            sid = created["id"]
-            await next_event(ws, lambda e: e.get("state") == "started", 20)
-            fill(small_disk)
-
-            start = await next_event(
-                ws, lambda e: e["type"] == "action" and e["state"] == "start", 30 + BAD_START
+            sid, start = await play_and_fill(
+                ws, http, daemon, violation_clip, "full-disk", small_disk
             )
             # Decided and delivered, not stored yet.
             assert start["action"] == "pause" and start["category"] == "known_bad"
@@ -181,19 +185,8 @@ async def test_full_evidence_folder_keeps_moderating_without_pictures(
             websockets.connect(daemon.ws) as ws,
             aiohttp.ClientSession() as http,
         ):
-            created = await post_stream(
-                http,
-                daemon.base,
-                url=str(violation_clip),
-                user_id="carol",
-                room_id="full-evidence",
-                realtime=True,
-            )
-            sid = created["id"]
-            await next_event(ws, lambda e: e.get("state") == "started", 20)
-            fill(small_disk)
-            start = await next_event(
-                ws, lambda e: e["type"] == "action" and e["state"] == "start", 30 + BAD_START
+            sid, start = await play_and_fill(
+                ws, http, daemon, violation_clip, "full-evidence", small_disk
             )
             assert start["action"] == "pause" and start["evidence"] == "unavailable"
             assert "stored" not in start  # the database is fine: committed at once
