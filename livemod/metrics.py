@@ -14,11 +14,14 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.
 # Decode and sampling cost a millisecond or two per frame: finer buckets at the low end.
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS)
 
-STAGES = ("decode", "sample", "analyze", "policy", "emit", "ocr", "asr", "text", "escalation")
+STAGES = (
+    "decode", "sample", "gate", "analyze", "policy", "emit", "ocr", "asr", "text", "escalation",
+)  # fmt: skip
 """Values of the ``stage`` label: ``decode`` one packet (decode thread), ``sample``
 the fps gate plus RGB conversion of an admitted frame, ``analyze`` every frame
 analyzer on one sample (wall time, they run side by side), ``policy`` the vote,
-``emit`` committing and publishing an action event; the rest as their parts land."""
+``emit`` committing and publishing an action event, ``gate`` the change measure of one
+sample (capacity.gating); the rest as their parts land."""
 
 STAGE_SECONDS = Histogram(
     "livemod_stage_latency_seconds",
@@ -130,6 +133,22 @@ WEBHOOK_RESULTS = ("delivered", "failed", "dropped")
 WEBHOOK_DELIVERIES = Counter(
     "livemod_webhook_deliveries_total", "Webhook delivery attempts, by result", ["result"]
 )
+SWEEP_RESULTS = ("unsafe", "safe", "uncertain", "error", "timeout", "breaker_open")
+SWEEP_REQUESTS = Counter(
+    "livemod_llm_sweep_requests_total", "LLM sweep looks at a stream, by result", ["result"]
+)
+SWEEP_SKIPPED = Counter(
+    "livemod_llm_sweep_skipped_total",
+    "Due sweep looks not sent at once, by reason (budget, concurrency, breaker_open)",
+    ["reason"],
+)
+SWEEP_SECONDS = Histogram(
+    "livemod_llm_sweep_latency_seconds",
+    "Sweep request to verdict (or failure)",
+    buckets=(*_LATENCY_BUCKETS, 20.0, 30.0, 60.0),
+)
+for _result in SWEEP_RESULTS:
+    SWEEP_REQUESTS.labels(_result)
 for _mode in FALLBACK_MODES:
     ESCALATION_FALLBACKS.labels(_mode)
 for _event in REVIEW_EVENTS:
@@ -187,6 +206,17 @@ ASR_COALESCED = Counter(
 ASR_REJECTED = Counter(
     "livemod_asr_rejected_segments_total",
     "Transcript segments dropped by the hallucination guard (no speech, repetition)",
+)
+ASR_SKIPPED = Counter(
+    "livemod_asr_skipped_windows_total",
+    "Decodes given up because the speech waited past asr.max_delay_s (CPU budget, load):"
+    " that stream's speech moderation is partial (GET /v1/streams/{id})",
+)
+ASR_SKIPPED_SECONDS = Counter(
+    "livemod_asr_skipped_seconds_total", "Seconds of voice never transcribed (skipped windows)"
+)
+ASR_CPU_SECONDS = Counter(
+    "livemod_asr_cpu_seconds_total", "CPU seconds charged to Whisper against asr.max_cpu"
 )
 for _kind in ("partial", "final"):
     ASR_DECODES.labels(_kind)
@@ -255,3 +285,57 @@ KNOWN_BAD_MATCHES = Counter(
 )
 for _result in ("ok", "failed"):
     KNOWN_BAD_RELOADS.labels(_result)
+
+# Capacity (livemod.pipeline.gating, livemod.pipeline.rates). Per-stream counts are in
+# the stream summary (``analysis``), never in a label.
+GATE_OUTCOMES = ("fresh", "reused")
+GATE_REASONS = ("first", "change", "cut", "age", "off", "unchanged")
+"""``fresh``: the gated models ran (first sample, a change, a scene cut, the reused
+scores reached ``max_reuse_s``, or gating off); ``reused``: the picture was unchanged."""
+SAMPLES_GATED = Counter(
+    "livemod_samples_gated_total",
+    "Analyzed samples by outcome: fresh (models ran) or reused (unchanged picture)",
+    ["outcome", "reason"],
+)
+CASCADE_DECISIONS = Counter(
+    "livemod_cascade_decisions_total",
+    "Region-detector decisions on fresh samples: run (with why) or skipped",
+    ["model", "outcome", "reason"],
+)
+RATE_DECISIONS = Counter(
+    "livemod_rate_decisions_total",
+    "Adaptive sampling rate set for a stream, by state (boosted, normal, calm, shed)",
+    ["state"],
+)
+for _outcome, _reasons in (("fresh", GATE_REASONS[:5]), ("reused", GATE_REASONS[5:])):
+    for _reason in _reasons:
+        SAMPLES_GATED.labels(_outcome, _reason)
+
+# The moderated relay (livemod.relay): per-stream figures are in the stream summary.
+RELAY_DELAY = Histogram(
+    "livemod_relay_delay_seconds",
+    "Wall time from a frame's arrival to its moderated output",
+    buckets=(0.5, 1.0, 2.0, 2.5, 3.0, 3.1, 3.25, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0),
+)
+RELAY_TREATED = Counter(
+    "livemod_relay_treated_frames_total", "Relayed frames treated, by action", ["action"]
+)
+RELAY_HOLDS = Counter(
+    "livemod_relay_holds_total", "Times a relay held its output because analysis lagged"
+)
+RELAY_LATE = Counter(
+    "livemod_relay_late_total",
+    "frame: left after max_delay_s before analysis reached it; decision: came after its"
+    " first frames left",
+    ["kind"],
+)
+RELAY_OUTPUT_FAILURES = Counter(
+    "livemod_relay_output_failures_total", "Relay outputs that failed to open or broke"
+)
+for _kind in ("frame", "decision"):
+    RELAY_LATE.labels(_kind)
+RELAY_ENCODE_SECONDS = Histogram(
+    "livemod_relay_encode_seconds",
+    "Treating and encoding one relayed frame (with its audio)",
+    buckets=_STAGE_BUCKETS,
+)

@@ -21,7 +21,14 @@ class FrameSampler:
 
     Boost covers the first ``boost_initial_s`` of a session and the
     ``boost_suspicious_s`` after the policy marks the stream suspicious, so a
-    developing violation is confirmed at a higher rate.
+    developing violation is confirmed at a higher rate. The base rate may be changed
+    while the stream runs (:meth:`set_fps`, the adaptive rate controller).
+
+    The admitted rate never exceeds ``max(fps, boost_fps)`` whatever the decoder's
+    lead over analysis: every admission takes a *slot*, slots lie at least one boosted
+    interval apart, and a frame is admitted no earlier than a small tolerance before its
+    slot. A mark or a rate change can only pull the next slot in to one (new) interval
+    after the last slot taken, never before it.
     """
 
     def __init__(
@@ -34,21 +41,59 @@ class FrameSampler:
     ) -> None:
         if fps <= 0 or boost_fps <= 0:
             raise ValueError("fps and boost_fps must be positive")
+        self._boost_fps = max(boost_fps, fps)
         self._interval = 1.0 / fps
-        self._boost_interval = 1.0 / max(boost_fps, fps)
+        self._boost_interval = 1.0 / self._boost_fps
+        # A 30 fps source must not miss a slot by a hair (timebase rounding); the
+        # tolerance is a tenth of the shortest interval, so it cannot add a sample.
+        self._tolerance = 0.1 * self._boost_interval
         self._boost_initial_s = boost_initial_s
         self._boost_suspicious_s = boost_suspicious_s
         self._origin: float | None = None
         self._next_due: float | None = None
-        self._last_admitted: float | None = None
-        # The boost is set from the event loop while the decode thread admits.
+        self._slot: float | None = None
+        # The boost and the rate are set from the event loop while the decode thread admits.
         self._lock = threading.Lock()
         self._boost_until = 0.0
+        self._initial_held = False
+        self.last_time: float | None = None
+        """Media time of the latest frame the decoder offered (admitted or not)."""
         self.admitted = 0
         self.seen = 0
 
+    @property
+    def fps(self) -> float:
+        """The current base rate (outside any boost)."""
+        return 1.0 / self._interval
+
+    @property
+    def boost_fps(self) -> float:
+        """The highest rate this sampler admits."""
+        return self._boost_fps
+
+    def set_fps(self, fps: float) -> None:
+        """Change the base rate, clamped to ``(0, boost_fps]``; takes effect at the next slot."""
+        if fps <= 0:
+            raise ValueError("fps must be positive")
+        interval = 1.0 / min(fps, self._boost_fps)
+        with self._lock:
+            faster = interval < self._interval
+            self._interval = interval
+            if faster:
+                self._pull_in(interval)
+
+    def hold_initial_boost(self, held: bool) -> None:
+        """Suspend (or resume) the first-minute boost: overload shedding of a calm stream.
+        A suspicious boost still applies."""
+        self._initial_held = held
+
+    def in_initial_boost(self, media_time_s: float) -> bool:
+        """Whether ``media_time_s`` lies in the session's first ``boost_initial_s``."""
+        origin = self._origin
+        return origin is not None and media_time_s - origin < self._boost_initial_s
+
     def boosted(self, media_time_s: float) -> bool:
-        if self._origin is not None and media_time_s - self._origin < self._boost_initial_s:
+        if not self._initial_held and self.in_initial_boost(media_time_s):
             return True
         with self._lock:
             return media_time_s < self._boost_until
@@ -59,35 +104,44 @@ class FrameSampler:
     def admit(self, media_time_s: float) -> bool:
         """Whether the frame at ``media_time_s`` should be analyzed."""
         self.seen += 1
+        self.last_time = media_time_s
         if self._origin is None:
             self._origin = media_time_s
         step = self.interval(media_time_s)
         with self._lock:
             due = self._next_due
-            # A small tolerance keeps a 30 fps source from missing a 4 fps slot by a hair.
-            if due is not None and media_time_s < due - 0.1 * step:
+            if due is not None and media_time_s < due - self._tolerance:
                 return False
             if due is None or media_time_s - due > step:
                 # First frame, or a gap (stall, seek): resynchronise instead of bursting.
-                self._next_due = media_time_s + step
+                slot = media_time_s
             else:
-                self._next_due = due + step
-            self._last_admitted = media_time_s
+                # Keep the grid (no drift on a 30 fps source), but a frame later than half
+                # the shortest interval moves the grid: a late frame never starts a burst.
+                slot = max(due, media_time_s - 0.5 * self._boost_interval)
+            self._slot = slot
+            self._next_due = slot + step
         self.admitted += 1
         return True
 
     def mark_suspicious(self, media_time_s: float) -> None:
-        """Boost the rate until ``media_time_s + boost_suspicious_s``."""
+        """Boost the rate until ``media_time_s + boost_suspicious_s``.
+
+        ``media_time_s`` is the analyzed frame's time, usually behind the decoder: it
+        only extends the boost window. The next slot is pulled in from the last slot the
+        decoder took, never from the analyzed time, so a lagging analysis cannot make the
+        gate re-admit the next decoded frame on every mark.
+        """
         if self._boost_suspicious_s <= 0:
             return
         with self._lock:
             self._boost_until = max(self._boost_until, media_time_s + self._boost_suspicious_s)
-            # The boosted slot counts from the decoder's latest sample, not the analyzed
-            # one: the decoder runs ahead whenever analysis lags, and a slot counted from
-            # the analyzed sample is already past, so every analysis admitted one more.
-            due, last = self._next_due, self._last_admitted
-            if due is not None and last is not None:
-                self._next_due = min(due, last + self._boost_interval)
+            self._pull_in(self._boost_interval)
+
+    def _pull_in(self, interval: float) -> None:
+        due, slot = self._next_due, self._slot
+        if due is not None and slot is not None:
+            self._next_due = min(due, slot + interval)
 
 
 class FrameRing:

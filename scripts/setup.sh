@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # fonts-dejavu-core: the font ffmpeg drawtext writes on-screen text with in the OCR tests.
-APT_PACKAGES=(ffmpeg fonts-dejavu-core espeak-ng chromium prometheus nginx libnginx-mod-rtmp)
+APT_PACKAGES=(ffmpeg fonts-dejavu-core espeak-ng chromium prometheus nginx libnginx-mod-rtmp redis-server)
 # Node.js and npm install and bundle the third-party WHIP client (below).
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()

@@ -92,6 +92,10 @@ TEST_INGEST_ENV = {
 }
 """What the suite's daemons may pull from besides public hosts: its loopback servers
 (nginx-rtmp, the test HTTP servers). Files: see ``DaemonProcess.env``."""
+NO_SPEECH_ENV = {"LIVEMOD_ASR__ENABLED": "false"}
+"""Speech is on by default; a daemon that does not test it need not load Whisper and
+the text judge (3 s more per start on the shared 2-core machine). The speech tests turn
+it back on in ``extra_env``."""
 
 
 @dataclass
@@ -128,6 +132,7 @@ class DaemonProcess:
                 "LIVEMOD_WEBSOCKET__PORT": str(self.ws_port),
                 "LIVEMOD_INGEST__FILE_ROOTS": json.dumps([str(self.workdir.parent)]),
                 **TEST_INGEST_ENV,
+                **NO_SPEECH_ENV,
                 **self.extra_env,
             }
         )

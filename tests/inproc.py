@@ -31,6 +31,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "hooks": {"enabled": False},
         "whip": {"enabled": False},
         "ocr": {"enabled": False},
+        # Speech (on by default) loads Whisper and the text judge: off unless a test asks.
+        "asr": {"enabled": False},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -67,6 +67,11 @@ rtmp {{
             live on;
             record off;
         }}
+        # The moderated relay's output (docs/relay.md): what viewers play.
+        application safe {{
+            live on;
+            record off;
+        }}
     }}
 }}
 http {{

@@ -39,7 +39,7 @@ from livemod import __version__, metrics
 from livemod.actions.outbox import Outbox, OutboxRow
 from livemod.config import WebhooksConfig
 from livemod.errors import ConfigError
-from livemod.events.follow import follow
+from livemod.events.groups import follow_group
 from livemod.policy.taxonomy import severity
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ class WebhookSender:
         """Webhooks add no routes."""
 
     async def _intake(self, runtime: Runtime, cursor: int) -> None:
-        async for event in follow(runtime.hub, cursor):
+        # Several instances: one consumer group, so each event is sent once per cluster.
+        async for event in follow_group(runtime.hub, "webhooks", cursor):
             if not wanted(event, self._cfg):
                 continue
             body = json.dumps(event, separators=(",", ":"))

@@ -185,7 +185,12 @@ async def create_stream(request: web.Request) -> web.Response:
     # Last: the checks that touch the file system or DNS run on a valid request only.
     url = await check_target(url, runtime.config.ingest)
     session = await runtime.sessions.start(
-        url, body.user_id, body.room_id, metadata=body.metadata, realtime=realtime
+        url,
+        body.user_id,
+        body.room_id,
+        metadata=body.metadata,
+        realtime=realtime,
+        relay=body.relay,
     )
     return respond(
         StreamSummary,

@@ -6,6 +6,7 @@ model file stops the daemon with one clear error instead of failing a stream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from livemod import metrics
@@ -72,27 +73,40 @@ def known_bad_specs(config: Config) -> list[ListSpec]:
 
 
 def build_stages(config: Config) -> list[StreamStage]:
-    """Per-stream analysis stages the configuration enables (OCR)."""
-    if not config.ocr.enabled:
-        return []
-    from livemod.ocr.stage import build_ocr_stage
+    """Per-stream analysis stages the configuration enables (OCR, the LLM sweep)."""
+    from livemod.escalation.sweep import LlmSweep, sweep_enabled
 
-    return [build_ocr_stage(config)]
+    stages: list[StreamStage] = []
+    if config.ocr.enabled:
+        from livemod.ocr.stage import build_ocr_stage
+
+        stages.append(build_ocr_stage(config))
+    if sweep_enabled(config):
+        stages.append(LlmSweep(config))
+    return stages
 
 
-def build_components(config: Config) -> list[Component]:
-    """The optional parts this configuration enables, in start order."""
+def build_components(config: Config, stages: Sequence[StreamStage] = ()) -> list[Component]:
+    """The optional parts this configuration enables, in start order (a stage that is also
+    a component, the LLM sweep, among them)."""
     from livemod.actions.webhooks import WebhookSender
     from livemod.app.console import Console
     from livemod.escalation.desk import ReviewDesk
     from livemod.escalation.escalator import Escalator
+    from livemod.escalation.sweep import LlmSweep
 
     components: list[Component] = [Console(config)]
     # The review queue is always on: the policy's ``review`` action feeds it.
     desk = ReviewDesk()
     components.append(desk)
     if config.llm.base_url is not None:
-        components.append(Escalator(config, desk))
+        escalator = Escalator(config, desk)
+        components.append(escalator)
+        for stage in stages:
+            if isinstance(stage, LlmSweep):
+                # After the escalator: it shares its client, breaker and rate limit.
+                stage.attach(escalator.llm)
+                components.append(stage)
     if config.webhooks.urls:
         components.append(WebhookSender(config.webhooks))
     if config.hooks.enabled:

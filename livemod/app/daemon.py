@@ -16,6 +16,7 @@ from livemod.actions.websocket import EventServer
 from livemod.app.api import start_http
 from livemod.app.build import build_analyzers, build_components, build_stages
 from livemod.app.known_bad import reloaders
+from livemod.cluster.node import ClusterNode, Standalone
 from livemod.config import Config
 from livemod.errors import StoreError
 from livemod.events.hub import EventHub
@@ -29,6 +30,7 @@ from livemod.pipeline.runtime import Component, Runtime
 from livemod.pipeline.session import Session
 from livemod.policy.taxonomy import load_policy
 from livemod.policy.vote import VoteEngine
+from livemod.relay.link import check_delay as check_relay_delay
 from livemod.speech.moderator import build_speech
 from livemod.store import Store
 from livemod.vision.base import FrameAnalyzer
@@ -45,14 +47,23 @@ class Daemon:
     def __init__(self, config: Config, analyzers: list[FrameAnalyzer] | None = None) -> None:
         self.config = config
         self.policy = load_policy(config.policy)
-        self.engine = VoteEngine(self.policy)
+        # Several instances (cluster.redis_url): votes and events live in Redis.
+        self.cluster = (
+            ClusterNode(config.cluster, self._http_url) if config.cluster.redis_url else None
+        )
+        self.engine = VoteEngine(
+            self.policy, store=self.cluster.votes if self.cluster is not None else None
+        )
+        if config.relay.enabled:
+            check_relay_delay(config, self.policy)  # refuse a delay the vote outruns
         self.speech = build_speech(config, self.policy)
         analyzers = analyzers if analyzers is not None else build_analyzers(config)
         self.analysis = AnalysisService(
             analyzers,
-            stages=build_stages(config),
+            stages=(stages := build_stages(config)),
             workers=config.vision.workers,
             batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
+            capacity=config.capacity,
         )
         self.store = Store(config.store.path, config.evidence_dir)
         self.hub = EventHub(
@@ -63,6 +74,8 @@ class Daemon:
                 max_evidence_bytes=int(config.store.spool_evidence_mb * 1024 * 1024),
             ),
             retry_s=config.store.retry_s,
+            shared_log=self.cluster.log if self.cluster is not None else None,
+            origin=self.cluster.instance if self.cluster is not None else "",
         )
         self.events = EventServer(
             self.hub, config.websocket.host, config.websocket.port, config.http.token
@@ -79,9 +92,10 @@ class Daemon:
             sessions=self.sessions,
             analyzers=tuple(self.analysis.names),
         )
-        self.components: list[Component] = build_components(config)
+        self.components: list[Component] = build_components(config, stages)
         self.known_bad = reloaders(analyzers)
         self.components.extend(self.known_bad)
+        self.components.append(self.cluster or Standalone(self._http_url))
         self._http: Any = None
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()
@@ -89,12 +103,16 @@ class Daemon:
     async def start(self) -> None:
         # Big pictures (an 8K input) must not stay resident once their session ends.
         keep_heap_small()
+        if self.cluster is not None:
+            await self.cluster.check()
         await self.store.open()
         await self.hub.open()
         orphans = await self.store.close_orphan_sessions()
         if orphans:
             log.warning("marked %d sessions of a previous run as interrupted", len(orphans))
         for orphan in orphans:
+            if self.cluster is not None and await self.cluster.carried_on(orphan["id"]):
+                continue  # another instance took it over (or will): it is not interrupted
             # Subscribers (and enforcers) learn that these sessions ended, and which
             # actions they left standing: nothing in this process will ever stop them.
             await self.hub.publish(
@@ -137,6 +155,8 @@ class Daemon:
     async def health(self) -> dict[str, Any]:
         """The live part of ``/healthz``: ``degraded`` with its reasons while storage fails."""
         degraded = self.hub.degraded()
+        if self.cluster is not None:
+            degraded.extend(self.cluster.degraded())
         try:
             last_seq: int | None = await self.store.last_seq()
         except StoreError as exc:
@@ -153,6 +173,9 @@ class Daemon:
             "last_seq": last_seq,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
+
+    def _http_url(self) -> str:
+        return f"http://{self.config.http.host}:{self.http_port}"
 
     @property
     def http_port(self) -> int:

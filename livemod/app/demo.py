@@ -1,7 +1,8 @@
 """``livemod demo``: the daemon moderating a generated sample stream, live.
 
-Builds a 24 s clip (test patterns, photographs shipped in scikit-image, and a
-known-bad stand-in at 11-15 s), starts ``livemod serve`` on its embedded defaults
+Builds a 24 s clip (test patterns, photographs shipped in scikit-image, a
+known-bad stand-in at 11-15 s, and espeak-ng talk with a spoken threat at 17 s, which
+speech moderation, on by default, mutes), starts ``livemod serve`` on its embedded defaults
 (only the known-bad folder and the store location are set, through environment
 variables), feeds the clip in real time and prints each event as it arrives.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,9 +22,20 @@ from typing import Any
 
 import aiohttp
 import cv2
+import numpy as np
 import websockets
 
+from livemod.messages import AUDIO_RATE
 from livemod.testing import media as testmedia
+from livemod.testing import speech as testspeech
+
+TALK = (
+    (1.0, "Welcome to the stream, everyone."),
+    (5.0, "This coffee is really good today."),
+    (17.0, testspeech.THREAT),
+    (21.0, "Thanks for watching, see you tomorrow."),
+)
+"""What is said in the demo clip, and when (media seconds)."""
 
 
 def _free_port() -> int:
@@ -38,8 +51,34 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(folder / f"{testmedia.KNOWN_BAD_PHOTO}.png"), bad[:, :, ::-1])
     clip = workdir / "clip.mp4"
-    testmedia.make_clip(clip, testmedia.demo_segments(bad))
+    segments = testmedia.demo_segments(bad)
+    testmedia.make_clip(clip, segments)
+    _add_speech(clip, sum(s.duration_s for s in segments))
     return clip, folder
+
+
+def _add_speech(clip: Path, seconds: float) -> bool:
+    """Lay the ``TALK`` sentences (espeak-ng) under the clip as its AAC audio track."""
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        print("espeak-ng or ffmpeg missing: the demo clip has no speech")
+        return False
+    track = np.zeros(round(seconds * AUDIO_RATE), np.float32)
+    for at_s, text in TALK:
+        said = testspeech.speak(text)
+        i = round(at_s * AUDIO_RATE)
+        track[i : i + len(said)] = said[: len(track) - i]
+    raw = clip.with_suffix(".f32")
+    raw.write_bytes(track.tobytes())
+    talking = clip.with_name("clip-talk.mp4")
+    pcm = ["-f", "f32le", "-ar", str(AUDIO_RATE), "-ac", "1", "-i", str(raw)]
+    mapping = ["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest"]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(clip), *pcm, *mapping, str(talking)],
+        check=True,
+    )
+    talking.replace(clip)
+    raw.unlink()
+    return True
 
 
 async def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -86,7 +125,10 @@ async def _drive(clip: Path, http_port: int, ws_port: int) -> int:
                 if resp.status != 201:
                     print(f"could not start the stream: {created}")
                     return 1
-        print(f"moderating {clip.name} live as stream {created['id']} (24 s; known-bad at 11-15 s)")
+        print(
+            f"moderating {clip.name} live as stream {created['id']} (24 s; known-bad at 11-15 s,"
+            f" spoken threat at {TALK[2][0]:.0f} s)"
+        )
         actions = 0
         async for raw in ws:
             event = json.loads(raw)
@@ -101,6 +143,8 @@ async def _drive(clip: Path, http_port: int, ws_port: int) -> int:
             f"done: {actions} action events, risk_score={summary.get('risk_score')}"
             f" severity={summary.get('severity')}"
         )
+        if summary.get("transcription"):
+            print(f"speech: {json.dumps(summary['transcription'])}")
         return 0 if actions else 1
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from livemod import __version__
+from livemod.cluster.models import ClusterOverview
 from livemod.escalation.review_api import ClaimRequest, DecideRequest, Review, ReviewList
 from livemod.web import Id, RequestModel, ResponseModel
 
@@ -41,6 +42,10 @@ class StreamRequest(RequestModel):
         None,
         description="Pace a file at its frame rate (default: true for files); false reads "
         "it as fast as analysis allows, every due sample analyzed, none dropped",
+    )
+    relay: bool | None = Field(
+        None,
+        description="Relay a delayed, moderated copy to relay.output (default: relay.enabled)",
     )
 
 
@@ -74,6 +79,19 @@ class KnownBadReloadResult(ResponseModel):
     entries: int
 
 
+class TranscriptionOut(ResponseModel):
+    """How much of a stream's speech was transcribed and judged."""
+
+    partial: bool = Field(
+        description="Speech moderation is partial: windows were skipped under the CPU budget"
+    )
+    skipped_windows: int
+    skipped_s: float = Field(description="Seconds of voice never transcribed")
+    decodes: int
+    words: int
+    hits: int
+
+
 class StandingActionOut(ResponseModel):
     category: str
     action: str
@@ -87,6 +105,29 @@ class ActionSeen(ResponseModel):
     category: str | None
     media_time_s: float | None
     latency_ms: float | None
+
+
+class RelayOut(ResponseModel):
+    """The moderated relay of a stream (docs/relay.md)."""
+
+    output: str = Field(description="rtmp:// URL or HLS directory of the moderated output")
+    state: str = Field(description="starting, live, output_down, ended or failed")
+    delay_s: float
+    max_delay_s: float
+    current_delay_s: float = Field(description="Arrival to output of the last frame written")
+    buffered_frames: int
+    frames_in: int
+    frames_out: int
+    frames_treated: int
+    treated_by_action: dict[str, int]
+    frames_dropped: int = Field(description="Released while the output was down")
+    holds: int = Field(description="Times the output waited for a lagging analysis")
+    held_s: float
+    late_frames: int = Field(description="Frames that left at max_delay_s unanalyzed")
+    late_decisions: int = Field(description="Decisions that came after their frames left")
+    output_failures: int
+    output_error: str | None
+    encode_ms_per_frame: float | None
 
 
 class StreamSummary(ResponseModel):
@@ -109,6 +150,14 @@ class StreamSummary(ResponseModel):
     severity: Severity
     flagged_media_times: list[float]
     audio: str
+    fps: float | None = Field(None, description="Current base sampling rate (adaptive rates)")
+    gating: dict[str, int] | None = Field(
+        None, description="Fresh and reused samples, detector runs and skips (change gating)"
+    )
+    transcription: TranscriptionOut | None = Field(
+        None, description="Speech moderation's coverage (null: asr off or not started)"
+    )
+    relay: RelayOut | None = Field(None, description="The moderated relay (null: not relayed)")
     standing_actions: list[StandingActionOut]
     actions: list[ActionSeen]
 
@@ -218,6 +267,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/v1/known-bad/reload",
               "Reload the known-bad lists (a bad file keeps the old lists and says why)",
               None, (200, KnownBadReloadResult), (422,), tag="operations"),
+    Operation("get", "/v1/cluster", "Instances sharing this one's Redis, their load and sessions",
+              None, (200, ClusterOverview), tag="operations"),
     Operation("get", "/healthz", "Liveness, and why the daemon is degraded", None,
               (200, HealthReport), tag="operations"),
     Operation("get", "/metrics", "Prometheus metrics", None,

@@ -86,6 +86,7 @@ class PullManager:
                 pub.who.room_id,
                 metadata={"server": pub.server, "app": pub.app, "stream": pub.name},
                 source=self._factory(control),
+                relay=_flag(pub.call.args.get("relay")),
             )
         except BaseException:
             self._by_token.pop(token, None)
@@ -175,3 +176,10 @@ class PullManager:
         task = asyncio.ensure_future(session.announce("reconnecting", attempt=attempt, error=why))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _flag(value: str | None) -> bool | None:
+    """A publish URL's ``relay`` query arg (``?relay=1``): None when absent."""
+    if value is None:
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")

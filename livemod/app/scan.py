@@ -49,6 +49,7 @@ async def scan(
         stages=build_stages(config),
         workers=config.vision.workers,
         batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
+        capacity=config.capacity,
     )
     speech = build_speech(config, policy)
     samples: list[dict[str, Any]] = []

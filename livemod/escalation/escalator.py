@@ -203,7 +203,8 @@ class Escalator:
     async def _follow(self, since: int) -> None:
         cursor = self._cursor
         assert cursor is not None
-        async for event in follow(self.runtime.hub, since):
+        # Several instances: the one that decided an action holds its frames.
+        async for event in follow(self.runtime.hub, since, local_only=True):
             seq = int(event["seq"])
             reason = escalation_reason(event, self._cfg, self._sources)
             if reason is not None and seq in self._settled:

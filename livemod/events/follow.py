@@ -18,9 +18,18 @@ REPLAY_PAGE = 1000
 
 
 async def follow(
-    hub: EventHub, since: int, flt: EventFilter | None = None
+    hub: EventHub, since: int, flt: EventFilter | None = None, *, local_only: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield every event with ``seq > since`` matching ``flt``, forever."""
+    """Yield every event with ``seq > since`` matching ``flt``, forever.
+
+    ``local_only``: with several instances (a shared log), only the events this
+    instance decided, for work that needs the session's own frames (escalation)."""
+    if local_only and hub.shared_log is not None:
+        bridge = hub.shared_log
+        async for event in follow(hub, since, flt):
+            if bridge.is_local(int(event["seq"])):
+                yield event
+        return
     flt = flt or EventFilter()
     last = since
     while True:

@@ -10,6 +10,10 @@ disk, a broken file) the decision is not lost: it is published at once marked
 ``"stored": false`` and kept in a bounded spool, and every later event joins it in
 order until a retry commits them all with the ``seq`` they were published with. A
 ``store`` event says when storage failed and when it recovered.
+
+With a shared log (several instances, ``cluster.redis_url``) the log numbers the
+events instead and the hub publishes what it reads back from it, in the log's order
+(:mod:`livemod.events.log`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from livemod import metrics
 from livemod.errors import StoreError
+from livemod.events.log import EventLog, LogBridge
 from livemod.events.spool import Spool, SpoolLimits
 from livemod.events.types import Event, StoreEvent, to_body
 from livemod.store import EvidenceInput, Store
@@ -64,6 +69,8 @@ class EventHub:
         queue_size: int = 1024,
         spool: SpoolLimits | None = None,
         retry_s: float = 1.0,
+        shared_log: EventLog | None = None,
+        origin: str = "",
     ) -> None:
         self._store = store
         self._queue_size = queue_size
@@ -79,10 +86,24 @@ class EventHub:
         self._overflow_told = False
         self._evidence_failing = False
         self._flusher: asyncio.Task[None] | None = None
+        self._log = (
+            None
+            if shared_log is None
+            else LogBridge(
+                shared_log, store, self._fan_out, origin=origin, spool=spool, retry_s=retry_s
+            )
+        )
 
     async def open(self) -> None:
         """Continue numbering after the last committed event (call once the store is open)."""
         self._next_seq = await self._store.last_seq() + 1
+        if self._log is not None:
+            await self._log.open()
+
+    @property
+    def shared_log(self) -> LogBridge | None:
+        """The bridge to the cluster's log, or ``None`` for one process."""
+        return self._log
 
     @property
     def store(self) -> Store:
@@ -105,6 +126,8 @@ class EventHub:
             reasons.append(f"store: {self._failure} ({len(self._spool)} events spooled)")
         if self._store.evidence_failure is not None:
             reasons.append(f"evidence: {self._store.evidence_failure}")
+        if self._log is not None:
+            reasons.extend(self._log.degraded())
         return reasons
 
     def subscribe(self, flt: EventFilter) -> Subscription:
@@ -134,6 +157,8 @@ class EventHub:
 
     async def close(self) -> None:
         """Stop retrying; one last attempt to commit what is spooled."""
+        if self._log is not None:
+            await self._log.close()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -153,6 +178,8 @@ class EventHub:
         self, body: dict[str, Any], evidence: EvidenceInput | None, t_trigger: float | None
     ) -> dict[str, Any]:
         """Number, stamp, commit (or spool) and fan out one event. Holds the lock."""
+        if self._log is not None:
+            return await self._append(body, evidence, t_trigger)
         if self._next_seq is None:
             self._next_seq = await self._store.last_seq() + 1
         now = time.time()
@@ -180,6 +207,22 @@ class EventHub:
         if body.get("type") != "store":
             await self._tell(published, overflowed)
         return published
+
+    async def _append(
+        self, body: dict[str, Any], evidence: EvidenceInput | None, t_trigger: float | None
+    ) -> dict[str, Any]:
+        """Stamp one event and append it to the shared log, which numbers it; it is
+        committed here and fanned out when the tail reads it back (in log order)."""
+        assert self._log is not None
+        now = time.time()
+        event: dict[str, Any] = dict(body)
+        if evidence is not None:
+            event["evidence_id"] = uuid.uuid4().hex
+        if t_trigger is not None:
+            event["latency_ms"] = round(max(0.0, (now - t_trigger) * 1000.0), 1)
+        event["ts"] = round(now, 3)
+        metrics.EVENTS.labels(str(body.get("type", "unknown"))).inc()
+        return await self._log.append(event, evidence)
 
     def _fail(self, reason: str) -> None:
         metrics.STORE_WRITE_FAILURES.labels("event").inc()

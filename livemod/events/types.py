@@ -268,6 +268,28 @@ class StoreEvent:
     )
 
 
+RelayState = Literal["started", "held", "resumed", "output_failed", "ended"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayEvent:
+    """A stream's moderated relay: its output started, held (analysis lagged and the
+    delay grew), resumed, failed (retried with backoff), or ended."""
+
+    type: ClassVar[str] = "relay"
+    state: RelayState
+    stream_id: str
+    user_id: str
+    room_id: str
+    output: str = described("The moderated output: an rtmp:// URL or an HLS directory")
+    delay_s: float = described("The configured delay of the output, in seconds")
+    media_time_s: float | None = optional("held, resumed: media time of the frame held")
+    held_s: float | None = optional("resumed: how long the output was held")
+    error: str | None = optional("output_failed: why the output could not be written")
+    reason: str | None = optional("ended: why, when not at the stream's end")
+    frames: int | None = optional("ended: frames written to the output")
+
+
 Event = (
     ActionEvent
     | SessionEvent
@@ -276,6 +298,7 @@ Event = (
     | ReviewEvent
     | BreakerEvent
     | StoreEvent
+    | RelayEvent
 )
 EVENT_TYPES: tuple[type[Any], ...] = (
     ActionEvent,
@@ -285,6 +308,7 @@ EVENT_TYPES: tuple[type[Any], ...] = (
     ReviewEvent,
     BreakerEvent,
     StoreEvent,
+    RelayEvent,
 )
 
 

@@ -35,9 +35,17 @@ class AudioDecoder:
     """Decodes and resamples one audio stream. Runs on the decode thread only."""
 
     def __init__(
-        self, stream_id: str, stream: Any, clock: SessionClock, deliver: AudioSink
+        self,
+        stream_id: str,
+        stream: Any,
+        clock: SessionClock,
+        deliver: AudioSink,
+        *,
+        tap: Callable[[Any, float], None] | None = None,
     ) -> None:
         self._stream_id = stream_id
+        self._tap = tap
+        """Also hands every decoded frame on, as decoded, with its session time."""
         self.stream = stream
         self._to_session = clock
         self._deliver = deliver
@@ -78,6 +86,8 @@ class AudioDecoder:
 
     def _frame(self, frame: Any, t_arrival: float) -> None:
         t_in = self._time(frame)
+        if self._tap is not None and t_in is not None:
+            self._tap(frame, t_in)
         if t_in is not None and (self._next_in_s is None or abs(t_in - self._next_in_s) > RESYNC_S):
             self._flush()
             self._clock_s = t_in

@@ -29,6 +29,7 @@ import av.error
 from livemod import metrics
 from livemod.errors import IngestError, InputLost
 from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
+from livemod.ingest.tap import FrameTap
 from livemod.ingest.timeline import Jump, Timeline
 from livemod.messages import AudioUnavailable, VideoFrame
 from livemod.sampling import FrameSampler
@@ -174,8 +175,12 @@ class AvSource:
         sampler: FrameSampler,
         deliver: Callable[[VideoFrame], None],
         deliver_audio: AudioSink | None = None,
+        *,
+        tap: FrameTap | None = None,
     ) -> None:
         self._stream_id = stream_id
+        # Sees every decoded frame, video and audio, before sampling (the relay).
+        self._tap = tap
         self._opts = options
         self._sampler = sampler
         self._deliver = deliver
@@ -191,6 +196,10 @@ class AvSource:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+    def set_tap(self, tap: FrameTap) -> None:
+        """Hand every decoded frame to ``tap`` too (call before ``run``)."""
+        self._tap = tap
 
     def run(self) -> SourceEnd:
         """Blocking: call from a dedicated thread. Returns within ``STOP_GRACE_S`` of
@@ -292,6 +301,9 @@ class AvSource:
         sample_seconds = metrics.STAGE_SECONDS.labels("sample")
         audio = self._audio_decoder(container, timeline)
         streams = [stream] if audio is None else [stream, audio.stream]
+        tapped = self._tapped_audio(container) if audio is None else None
+        if tapped is not None:
+            streams.append(tapped)
         try:
             for packet in container.demux(*streams):
                 if self._stop.is_set():
@@ -311,6 +323,9 @@ class AvSource:
                 t_arrival = time.time()
                 if audio is not None and packet.stream.index == audio.stream.index:
                     audio.packet(packet, t_arrival)
+                    continue
+                if tapped is not None and packet.stream.index == tapped.index:
+                    self._tap_audio(packet, timeline)
                     continue
                 started = time.perf_counter()
                 try:
@@ -332,6 +347,8 @@ class AvSource:
                     media_time = max(0.0, timeline.map(stamped))
                     decoded += 1
                     self._decoded = decoded
+                    if self._tap is not None:
+                        self._tap.video(frame, media_time)
                     started = time.perf_counter()
                     if not self._sampler.admit(media_time):
                         continue
@@ -419,6 +436,25 @@ class AvSource:
             },
         )
 
+    def _tapped_audio(self, container: Any) -> Any:
+        """The audio stream to decode for the tap alone (speech moderation off)."""
+        if self._tap is None or not container.streams.audio:
+            return None
+        return container.streams.audio[0]
+
+    def _tap_audio(self, packet: Any, timeline: Timeline) -> None:
+        tap = self._tap
+        assert tap is not None
+        try:
+            frames = packet.decode()
+        except (av.error.FFmpegError, ValueError):
+            metrics.DROPS.labels("audio", "corrupt_packet").inc()
+            return
+        for frame in frames:
+            if frame.pts is not None and frame.time_base is not None:
+                t = max(0.0, timeline.map(float(frame.pts * frame.time_base), "audio"))
+                tap.audio(frame, t)
+
     def _audio_decoder(self, container: Any, timeline: Timeline) -> AudioDecoder | None:
         if self._deliver_audio is None:
             return None
@@ -430,7 +466,11 @@ class AvSource:
             return timeline.map(source_s, "audio")
 
         decoder = AudioDecoder(
-            self._stream_id, container.streams.audio[0], clock, self._deliver_audio
+            self._stream_id,
+            container.streams.audio[0],
+            clock,
+            self._deliver_audio,
+            tap=self._tap.audio if self._tap is not None else None,
         )
         if not decoder.stream.codec_context or not decoder.stream.codec_context.sample_rate:
             decoder.unavailable("the audio track cannot be decoded (unknown format)")

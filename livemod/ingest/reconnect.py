@@ -19,11 +19,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from livemod import metrics
 from livemod.ingest.audio import AudioSink
 from livemod.ingest.av_source import INPUT_LOST, AvSource, SourceEnd, SourceOptions
 from livemod.ingest.source import Deliver
+from livemod.ingest.tap import FrameTap
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
 
@@ -104,6 +106,11 @@ class ReconnectingSource:
         self._attempt_token: object | None = None
         self._last_media = 0.0
         self._last_wall: float | None = None
+        self._tap: FrameTap | None = None
+
+    def set_tap(self, tap: FrameTap) -> None:
+        """Hand every decoded frame of every attempt to ``tap`` (the relay)."""
+        self._tap = tap
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,7 +188,12 @@ class ReconnectingSource:
         token = object()
         self._attempt_token = token
         source = AvSource(
-            self.stream_id, opts, self._sampler, self._gated(token), self._deliver_audio
+            self.stream_id,
+            opts,
+            self._sampler,
+            self._gated(token),
+            self._deliver_audio,
+            tap=_GatedTap(self, token, self._tap) if self._tap is not None else None,
         )
         self._current = source
         result: list[SourceEnd] = []
@@ -213,6 +225,9 @@ class ReconnectingSource:
                 return (result[0] if result else None), False
             self._control.wake.wait(1.0)
 
+    def current(self, token: object) -> bool:
+        return self._attempt_token is token
+
     def _gated(self, token: object) -> Deliver:
         # Frames of an abandoned attempt (still reading until its timeout) are dropped.
         def deliver(frame: VideoFrame) -> None:
@@ -223,3 +238,18 @@ class ReconnectingSource:
             self._deliver(frame)
 
         return deliver
+
+
+class _GatedTap:
+    """The tap of one attempt: an abandoned attempt's frames go nowhere."""
+
+    def __init__(self, source: ReconnectingSource, token: object, tap: FrameTap) -> None:
+        self._source, self._token, self._tap = source, token, tap
+
+    def video(self, frame: Any, media_time_s: float) -> None:
+        if self._source.current(self._token):
+            self._tap.video(frame, media_time_s)
+
+    def audio(self, frame: Any, media_time_s: float) -> None:
+        if self._source.current(self._token):
+            self._tap.audio(frame, media_time_s)

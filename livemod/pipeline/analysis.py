@@ -3,19 +3,30 @@
 Analyzers are shared by all streams. Each analyzer call is its own job on a pool
 sized to the machine, so one stream's models run side by side and many streams
 queue fairly. ONNX Runtime sessions are thread-safe for ``run``.
+
+With ``capacity`` (the daemon's default), a sample whose picture did not change reuses
+the stream's last fresh scores, and region detectors run second, only when gated in
+(:mod:`livemod.pipeline.gating`). The ``always`` analyzers (known-bad matching) and the
+per-stream stages (OCR, with its own gate) run on every sample.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from livemod import metrics
+from livemod.config import CapacityConfig
 from livemod.messages import Decision, FrameAnalysis, Image, Region, Signal, VideoFrame
+from livemod.pipeline.gating import CascadePolicy, Fresh, GatePolicy, StreamGate, thumbnail
 from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, StreamStage
 from livemod.vision.batching import BatchPolicy, MicroBatcher
+
+ENDED_KEPT = 1024
+"""Ended streams whose gate counts stay readable (their summaries outlive them)."""
 
 
 class AnalysisService:
@@ -28,6 +39,7 @@ class AnalysisService:
         workers: int,
         batch: BatchPolicy | None = None,
         stages: Sequence[StreamStage] = (),
+        capacity: CapacityConfig | None = None,
     ) -> None:
         if not analyzers:
             raise ValueError("at least one analyzer is required")
@@ -42,6 +54,34 @@ class AnalysisService:
         self._batchers: list[MicroBatcher[Image, AnalyzerResult]] = [
             MicroBatcher(a.name, _timed_batch(a), self._pool, policy) for a in self._analyzers
         ]
+        # Without ``capacity`` every model runs on every sample (the old pipeline).
+        self._gate_policy: GatePolicy | None = None
+        self._cascade_policy = CascadePolicy(enabled=False)
+        self._always: list[int] = []
+        self._classifiers: list[int] = []
+        self._detectors: list[int] = []
+        self._gates: dict[str, StreamGate] = {}
+        self._last: dict[str, dict[int, AnalyzerResult]] = {}
+        self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
+        if capacity is not None:
+            self._plan(capacity)
+
+    def _plan(self, capacity: CapacityConfig) -> None:
+        g, c = capacity.gating, capacity.cascade
+        self._gate_policy = GatePolicy(
+            g.enabled, g.change_threshold, g.cut_threshold, g.max_reuse_s
+        )
+        self._cascade_policy = CascadePolicy(
+            c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s
+        )
+        for i, analyzer in enumerate(self._analyzers):
+            name = model_name(analyzer)
+            if analyzer.name in g.always or name in g.always:
+                self._always.append(i)
+            elif c.enabled and name in c.detectors:
+                self._detectors.append(i)
+            else:
+                self._classifiers.append(i)
 
     @property
     def pending(self) -> int:
@@ -76,9 +116,21 @@ class AnalysisService:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def forget(self, stream_id: str) -> None:
-        """A stream ended: its per-stream stage state goes."""
+        """A stream ended: its per-stream stage and gate state goes."""
         for stage in self._stages:
             stage.forget(stream_id)
+        gate = self._gates.pop(stream_id, None)
+        self._last.pop(stream_id, None)
+        if gate is not None:
+            # An ended stream's summary still reports its counts (bounded memory).
+            self._ended[stream_id] = gate.stats()
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def stream_stats(self, stream_id: str) -> dict[str, int] | None:
+        """Fresh and reused samples and detector runs of one stream (None: no gating)."""
+        gate = self._gates.get(stream_id)
+        return gate.stats() if gate is not None else self._ended.get(stream_id)
 
     def evidence(self, stream_id: str, decision: Decision) -> StageEvidence | None:
         """Annotated evidence from the stage whose signals triggered ``decision``."""
@@ -90,6 +142,9 @@ class AnalysisService:
 
     async def analyze(self, frame: VideoFrame) -> FrameAnalysis:
         started = time.perf_counter()
+        if self._gate_policy is not None:
+            results = await self._gated(frame)
+            return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
         jobs = [batcher.submit(frame.image) for batcher in self._batchers]
         self._pending += len(jobs)
         try:
@@ -98,11 +153,77 @@ class AnalysisService:
             self._pending -= len(jobs)
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
 
+    async def _gated(self, frame: VideoFrame) -> list[AnalyzerResult]:
+        policy = self._gate_policy
+        assert policy is not None
+        sid, t = frame.stream_id, frame.media_time_s
+        gate = self._gates.get(sid)
+        if gate is None:
+            gate = self._gates[sid] = StreamGate(policy, self._cascade_policy)
+        measured = time.perf_counter()
+        thumb = thumbnail(frame.image) if policy.enabled else None
+        decision = gate.decide(t, thumb)
+        metrics.STAGE_SECONDS.labels("gate").observe(time.perf_counter() - measured)
+        outcome = "fresh" if isinstance(decision, Fresh) else "reused"
+        metrics.SAMPLES_GATED.labels(outcome, decision.reason).inc()
+        last = self._last.get(sid)
+        if not isinstance(decision, Fresh) and last is not None:
+            ran, staged = await self._run(frame, self._always)
+            return [*ran, *(last[i] for i in (*self._classifiers, *self._detectors)), *staged]
+        fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
+        names = {i: model_name(self._analyzers[i]) for i in self._detectors}
+        # A detector whose reason does not depend on the classifiers starts with them.
+        early = [i for i in self._detectors if gate.detector_due(names[i], t, {}, fresh)]
+        first = [*self._always, *self._classifiers, *early]
+        ran, staged = await self._run(frame, first)
+        by_index = dict(zip(first, ran, strict=True))
+        scores: dict[str, float] = {}
+        for i in self._classifiers:
+            scores.update(by_index[i].scores)
+        late: list[int] = []
+        for i in self._detectors:
+            reason = gate.detector_due(names[i], t, scores, fresh)
+            if reason is None:
+                gate.detector_skipped()
+                metrics.CASCADE_DECISIONS.labels(names[i], "skipped", "gate").inc()
+                by_index[i] = AnalyzerResult()
+                continue
+            metrics.CASCADE_DECISIONS.labels(names[i], "run", reason).inc()
+            if i not in by_index:
+                late.append(i)
+        if late:
+            ran_late, _ = await self._run(frame, late, stages=False)
+            by_index.update(zip(late, ran_late, strict=True))
+        for i in (*early, *late):
+            gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
+        self._last[sid] = {i: by_index[i] for i in (*self._classifiers, *self._detectors)}
+        return [*(by_index[i] for i in range(len(self._analyzers))), *staged]
+
+    async def _run(
+        self, frame: VideoFrame, indices: Sequence[int], *, stages: bool = True
+    ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
+        """The chosen analyzers (and the stages) on one frame, side by side."""
+        jobs = [self._batchers[i].submit(frame.image) for i in indices]
+        staged = [s.analyze(frame) for s in self._stages] if stages else []
+        self._pending += len(jobs)
+        try:
+            results = await asyncio.gather(*jobs, *staged)
+        finally:
+            self._pending -= len(jobs)
+        return list(results[: len(jobs)]), list(results[len(jobs) :])
+
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
         """The same analysis on the calling thread (the naive baseline, tools)."""
         started = time.perf_counter()
         results = [_timed(a, frame) for a in self._analyzers]
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
+
+
+def model_name(analyzer: FrameAnalyzer) -> str:
+    """The manifest name of a model's analyzer (``nudenet-320n``), else its own name."""
+    spec = getattr(analyzer, "spec", None)
+    name = getattr(spec, "name", None)
+    return name if isinstance(name, str) else analyzer.name
 
 
 def _timed_batch(

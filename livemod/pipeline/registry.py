@@ -22,6 +22,7 @@ from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.source import SourceFactory
 from livemod.logs import redact_credentials
 from livemod.pipeline.analysis import AnalysisService
+from livemod.pipeline.rates import RateLoop
 from livemod.pipeline.session import Session, SessionInfo
 from livemod.policy.vote import VoteEngine
 from livemod.speech.moderator import SpeechSetup
@@ -53,6 +54,11 @@ class SessionRegistry(Mapping[str, Session]):
         self._speech = speech
         self._sessions: dict[str, Session] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Adaptive rates and overload shedding (capacity.rates), started with the first session.
+        rates = config.capacity.rates
+        self._rates = (
+            RateLoop(self._sessions, engine, rates, config.sampling) if rates.enabled else None
+        )
 
     def __getitem__(self, session_id: str) -> Session:
         return self._sessions[session_id]
@@ -77,18 +83,23 @@ class SessionRegistry(Mapping[str, Session]):
         metadata: dict[str, Any] | None = None,
         realtime: bool = False,
         source: SourceFactory | None = None,
+        session_id: str | None = None,
+        relay: bool | None = None,
     ) -> Session:
-        """Register, announce and start one session; refuse past ``ingest.max_sessions``."""
+        """Register, announce and start one session; refuse past ``ingest.max_sessions``.
+
+        ``session_id``: keep the id of a session taken over from another instance."""
         active = self.active
         if active >= self._config.ingest.max_sessions:
             raise RequestError(f"at capacity: {active} sessions (ingest.max_sessions)", status=503)
         info = SessionInfo(
-            id=uuid.uuid4().hex[:16],
+            id=session_id or uuid.uuid4().hex[:16],
             user_id=user_id,
             room_id=room_id,
             url=url,
             realtime=realtime,
             metadata=metadata or {},
+            relay=relay,
         )
         session = Session(
             info,
@@ -108,6 +119,8 @@ class SessionRegistry(Mapping[str, Session]):
         self._sessions[info.id] = session
         await session.announce("started", url=url, source=info.source)
         self._tasks[info.id] = asyncio.create_task(self._run(session))
+        if self._rates is not None:
+            self._rates.start()
         return session
 
     def adopt(self, session: Session) -> None:
@@ -128,6 +141,8 @@ class SessionRegistry(Mapping[str, Session]):
 
     async def close(self) -> None:
         """Stop every session and wait for all of them."""
+        if self._rates is not None:
+            await self._rates.aclose()
         for session in list(self._sessions.values()):
             session.stop()
         if self._tasks:

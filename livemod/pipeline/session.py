@@ -25,10 +25,13 @@ from livemod.events.hub import EventHub
 from livemod.events.types import ActionEvent, SessionEvent, SessionState
 from livemod.ingest.av_source import AvSource, SourceEnd, SourceOptions, source_kind
 from livemod.ingest.source import FrameSource, SourceFactory
+from livemod.ingest.tap import Tappable
 from livemod.messages import AudioChunk, AudioUnavailable, Decision, FrameAnalysis, VideoFrame
 from livemod.pipeline.analysis import AnalysisService
 from livemod.policy.taxonomy import severity
 from livemod.policy.vote import VoteEngine
+from livemod.relay.link import RelayLink
+from livemod.relay.link import wanted as relay_wanted
 from livemod.sampling import FrameRing, FrameSampler
 from livemod.speech.moderator import SpeechModerator, SpeechSetup
 from livemod.store import EvidenceInput
@@ -47,6 +50,8 @@ class SessionInfo:
     url: str
     realtime: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    relay: bool | None = None
+    """Relay a moderated, delayed copy (None: as ``relay.enabled`` says)."""
 
     @property
     def key(self) -> str:
@@ -104,6 +109,17 @@ class Session:
         self._wakeup = asyncio.Event()
         self._slots = threading.Semaphore(self._maxlen)
         self._source: FrameSource
+        # The moderated relay taps the decoder: push sources (WHIP) have none.
+        self.relay: RelayLink | None = None
+        if relay_wanted(config, info.relay):
+            self.relay = RelayLink(
+                config,
+                engine.policy,
+                hub,
+                stream_id=info.id,
+                user_id=info.user_id,
+                room_id=info.room_id,
+            )
         if source is not None:
             self._source = source(
                 info.id,
@@ -111,6 +127,10 @@ class Session:
                 self._deliver,
                 self._deliver_audio if speech is not None else None,
             )
+            if self.relay is not None and isinstance(self._source, Tappable):
+                self._source.set_tap(self.relay.relay)
+            else:
+                self.relay = None
         else:
             self._source = AvSource(
                 info.id,
@@ -126,6 +146,7 @@ class Session:
                 self.sampler,
                 self._deliver,
                 self._deliver_audio if speech is not None else None,
+                tap=self.relay.relay if self.relay is not None else None,
             )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._source_done = False
@@ -210,6 +231,8 @@ class Session:
     async def run(self) -> SourceEnd:
         self._loop = asyncio.get_running_loop()
         done: asyncio.Future[SourceEnd] = self._loop.create_future()
+        if self.relay is not None:
+            self.relay.start()
         if self._speech_setup is not None:
             self._speech = self._speech_setup.moderator(
                 self.info.id,
@@ -247,6 +270,8 @@ class Session:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
             self._source.stop()
             self._source_done = True
+            if self.relay is not None:
+                await self.relay.close()
             self._analysis.forget(self.info.id)
             metrics.SESSIONS_ACTIVE.labels(self.info.source).dec()
         self.status = "failed" if end.reason == "error" else "ended"
@@ -277,6 +302,8 @@ class Session:
         metrics.SAMPLE_LATENCY.observe(self.last_lag_s)
         started = time.perf_counter()
         decisions = self._engine.update(self.info.key, analysis)
+        if self.relay is not None:
+            self.relay.analyzed(analysis, decisions)
         metrics.STAGE_SECONDS.labels("policy").observe(time.perf_counter() - started)
         self._track(analysis)
         if self._engine.suspicious(self.info.key):
@@ -304,6 +331,8 @@ class Session:
 
     async def _emit(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
         started = time.perf_counter()
+        if self.relay is not None:
+            self.relay.decided(decision)
         info = self.info
         body = ActionEvent.of(
             decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id
@@ -371,6 +400,11 @@ class Session:
             "severity": severity(risk),
             "flagged_media_times": self.flagged,
             "audio": self.audio,
+            # capacity: the sampler's current base rate, fresh / reused samples (gating).
+            "fps": round(self.sampler.fps, 3),
+            "gating": self._analysis.stream_stats(info.id),
+            "relay": self.relay.relay.status() if self.relay is not None else None,
+            "transcription": self._speech.transcription() if self._speech is not None else None,
             "standing_actions": [
                 {"category": a.category, "action": a.action, "tier": a.tier}
                 for a in self._engine.standing(info.key)

@@ -11,9 +11,9 @@ Speech acts through each category's ``speech_actions``.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from livemod.messages import (
@@ -24,10 +24,17 @@ from livemod.messages import (
     Region,
     Signal,
     Tier,
-    VideoFrame,
 )
 from livemod.policy.fusion import fuse
 from livemod.policy.taxonomy import ACTIONS, ActionOrNone, CategoryPolicy, Policy, action_rank
+from livemod.policy.votestate import (
+    Active,
+    CategoryState,
+    KeyState,
+    MemoryVoteStore,
+    Sample,
+    VoteStore,
+)
 
 VIDEO = "video"
 SPEECH = "speech"
@@ -35,48 +42,11 @@ MODERATOR = "moderator"
 """The channel of actions a person started by hand: no vote ever stops them."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    score: float
-    hit: bool
-    t_arrival: float
-    media_time_s: float
-    sources: tuple[str, ...]
-    regions: tuple[Region, ...]
-    frame: VideoFrame | None
-    scores: dict[str, float]
-    source_time_s: float | None = None
-
-
-@dataclass(slots=True)
-class _Active:
-    action: ActionName
-    tier: Tier
-    confidence: float
-    sources: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class _CategoryState:
-    window: deque[_Sample]
-    active: _Active | None = None
-    clean_run: int = 0
-    peak: float = 0.0
-    released: str | None = None
-    """An action lifted by ``release``: it and weaker ones stay off until clean."""
-
-
-@dataclass(slots=True)
-class _KeyState:
-    categories: dict[str, _CategoryState] = field(default_factory=dict)
-    """The video channel."""
-    speech: dict[str, _CategoryState] = field(default_factory=dict)
-    manual: dict[str, _CategoryState] = field(default_factory=dict)
-    """Actions started by hand (:meth:`VoteEngine.impose`); not voted on."""
-
-    def all(self) -> Iterator[tuple[str, _CategoryState]]:
-        yield from self.categories.items()
-        yield from self.speech.items()
+# The state's types live with the stores that keep it (votestate.py).
+_Sample = Sample
+_Active = Active
+_CategoryState = CategoryState
+_KeyState = KeyState
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,31 +62,29 @@ class VoteEngine:
     """Turns per-sample signals into start/stop decisions.
 
     ``max_keys`` bounds memory: the least recently updated keys are forgotten first.
+    ``store`` keeps the state elsewhere (several instances share it through Redis);
+    every change of a key goes through it as one atomic update.
     """
 
-    def __init__(self, policy: Policy, *, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, policy: Policy, *, max_keys: int = 100_000, store: VoteStore | None = None
+    ) -> None:
         self._policy = policy
-        self._keys: OrderedDict[str, _KeyState] = OrderedDict()
-        self._max_keys = max_keys
+        self._store: VoteStore = store if store is not None else MemoryVoteStore(max_keys)
 
     @property
     def policy(self) -> Policy:
         return self._policy
 
-    def _state(self, key: str) -> _KeyState:
-        state = self._keys.get(key)
-        if state is None:
-            state = _KeyState()
-            self._keys[key] = state
-            while len(self._keys) > self._max_keys:
-                self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(key)
-        return state
+    @property
+    def store(self) -> VoteStore:
+        return self._store
 
     def update(self, key: str, analysis: FrameAnalysis) -> list[Decision]:
         """Feed one analyzed sample; return the actions that start or stop."""
-        state = self._state(key)
+        return self._store.update(key, lambda state: self._update(key, state, analysis))
+
+    def _update(self, key: str, state: _KeyState, analysis: FrameAnalysis) -> list[Decision]:
         decisions: list[Decision] = []
         for name, cat in self._policy.categories.items():
             cstate = state.categories.get(name)
@@ -136,7 +104,20 @@ class VoteEngine:
 
         Only categories with ``speech_actions`` vote; the rest ignore speech.
         """
-        state = self._state(key)
+
+        def change(state: _KeyState) -> list[Decision]:
+            return self._update_signals(key, state, signals, media_time_s, t_arrival)
+
+        return self._store.update(key, change)
+
+    def _update_signals(
+        self,
+        key: str,
+        state: _KeyState,
+        signals: Sequence[Signal],
+        media_time_s: float,
+        t_arrival: float,
+    ) -> list[Decision]:
         decisions: list[Decision] = []
         for name, cat in self._policy.categories.items():
             if cat.speech_actions is None:
@@ -227,16 +208,20 @@ class VoteEngine:
         window, so the next violation acts again at once. ``channel``: ``video`` or
         ``speech`` (the vote the action came from).
         """
-        cstate = self._category(key, category, channel)
-        if cstate is None or cstate.active is None:
-            return None
-        active, cstate.active = cstate.active, None
-        cstate.released = None if fresh else active.action
-        cstate.clean_run = 0
-        stop = _manual(key, category, active, "stop", cstate, t_now)
-        if fresh:
-            cstate.window.clear()
-        return stop
+
+        def change(state: _KeyState) -> Decision | None:
+            cstate = _category(state, category, channel)
+            if cstate is None or cstate.active is None:
+                return None
+            active, cstate.active = cstate.active, None
+            cstate.released = None if fresh else active.action
+            cstate.clean_run = 0
+            stop = _manual(key, category, active, "stop", cstate, t_now)
+            if fresh:
+                cstate.window.clear()
+            return stop
+
+        return self._store.amend(key, change, None)
 
     def upgrade(
         self,
@@ -253,19 +238,23 @@ class VoteEngine:
         """Replace the standing action with a stronger one (an LLM verdict, a
         fallback): the new action's ``start``, then the old one's ``stop``. Nothing
         when no action stands or the standing one is already as strong."""
-        cstate = self._category(key, category, channel)
-        if cstate is None or cstate.active is None:
-            return []
-        old = cstate.active
-        if action not in ACTIONS or action == "none":
-            raise ValueError(f"not an action: {action!r}")
-        if action_rank(action) <= action_rank(old.action):
-            return []
-        cstate.active = _Active(cast(ActionName, action), tier, confidence, sources)
-        return [
-            _manual(key, category, cstate.active, "start", cstate, t_trigger),
-            _manual(key, category, old, "stop", cstate, t_trigger),
-        ]
+
+        def change(state: _KeyState) -> list[Decision]:
+            cstate = _category(state, category, channel)
+            if cstate is None or cstate.active is None:
+                return []
+            old = cstate.active
+            if action not in ACTIONS or action == "none":
+                raise ValueError(f"not an action: {action!r}")
+            if action_rank(action) <= action_rank(old.action):
+                return []
+            cstate.active = _Active(cast(ActionName, action), tier, confidence, sources)
+            return [
+                _manual(key, category, cstate.active, "start", cstate, t_trigger),
+                _manual(key, category, old, "stop", cstate, t_trigger),
+            ]
+
+        return self._store.amend(key, change, [])
 
     def impose(
         self,
@@ -280,35 +269,31 @@ class VoteEngine:
         action's ``start``, then the ``stop`` of a weaker one standing by hand. It stands
         in the ``moderator`` channel, which no vote stops: only :meth:`release` with
         ``channel=MODERATOR`` lifts it. Nothing when as strong an action stands by hand."""
-        state = self._state(key)
-        cstate = state.manual.get(category)
-        if cstate is None:
-            cstate = state.manual[category] = _CategoryState(window=deque(maxlen=1))
-        old = cstate.active
-        if old is not None and action_rank(action) <= action_rank(old.action):
-            return []
-        cstate.active = _Active(action, "high", 1.0, (MODERATOR,))
-        decisions = [_by_hand(key, category, cstate.active, "start", media_time_s, t_trigger)]
-        if old is not None:
-            decisions.append(_by_hand(key, category, old, "stop", media_time_s, t_trigger))
-        return decisions
 
-    def _category(self, key: str, category: str, channel: str) -> _CategoryState | None:
-        state = self._keys.get(key)
-        if state is None:
-            return None
-        states = {SPEECH: state.speech, MODERATOR: state.manual}.get(channel, state.categories)
-        return states.get(category)
+        def change(state: _KeyState) -> list[Decision]:
+            cstate = state.manual.get(category)
+            if cstate is None:
+                cstate = state.manual[category] = _CategoryState(window=deque(maxlen=1))
+            old = cstate.active
+            if old is not None and action_rank(action) <= action_rank(old.action):
+                return []
+            cstate.active = _Active(action, "high", 1.0, (MODERATOR,))
+            decisions = [_by_hand(key, category, cstate.active, "start", media_time_s, t_trigger)]
+            if old is not None:
+                decisions.append(_by_hand(key, category, old, "stop", media_time_s, t_trigger))
+            return decisions
+
+        return self._store.update(key, change)
 
     def suspicious(self, key: str) -> bool:
         """Any category with a recent hit: the sampler should boost."""
-        state = self._keys.get(key)
+        state = self._store.get(key)
         if state is None:
             return False
         return any(c.active is not None or any(s.hit for s in c.window) for _, c in state.all())
 
     def standing(self, key: str) -> list[StandingAction]:
-        state = self._keys.get(key)
+        state = self._store.get(key)
         if state is None:
             return []
         out: list[StandingAction] = []
@@ -323,7 +308,7 @@ class VoteEngine:
 
     def levels(self, key: str) -> dict[str, float]:
         """The score each category sustained over k of its last n samples."""
-        state = self._keys.get(key)
+        state = self._store.get(key)
         if state is None:
             return {}
         cats = self._policy.categories
@@ -333,10 +318,15 @@ class VoteEngine:
         return out
 
     def peak_risk(self, key: str) -> float:
-        state = self._keys.get(key)
+        state = self._store.get(key)
         if state is None:
             return 0.0
         return max((c.peak for _, c in state.all()), default=0.0)
+
+
+def _category(state: _KeyState, category: str, channel: str) -> _CategoryState | None:
+    states = {SPEECH: state.speech, MODERATOR: state.manual}.get(channel, state.categories)
+    return states.get(category)
 
 
 def _level(cat: CategoryPolicy, window: deque[_Sample]) -> float:

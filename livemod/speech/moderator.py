@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from livemod import metrics
 from livemod.config import Config
@@ -24,6 +26,7 @@ from livemod.errors import ConfigError
 from livemod.messages import AudioChunk, Decision, Signal
 from livemod.policy.taxonomy import Policy
 from livemod.policy.vote import SPEECH, VoteEngine
+from livemod.speech.reading import SpokenHit, TranscriptReader
 from livemod.speech.service import AsrService, AsrStream, Transcript
 from livemod.speech.transcriber import TranscriberOptions
 from livemod.speech.whisper import SileroVad, WhisperEngine
@@ -34,8 +37,6 @@ from livemod.text.judge import TextPolicy
 log = logging.getLogger(__name__)
 
 SOURCE = "asr"
-CONTEXT_WORDS = 40
-"""Words of the current utterance kept so a phrase committed in pieces still matches."""
 QUEUE_TRANSCRIPTS = 256
 SCAN_MAX_UNDECODED_S = 8.0
 """A scan's decoder waits while more speech than this awaits Whisper: well inside the
@@ -45,18 +46,6 @@ CUDA_ASR_BATCH = 8
 
 Emit = Callable[[Decision, EvidenceInput | None], Awaitable[None]]
 Track = Callable[[float, bool], None]
-
-
-@dataclass(frozen=True, slots=True)
-class SpokenHit:
-    """A text policy hit placed on the media clock."""
-
-    category: str
-    score: float
-    term: str
-    start_s: float
-    end_s: float
-    snippet: str
 
 
 class SpeechTimeline:
@@ -155,6 +144,8 @@ def build_speech(config: Config, policy: Policy) -> SpeechSetup | None:
         max_buffer_s=cfg.max_buffer_s,
     )
     batch = cfg.batch_size or (CUDA_ASR_BATCH if engine.device == "cuda" else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    max_cpu = cfg.max_cpu * (cores or 1) if cfg.max_cpu > 0 else None
     service = AsrService(
         engine,
         SileroVad(),
@@ -162,12 +153,16 @@ def build_speech(config: Config, policy: Policy) -> SpeechSetup | None:
         max_streams=config.ingest.max_sessions,
         batch_size=batch,
         options=options,
+        max_cpu=max_cpu,
+        max_delay_s=cfg.max_delay_s,
+        threads=cfg.threads,
     )
     log.info(
-        "speech recognition: whisper on %s (%s), up to %d windows per call",
+        "speech recognition: whisper on %s (%s), up to %d windows per call, %s CPU s/s",
         engine.device,
         engine.compute_type,
         batch,
+        "no cap on" if max_cpu is None else f"at most {max_cpu:.2f}",
     )
     metrics.MODELS_LOADED.labels("whisper").set(1)
     return SpeechSetup(service, text_policy)
@@ -200,10 +195,9 @@ class SpeechModerator:
         self._track = track
         self._loop = loop
         self._queue: asyncio.Queue[Transcript] = asyncio.Queue(QUEUE_TRANSCRIPTS)
-        self._stream: AsrStream = asr.open(stream_id, self._from_thread)
+        self._stream: AsrStream = asr.open(stream_id, self._from_thread, live=not blocking)
         self._timeline = SpeechTimeline()
-        self._context: list[Word] = []
-        self._seen: set[tuple[str, str, float]] = set()
+        self._reader = TranscriptReader(policy.evaluate)
         self._flagged: dict[str, _Flagged] = {}
         """Per category, what was said since its hits began (span, snippet, terms)."""
         self._done = asyncio.Event()
@@ -217,6 +211,19 @@ class SpeechModerator:
     def decodes(self) -> int:
         """Whisper calls made for this stream so far."""
         return self._stream.decodes
+
+    def transcription(self) -> dict[str, Any]:
+        """How much of the stream's speech was transcribed, for its summary: ``partial``
+        once a window was skipped (its speech waited past ``asr.max_delay_s``)."""
+        stream = self._stream
+        return {
+            "partial": stream.skipped_windows > 0,
+            "skipped_windows": stream.skipped_windows,
+            "skipped_s": round(stream.skipped_s, 2),
+            "decodes": stream.decodes,
+            "words": self.words,
+            "hits": self.hits,
+        }
 
     # -- decode and worker threads ------------------------------------------------------
 
@@ -288,7 +295,7 @@ class SpeechModerator:
             self.lags.append(tr.lag_s)
             await self._read(tr.words)
         if tr.final:
-            self._context = []
+            self._reader.end_utterance()
         for t, hits in self._timeline.advance(tr.settled_s):
             signals = [Signal(h.category, h.score, SOURCE, h.term) for h in hits]
             if hits:
@@ -311,37 +318,19 @@ class SpeechModerator:
         return cat.floor if cat is not None else 1.0
 
     async def _read(self, words: tuple[Word, ...]) -> None:
-        first_new = len(self._context)
-        self._context.extend(words)
         self.words += len(words)
-        text, offsets = _joined(self._context)
         started = time.perf_counter()
         # The learned judge runs a sentence encoder (ms per sentence): off the event loop.
         hits = (
-            await asyncio.to_thread(self._policy.evaluate, text)
+            await asyncio.to_thread(self._reader.read, words)
             if self._policy.judge is not None
-            else self._policy.evaluate(text)
+            else self._reader.read(words)
         )
         for hit in hits:
-            idx = [i for i, (a, b) in enumerate(offsets) if a < hit.end and b > hit.start]
-            if not idx or idx[-1] < first_new:
-                continue  # judged when those words were new
-            ws = self._context[idx[0] : idx[-1] + 1]
-            seen = (hit.category, hit.term, round(ws[0].start_s, 2))
-            if seen in self._seen:
-                continue
-            self._seen.add(seen)
             self.hits += 1
-            lo = max(0, idx[0] - 6)
-            snippet = " ".join(w.text for w in self._context[lo : idx[-1] + 7])
-            self._timeline.add(
-                SpokenHit(hit.category, hit.score, hit.term, ws[0].start_s, ws[-1].end_s, snippet)
-            )
+            self._stream.flag()
+            self._timeline.add(hit)
         metrics.STAGE_SECONDS.labels("text").observe(time.perf_counter() - started)
-        if len(self._context) > CONTEXT_WORDS:
-            self._context = self._context[-CONTEXT_WORDS:]
-        if len(self._seen) > 4096:
-            self._seen.clear()
 
     async def _act(self, decision: Decision) -> None:
         flagged = self._flagged.get(decision.category)
@@ -377,14 +366,3 @@ class _Flagged:
         self.start_s = min(self.start_s, hit.start_s)
         self.end_s = max(self.end_s, hit.end_s)
         self.terms[hit.term] = max(self.terms.get(hit.term, 0.0), hit.score)
-
-
-def _joined(words: list[Word]) -> tuple[str, list[tuple[int, int]]]:
-    parts: list[str] = []
-    offsets: list[tuple[int, int]] = []
-    pos = 0
-    for w in words:
-        offsets.append((pos, pos + len(w.text)))
-        parts.append(w.text)
-        pos += len(w.text) + 1
-    return " ".join(parts), offsets

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ import numpy as np
 from livemod import metrics
 from livemod.messages import AudioChunk, Samples
 from livemod.speech.batch import BatchItem
+from livemod.speech.budget import CpuBudget, FairQueue
 from livemod.speech.transcriber import Commit, StreamTranscriber, TranscriberOptions, Vad, Window
 from livemod.speech.whisper import WhisperEngine
 from livemod.speech.words import Decoded, Word
@@ -55,8 +55,12 @@ Listener = Callable[[Transcript], None]
 class AsrStream:
     """One stream's handle on the service. ``feed`` from its decode thread."""
 
-    def __init__(self, service: AsrService, stream_id: str, listener: Listener) -> None:
+    def __init__(
+        self, service: AsrService, stream_id: str, listener: Listener, *, live: bool = True
+    ) -> None:
         self.stream_id = stream_id
+        self.live = live
+        """Live streams skip speech that waited past ``max_delay_s``; scans never do."""
         self._service = service
         self._listener = listener
         self._lock = threading.Lock()
@@ -65,6 +69,10 @@ class AsrStream:
         self._closed = False
         self.decodes = 0
         self.rejected = 0
+        self.skipped_windows = 0
+        """Decodes given up (wholly or in part) because the speech waited too long."""
+        self.skipped_s = 0.0
+        """Seconds of voice never transcribed for that reason."""
 
     def feed(self, chunk: AudioChunk) -> None:
         with self._lock:
@@ -132,9 +140,29 @@ class AsrStream:
 
     # -- worker side -----------------------------------------------------------------
 
-    def take(self) -> Window | None:
+    def flag(self) -> None:
+        """The stream had a policy hit: its decodes go first for a while."""
+        self._service.flag(self)
+
+    def take(self, max_delay_s: float | None = None) -> Window | None:
         with self._lock:
-            return None if self._closed else self._core.take()
+            if self._closed:
+                return None
+            skipped = 0.0
+            if max_delay_s is not None and self.live:
+                skipped = self._core.skip_stale(max_delay_s)
+            window = self._core.take()
+            settled = self._core.settled_s
+            done = window is None and self._core.finished and not self._core.busy
+        if skipped:
+            self.skipped_windows += 1
+            self.skipped_s += skipped
+            metrics.ASR_SKIPPED.inc()
+            metrics.ASR_SKIPPED_SECONDS.inc(skipped)
+            if window is None:
+                # Everything pending was stale: the timeline moves on without a decode.
+                self._deliver(Commit((), settled, True), done=done)
+        return window
 
     def apply(self, window: Window, decoded: Decoded) -> None:
         with self._lock:
@@ -178,6 +206,9 @@ class AsrService:
         max_streams: int = 64,
         batch_size: int = 1,
         options: TranscriberOptions | None = None,
+        max_cpu: float | None = None,
+        max_delay_s: float | None = None,
+        threads: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -185,8 +216,11 @@ class AsrService:
         self._batch_size = batch_size
         self.vad = vad
         self.options = options or TranscriberOptions()
-        self._max = max_streams
-        self._queue: OrderedDict[int, AsrStream] = OrderedDict()
+        self.max_delay_s = max_delay_s
+        self._threads_per_call = threads
+        self.budget = CpuBudget(max_cpu)
+        """Whisper CPU seconds per second, all streams together (``asr.max_cpu``)."""
+        self._queue: FairQueue[AsrStream] = FairQueue(max_streams)
         self._cond = threading.Condition()
         self._stopping = False
         self._threads = [
@@ -201,8 +235,8 @@ class AsrService:
         """The most windows one Whisper call takes."""
         return self._batch_size
 
-    def open(self, stream_id: str, listener: Listener) -> AsrStream:
-        return AsrStream(self, stream_id, listener)
+    def open(self, stream_id: str, listener: Listener, *, live: bool = True) -> AsrStream:
+        return AsrStream(self, stream_id, listener, live=live)
 
     def request(self, stream: AsrStream, *, urgent: bool = False) -> None:
         """Queue a stream for decoding; a stream already queued is coalesced.
@@ -211,25 +245,24 @@ class AsrService:
         ahead of partial decodes of speech still going on.
         """
         with self._cond:
-            if id(stream) in self._queue:
+            coalesced, dropped = self._queue.push(stream, urgent=urgent)
+            if coalesced:
                 metrics.ASR_COALESCED.inc()
-                if urgent:
-                    self._queue.move_to_end(id(stream), last=False)
                 return
-            if len(self._queue) >= self._max:
+            if dropped is not None:
                 # More streams waiting than the bound: the longest-waiting one loses
                 # its turn (it is queued again by its next audio).
-                self._queue.popitem(last=False)
                 metrics.DROPS.labels("asr", "queue_full").inc()
-            self._queue[id(stream)] = stream
-            if urgent:
-                self._queue.move_to_end(id(stream), last=False)
             metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
             self._cond.notify()
 
+    def flag(self, stream: AsrStream) -> None:
+        with self._cond:
+            self._queue.flag(stream)
+
     def forget(self, stream: AsrStream) -> None:
         with self._cond:
-            self._queue.pop(id(stream), None)
+            self._queue.remove(stream)
             metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
 
     def close(self) -> None:
@@ -243,25 +276,39 @@ class AsrService:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
+                while not self._stopping:
+                    # Past the CPU budget nothing starts: streams wait (each queued
+                    # once) and speech that waits past max_delay_s is skipped.
+                    wait = self.budget.wait_s() if self._queue else None
+                    if wait == 0.0:
+                        break
+                    self._cond.wait(timeout=wait)
                 if self._stopping:
                     return
                 # Whatever is queued now, up to the batch size, shares one call: the
                 # batch grows with the load and a lone stream never waits for company.
-                streams = [
-                    self._queue.popitem(last=False)[1]
-                    for _ in range(min(self._batch_size, len(self._queue)))
-                ]
+                # The streams with the least recent Whisper time go first.
+                streams = self._queue.pop(self._batch_size)
                 metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
-            taken = [(s, w) for s in streams if (w := s.take()) is not None]
+            taken = [(s, w) for s in streams if (w := s.take(self.max_delay_s)) is not None]
             if not taken:
                 continue
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 decoded = self._decode([w for _, w in taken])
             except Exception:  # one bad batch must not stop the pool
                 log.exception("asr decode failed", extra={"streams": len(taken)})
                 decoded = [Decoded((), 0, 0.0)] * len(taken)
+            # Whisper's CPU: at most its wall time on its threads, at most the process's
+            # CPU time meanwhile (which includes other work): the smaller bound.
+            wall = time.perf_counter() - wall
+            cost = min(wall * self._threads_per_call, time.process_time() - cpu)
+            audio = sum(len(w.audio) for _, w in taken) or 1
+            with self._cond:
+                self.budget.charge(cost)
+                for stream, window in taken:
+                    self._queue.charge(stream, cost * (len(window.audio) or 1) / audio)
+            metrics.ASR_CPU_SECONDS.inc(cost)
             for (stream, window), result in zip(taken, decoded, strict=True):
                 stream.apply(window, result)
 

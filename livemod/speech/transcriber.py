@@ -243,6 +243,34 @@ class StreamTranscriber:
             self._generation,
         )
 
+    def skip_stale(self, max_delay_s: float) -> float:
+        """Give up on pending speech that has waited longer than ``max_delay_s`` (media
+        time, from the newest audio): it is never decoded, the transcript settles past
+        it. Returns the seconds of voice skipped (0: nothing was stale)."""
+        if self.busy or not self._pending:
+            return 0.0
+        cut = self.ring.end_s - max_delay_s
+        if max(self._pending[0].start_s, self._committed_s) >= cut:
+            return 0.0
+        skipped = 0.0
+        kept: list[Segment] = []
+        for seg in self._pending:
+            lo = max(seg.voice_start_s, self._committed_s)
+            skipped += max(0.0, min(seg.voice_end_s, cut) - lo)
+            if seg.end_s is not None and seg.end_s <= cut:
+                continue  # wholly stale
+            if seg.start_s < cut:
+                seg.start_s = cut
+                seg.voice_start_s = max(seg.voice_start_s, cut)
+                seg.voice_end_s = max(seg.voice_end_s, cut)
+            kept.append(seg)
+        self._pending = kept
+        self._hypothesis = []
+        self._committed_s = max(self._committed_s, cut)
+        self._last_window_end_s = max(self._last_window_end_s, cut)
+        self._settle(cut)
+        return skipped
+
     def _hypothesis_start(self) -> float:
         return self._pending[0].start_s if self._pending else self.ring.end_s
 

@@ -6,7 +6,9 @@ request the way a real server would (message shape, JPEG data URLs or base64
 images, the JSON-schema response format) and answers a 400 when it is wrong.
 Each request takes the next scripted ``Reply`` (or the default one): a verdict,
 a slow verdict, an HTTP status (optionally with ``Retry-After``), a body that is
-not JSON, content that is not JSON, or a verdict off the schema.
+not JSON, content that is not JSON, or a verdict off the schema. With ``responder``
+set, a request the script does not answer gets the reply it returns for what the
+request carried (a stand-in that "sees": benchmarks label their own pictures).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,12 +70,22 @@ class Seen:
     body: dict[str, Any] = field(repr=False)
     at: float = 0.0
 
+    def jpegs(self) -> list[bytes]:
+        """The JPEG images the request carried, in order (either protocol)."""
+        user = self.body["messages"][-1]
+        if isinstance(user.get("content"), list):
+            prefix = "data:image/jpeg;base64,"
+            urls = [str(p["image_url"]["url"]) for p in user["content"] if "image_url" in p]
+            return [base64.b64decode(u[len(prefix) :]) for u in urls]
+        return [base64.b64decode(str(i)) for i in user.get("images", [])]
+
 
 class FakeLlm:
     """``async with FakeLlm() as llm: llm.base_url ...``"""
 
     def __init__(self, default: Reply | None = None) -> None:
         self.default = default or Reply()
+        self.responder: Callable[[Seen], Reply] | None = None
         self.script: deque[Reply] = deque()
         self.seen: list[Seen] = []
         self.rejected: list[str] = []
@@ -148,18 +161,20 @@ class FakeLlm:
     async def _answer(
         self, request: web.Request, body: dict[str, Any], prompt: str, images: int, *, openai: bool
     ) -> web.StreamResponse:
-        self.seen.append(
-            Seen(
-                path=request.path,
-                model=str(body.get("model")),
-                images=images,
-                authorization=request.headers.get("Authorization"),
-                prompt=prompt,
-                body=body,
-                at=time.monotonic(),
-            )
+        seen = Seen(
+            path=request.path,
+            model=str(body.get("model")),
+            images=images,
+            authorization=request.headers.get("Authorization"),
+            prompt=prompt,
+            body=body,
+            at=time.monotonic(),
         )
-        reply = self.script.popleft() if self.script else self.default
+        self.seen.append(seen)
+        if self.script:
+            reply = self.script.popleft()
+        else:
+            reply = self.responder(seen) if self.responder is not None else self.default
         if reply.delay_s:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(reply.delay_s):

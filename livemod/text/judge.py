@@ -38,6 +38,12 @@ _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Three or more single letters in a row, split by separators: "k i l l", "k.i.l.l".
 _SPACED = re.compile(r"(?<![a-z0-9])[a-z](?:[ ][a-z](?![a-z0-9])){2,}")
+JUDGE_MIN_WORDS = 2
+"""The learned judge reads English sentences (MiniLM heads trained on the project's English
+set): a sentence with fewer words of two or more Latin letters has no context to judge and is
+left to the lexicon and patterns. On a cartoon frame OCR read a space shuttle's outline as
+"人" ("person"), and the hate head, which keys on nouns for groups of people, scored it 0.76."""
+_LATIN_WORD = re.compile(r"[a-z]{2,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,8 @@ class TextPolicy:
                 hits.add(TextHit(rule.category, rule.score, rule.term, start, end))
         if self.judge is not None:
             for j in self.judge.judge(text):
+                if not judgeable(text[j.start : j.end]):
+                    continue
                 covered = any(
                     h.category == j.category
                     and h.score >= j.score
@@ -238,6 +246,11 @@ class TextPolicy:
                 if not covered:
                     hits.add(TextHit(j.category, j.score, TERM, j.start, j.end))
         return sorted(hits, key=lambda h: (h.start, -h.score, h.end, h.term))
+
+
+def judgeable(sentence: str) -> bool:
+    """Whether the learned judge may score ``sentence`` (see ``JUDGE_MIN_WORDS``)."""
+    return len(_LATIN_WORD.findall(normalize(sentence).text)) >= JUDGE_MIN_WORDS
 
 
 _JUDGES: dict[Path, TextJudge] = {}

@@ -4,7 +4,11 @@ One list is one operator setting (a name, paths, a threshold). Its paths may mix
 
 * folders of images (searched recursively, hidden files skipped) and single images,
   hashed with PDQ at load; an image that cannot be decoded is skipped, logged once
-  and counted, so one bad upload does not take the list down;
+  and counted, so one bad upload does not take the list down. Each picture is also
+  hashed under a few views (``regions.CROPS``, ``regions.CAPTION_CUTS``: centred
+  crops, top and bottom bands cut off), kept beside the list's entries, so a frame
+  that shows it cropped or captioned still matches; a hash file has no picture to
+  do that with;
 * text files of hashes, one a line with an optional label after whitespace or a
   comma, ``#`` comments: 64 hex digits are PDQ, 16 hex digits are livemod's old
   64-bit pHash (kept working for existing lists);
@@ -33,6 +37,7 @@ import numpy.typing as npt
 from livemod.errors import ConfigError
 from livemod.vision import pdq as pdq_mod
 from livemod.vision.hashes import IMAGE_SUFFIXES, KnownBadIndex, _image_files, _read_image
+from livemod.vision.regions import CAPTION_CUTS, CROPS
 
 __all__ = ["DEFAULT_MAX_DISTANCE", "HashList", "ListSpec", "load_list"]
 
@@ -70,7 +75,11 @@ class ListSpec:
 
 @dataclass(frozen=True, slots=True)
 class HashList:
-    """A loaded list: PDQ entries ``(N, 4)`` with labels, and old pHash entries."""
+    """A loaded list: PDQ entries ``(N, 4)`` with labels, and old pHash entries.
+
+    ``views`` ``(M, 4)`` are more hashes of the listed pictures (crops, captions cut
+    off): ``view_of[k]`` is the entry that view ``k`` belongs to, ``view_names[k]`` how
+    it was cut. They are searched like entries but not counted as entries."""
 
     spec: ListSpec
     pdq: npt.NDArray[np.uint64]
@@ -78,6 +87,11 @@ class HashList:
     phash: KnownBadIndex = field(default_factory=KnownBadIndex)
     skipped_images: int = 0
     low_quality: int = 0
+    views: npt.NDArray[np.uint64] = field(
+        default_factory=lambda: np.empty((0, pdq_mod.WORDS), np.uint64)
+    )
+    view_of: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    view_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -94,6 +108,9 @@ class _Builder:
         self.words: list[npt.NDArray[np.uint64]] = []
         self.labels: list[str] = []
         self.phash: list[tuple[int, str]] = []
+        self.views: list[npt.NDArray[np.uint64]] = []
+        self.view_of: list[int] = []
+        self.view_names: list[str] = []
         self.skipped = 0
         self.low_quality = 0
 
@@ -124,6 +141,12 @@ class _Builder:
             )
             return
         self.add_pdq(h.words, label)
+        for view in (*CROPS, *CAPTION_CUTS):
+            v = pdq_mod.pdq(np.ascontiguousarray(view.crop(image)))
+            if v.quality >= self.min_quality:
+                self.views.append(v.words)
+                self.view_of.append(len(self.labels) - 1)
+                self.view_names.append(view.name)
 
     def add_path(self, path: Path) -> None:
         if not path.exists():
@@ -212,6 +235,13 @@ class _Builder:
             phash=KnownBadIndex(self.phash),
             skipped_images=self.skipped,
             low_quality=self.low_quality,
+            views=(
+                np.stack(self.views).astype(np.uint64)
+                if self.views
+                else np.empty((0, pdq_mod.WORDS), dtype=np.uint64)
+            ),
+            view_of=np.array(self.view_of, dtype=np.int64),
+            view_names=tuple(self.view_names),
         )
 
 

@@ -3,14 +3,20 @@
 Two strategies, chosen by size (``benchmarks/known_bad.py`` measures both):
 
 * brute force: XOR and popcount of every entry against every query, vectorised over
-  ``(N, 4)`` packed ``uint64`` words. Best for small lists; it reads the whole list
-  once per query: ~0.5 ms per query at 10k entries, ~100 ms at 1M on the dev machine.
+  ``(Q, N, 4)`` packed ``uint64`` words. Best for small lists (up to a few hundred
+  entries); it reads the whole list per query: ~0.3 ms for 28 queries at 1k entries,
+  ~7 ms at 20k, ~30 ms per query at 1M on the dev machine.
 * multi-index hashing (Norouzi et al.): the 256 bits are cut into 16 chunks of 16
   bits. Two hashes within ``r`` bits agree to within ``r // 16`` bits on at least one
   chunk (pigeonhole), so the candidates are the entries found in 16 sorted tables
-  under each query chunk and its neighbours within ``r // 16`` bits, then checked in
-  full. At 1M random entries and ``r`` = 31 that is ~4,000 candidates per query
-  instead of 1,000,000.
+  under each query chunk and its neighbours within ``r // 16`` bits. At 1M random
+  entries and ``r`` = 31 that is ~4,000 candidates per query instead of 1,000,000.
+  They are checked on their first 128 bits first, gathered from a 16-byte-a-row copy
+  (a random entry differs there by ~64 bits, a match by at most ``r``), and only
+  those within ``r`` there on all 256. The result is brute force's, bit for bit, for
+  every query that matches (``tests/vision/test_index.py``). All queries of a sample
+  go through one pass of numpy calls: ~1.3 ms for 24 queries at 1M entries on the dev
+  machine (brute force there: ~100 ms).
 
 The index is immutable: a reload builds a new one and swaps the reference.
 """
@@ -28,8 +34,9 @@ from livemod.vision.hashes import _popcount
 
 __all__ = ["BRUTE_FORCE_MAX", "HashIndex", "Hits"]
 
-BRUTE_FORCE_MAX: Final = 4_096
-"""At or below this many entries a search is brute force (measured crossover)."""
+BRUTE_FORCE_MAX: Final = 512
+"""At or below this many entries a search is brute force (measured crossover for a
+sample's ~30 queries: brute force reads the whole list per pass, ~0.3 ms at 300)."""
 
 _CHUNKS: Final = 16
 _CHUNK_BITS: Final = 16
@@ -37,21 +44,38 @@ _TABLE: Final = 1 << _CHUNK_BITS
 # More candidates than this for one search means the list is full of near-copies of
 # what the frame shows; the brute force scan is then cheaper than the gather.
 _MAX_CANDIDATES: Final = 4_000_000
+_BRUTE_WORDS: Final = 1 << 19
+_FAR: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class Hits:
     """For each query: the best entry within its threshold (-1 if none) and its
-    distance (or the smallest distance seen, ``256`` if none was examined)."""
+    distance (or the smallest distance seen, ``256`` if none was examined: brute
+    force examines every entry, multi-index hashing only the candidates whose first
+    128 bits are within the largest threshold)."""
 
     entry: npt.NDArray[np.intp]
     distance: npt.NDArray[np.int64]
 
 
+def _popcount_pairs(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint16]:
+    """Bits set in each ``(N, 2)`` row: 0-128."""
+    c = np.ascontiguousarray(_popcount(x.reshape(-1))).view(np.uint16)
+    # The two byte counts, read as one uint16 times 0x0101: their sum is the top byte.
+    return cast("npt.NDArray[np.uint16]", (c * np.uint16(0x0101)) >> np.uint16(8))
+
+
 def _popcount_rows(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-    c = _popcount(x.reshape(-1)).reshape(-1, 4).astype(np.int64)
-    # Four column adds beat .sum(axis=-1) on short rows by ~3x.
-    return cast("npt.NDArray[np.int64]", c[:, 0] + c[:, 1] + c[:, 2] + c[:, 3])
+    """Bits set in each ``(N, 4)`` row: 0-256."""
+    c = np.ascontiguousarray(_popcount(x.reshape(-1)))
+    # The four byte counts of a row, read as one uint32 and multiplied by 0x01010101,
+    # sum into its top byte (4x faster than adding columns), modulo 256: a row of 256
+    # is the one whose four counts are all 64.
+    u = c.view(np.uint32)
+    d = ((u * np.uint32(0x01010101)) >> np.uint32(24)).astype(np.int64)
+    d[u == np.uint32(0x40404040)] = 256
+    return d
 
 
 def _masks(radius: int) -> npt.NDArray[np.uint16]:
@@ -80,10 +104,13 @@ class HashIndex:
         self.thresholds = thresholds
         self.radius = int(thresholds.max()) if thresholds.size else 0
         self.mih = words.shape[0] > brute_force_max
-        # Row gathers of 32-byte records: one memcpy per candidate, not four.
-        self._records = self.words.view(np.dtype((np.void, 32))).reshape(-1)
         self._order: npt.NDArray[np.int32] | None = None
+        # The first 128 bits of every entry on their own, 16 bytes a row, for the
+        # candidates' first check (``_search_mih``).
+        self._half = np.empty((0,), np.complex128)
         self._starts: npt.NDArray[np.int64] | None = None
+        self._masks = _masks(self.radius // _CHUNKS).astype(np.int64)
+        self._table_base = np.arange(_CHUNKS, dtype=np.int64) * (_TABLE + 1)
         if self.mih:
             self._build()
 
@@ -106,7 +133,8 @@ class HashIndex:
             o = np.argsort(col, kind="stable")
             order[j * n : (j + 1) * n] = o
             starts[j] = np.searchsorted(col[o], np.arange(_TABLE + 1)) + j * n
-        self._order, self._starts = order, starts
+        self._order, self._starts = order, starts.reshape(-1)
+        self._half = np.ascontiguousarray(self.words[:, :2]).view(np.complex128).reshape(-1)
 
     def search(self, queries: npt.NDArray[np.uint64]) -> Hits:
         """Best match for each of ``(Q, 4)`` query hashes."""
@@ -121,61 +149,69 @@ class HashIndex:
         return self._search_brute(queries)
 
     def _search_brute(self, queries: npt.NDArray[np.uint64]) -> Hits:
-        entry = np.full(queries.shape[0], -1, np.intp)
-        distance = np.full(queries.shape[0], 256, np.int64)
-        for i, query in enumerate(queries):
-            d = _popcount_rows(self.words ^ query)
-            over = d - self.thresholds
-            best = int(np.argmin(over))
-            if over[best] <= 0:
-                # Among the entries within their threshold, the closest one.
-                within = np.flatnonzero(over <= 0)
-                best = int(within[np.argmin(d[within])])
-                entry[i] = best
-                distance[i] = int(d[best])
-            else:
-                distance[i] = int(d.min())
+        q, n = queries.shape[0], len(self)
+        entry = np.full(q, -1, np.intp)
+        distance = np.full(q, 256, np.int64)
+        # Several queries per pass (a sample's ~30 against a small list in one go),
+        # at most ~2M words of XOR at a time.
+        step = max(1, _BRUTE_WORDS // max(n, 1))
+        for lo in range(0, q, step):
+            part = queries[lo : lo + step]
+            d = _popcount_rows(self.words[None, :, :] ^ part[:, None, :]).reshape(-1, n)
+            # Among the entries within their threshold, the closest (first on a tie).
+            ranked = np.where(d <= self.thresholds[None, :], d, _FAR)
+            best = np.argmin(ranked, axis=1)
+            rows = np.arange(part.shape[0])
+            hit = ranked[rows, best] < _FAR
+            entry[lo : lo + step] = np.where(hit, best, -1)
+            distance[lo : lo + step] = np.where(hit, ranked[rows, best], d.min(axis=1))
         return Hits(entry, distance)
 
     def _search_mih(self, queries: npt.NDArray[np.uint64]) -> Hits | None:
         assert self._order is not None and self._starts is not None
         q = queries.shape[0]
-        masks = _masks(self.radius // _CHUNKS).astype(np.int64)
-        keys = self._chunks(queries)[:, :, None] ^ masks[None, None, :]  # (Q, 16, P)
-        chunk = np.broadcast_to(np.arange(_CHUNKS)[None, :, None], keys.shape)
-        lo = self._starts[chunk, keys].ravel()
-        counts = self._starts[chunk, keys + 1].ravel() - lo
-        total = int(counts.sum())
+        # Every probed bucket: (query, chunk, key within r // 16 bits), as flat offsets
+        # into the 16 concatenated start tables.
+        keys = self._chunks(queries)[:, :, None] ^ self._masks[None, None, :]
+        flat = (keys + self._table_base[None, :, None]).ravel()
+        lo = np.take(self._starts, flat)
+        counts = np.take(self._starts, flat + 1) - lo
+        per_query = counts.reshape(q, -1).sum(axis=1)
+        total = int(per_query.sum())
         if total > _MAX_CANDIDATES:
             return None
         entry = np.full(q, -1, np.intp)
         distance = np.full(q, 256, np.int64)
         if total == 0:
             return Hits(entry, distance)
-        # Ragged gather of every probed bucket: output k of bucket b sits at
+        # The probed buckets' positions end to end: output k of bucket b sits at
         # lo[b] + (k - first output of b).
         run_start = np.cumsum(counts) - counts
         pos = np.arange(total) + np.repeat(lo - run_start, counts)
-        cand = self._order[pos].astype(np.intp)
-        per_query = _CHUNKS * masks.size
-        qid = np.repeat(np.arange(q), counts.reshape(q, per_query).sum(axis=1))
-        gathered = self._records[cand].view(np.uint64).reshape(-1, 4)
-        d = _popcount_rows(gathered ^ queries[qid])
-        ok = d <= self.thresholds[cand]
+        cand = np.take(self._order, pos)
+        # Candidates come grouped by query. First the distance on the first 128 bits,
+        # from a copy of them alone (half the bytes to gather); a random entry differs
+        # there by ~64 bits, so only true near-copies go on to the full 256.
+        # XOR and popcount run over flat words: numpy is slow on a 2-wide inner axis.
+        half = np.take(self._half, cand).view(np.uint64).reshape(-1, 2)
+        np.bitwise_xor(half, np.repeat(queries[:, :2], per_query, axis=0), out=half)
+        d = _popcount_pairs(half)
+        close = np.flatnonzero(d <= self.radius)
+        if close.size == 0:
+            return Hits(entry, distance)
+        qs = np.searchsorted(np.cumsum(per_query), close, side="right")
+        cs = cand[close].astype(np.intp)
+        ds = d[close].astype(np.int64) + _popcount_pairs(self.words[cs, 2:] ^ queries[qs, 2:])
+        ok = ds <= self.thresholds[cs]
+        # The closest entry examined in full, for a query without a match.
+        np.minimum.at(distance, qs, ds)
         if ok.any():
-            # Sort by (query, distance) and keep the first hit of each query.
-            qs, ds, cs = qid[ok], d[ok], cand[ok]
+            qs, cs, ds = qs[ok], cs[ok], ds[ok]
+            # Sort by (query, distance, entry) and keep the first hit of each query.
             order = np.lexsort((cs, ds, qs))
-            first = np.ones(order.size, dtype=bool)
-            first[1:] = qs[order][1:] != qs[order][:-1]
-            pick = order[first]
+            keep = np.ones(order.size, dtype=bool)
+            keep[1:] = qs[order][1:] != qs[order][:-1]
+            pick = order[keep]
             entry[qs[pick]] = cs[pick]
             distance[qs[pick]] = ds[pick]
-        missing = entry < 0
-        if missing.any():
-            # The closest candidate seen, for the raw score (a lower bound on nothing:
-            # entries outside the probed buckets were never compared).
-            best = np.full(q, 256, np.int64)
-            np.minimum.at(best, qid, d)
-            distance[missing] = best[missing]
         return Hits(entry, distance)

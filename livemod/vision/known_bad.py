@@ -3,7 +3,11 @@
 Per sample: the candidate boxes (``regions``: whole frame, content area, insets) are
 each hashed once with ``pdqhash.compute_dihedral``; the whole frame and the content
 area are searched under all eight turns and flips, insets as shown and mirrored
-(the mirror of a front camera is common, a turned inset is not). Boxes whose PDQ
+(the mirror of a front camera is common, a turned inset is not). The content area
+(the frame when there is none) is also hashed with caption bands cut off
+(``regions.CAPTION_CUTS``), as shown and mirrored, against the listed pictures
+hashed with the same bands cut off; listed pictures are also hashed cropped
+(``regions.CROPS``), so a cropped picture's content area matches one. Boxes whose PDQ
 quality is below ``min_quality`` (flat, near-empty) are not searched. Old 64-bit pHash
 entries are matched on the whole frame and the content area, as before.
 
@@ -31,7 +35,7 @@ from livemod.vision.base import AnalyzerResult
 from livemod.vision.hashes import phash
 from livemod.vision.hashlists import HashList, ListSpec, load_list
 from livemod.vision.index import HashIndex
-from livemod.vision.regions import Box, candidate_boxes
+from livemod.vision.regions import CAPTION_CUTS, Box, View, candidate_boxes, caption_area
 
 __all__ = ["KnownBadAnalyzer", "KnownBadLists", "Match"]
 
@@ -55,10 +59,14 @@ class Match:
     box: Box
     transform: str
     hash_kind: str = "pdq"
+    view: str = ""
+    """How the listed picture was cut to match ("crop 10%", "bottom 15% cut"), or ""."""
 
     @property
     def how(self) -> str:
         parts = [p for p in (self.transform, self.box.kind) if p not in ("none", "frame")]
+        if self.view:
+            parts.append(self.view)
         return ", ".join(parts) or "as listed"
 
 
@@ -67,19 +75,28 @@ class KnownBadLists:
 
     def __init__(self, lists: Sequence[HashList], *, brute_force_max: int | None = None) -> None:
         self.lists = tuple(lists)
-        words = [hl.pdq for hl in self.lists]
-        self._list_of = np.concatenate(
-            [np.full(len(hl.labels), i, np.int32) for i, hl in enumerate(self.lists)]
-            or [np.empty(0, np.int32)]
-        )
-        self._labels = [label for hl in self.lists for label in hl.labels]
-        thresholds = np.concatenate(
-            [np.full(len(hl.labels), hl.spec.max_distance, np.int64) for hl in self.lists]
-            or [np.empty(0, np.int64)]
-        )
-        stacked = np.concatenate(words) if words else np.empty((0, 4), np.uint64)
+        # One index over every list's entries, then every list's views of them.
+        words: list[npt.NDArray[np.uint64]] = [np.empty((0, 4), np.uint64)]
+        list_of: list[npt.NDArray[np.int32]] = [np.empty(0, np.int32)]
+        thresholds: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
+        self._labels: list[str] = []
+        self._views: list[str] = []
+        for i, hl in enumerate(self.lists):
+            words.append(hl.pdq)
+            list_of.append(np.full(len(hl.labels), i, np.int32))
+            thresholds.append(np.full(len(hl.labels), hl.spec.max_distance, np.int64))
+            self._labels.extend(hl.labels)
+            self._views.extend([""] * len(hl.labels))
+        for i, hl in enumerate(self.lists):
+            words.append(hl.views)
+            list_of.append(np.full(len(hl.view_of), i, np.int32))
+            thresholds.append(np.full(len(hl.view_of), hl.spec.max_distance, np.int64))
+            self._labels.extend(hl.labels[int(k)] for k in hl.view_of)
+            self._views.extend(hl.view_names)
+        self._list_of = np.concatenate(list_of)
+        stacked = np.concatenate(words)
         kwargs = {} if brute_force_max is None else {"brute_force_max": brute_force_max}
-        self.index = HashIndex(stacked, thresholds, **kwargs)
+        self.index = HashIndex(stacked, np.concatenate(thresholds), **kwargs)
 
     @classmethod
     def load(cls, specs: Sequence[ListSpec], *, min_quality: int = 0) -> KnownBadLists:
@@ -91,8 +108,9 @@ class KnownBadLists:
     def sizes(self) -> dict[str, int]:
         return {hl.name: len(hl) for hl in self.lists}
 
-    def entry(self, i: int) -> tuple[HashList, str]:
-        return self.lists[int(self._list_of[i])], self._labels[i]
+    def entry(self, i: int) -> tuple[HashList, str, str]:
+        """Index entry ``i``'s list, label, and view ("" for the entry as listed)."""
+        return self.lists[int(self._list_of[i])], self._labels[i], self._views[i]
 
     @property
     def has_phash(self) -> bool:
@@ -118,10 +136,12 @@ class KnownBadAnalyzer:
         max_regions: int = 6,
         min_quality: int = 30,
         lists: KnownBadLists | None = None,
+        caption_cuts: bool = True,
     ) -> None:
         self.specs = tuple(specs)
         self.max_regions = max_regions
         self.min_quality = min_quality
+        self.caption_cuts = caption_cuts
         self._reload_lock = threading.Lock()
         self.lists = lists if lists is not None else self._load()
         self._export()
@@ -170,34 +190,52 @@ class KnownBadAnalyzer:
         """Match each image and report its best known-bad match, in order."""
         return [self._analyze(image) for image in images]
 
-    def match(self, image: Image) -> tuple[Match | None, int]:
-        """The best match in ``image`` (or None) and the best distance seen."""
-        lists = self.lists  # one snapshot for the whole sample
+    def queries(
+        self, image: Image
+    ) -> tuple[npt.NDArray[np.uint64], list[tuple[Box, int, View | None]], list[Box]]:
+        """One sample's query hashes ``(Q, 4)``, with each one's box, dihedral variant
+        and caption cut, and the candidate boxes (the frame first)."""
         grey = pdq_mod.grey_of(image)
         boxes = candidate_boxes(grey, self.max_regions)
         queries: list[npt.NDArray[np.uint64]] = []
-        owners: list[tuple[Box, int]] = []
-        for box in boxes:
-            crop = box.crop(grey)
+        owners: list[tuple[Box, int, View | None]] = []
+
+        def add(box: Box, crop: Image, variants: Sequence[int], view: View | None) -> None:
             if crop.shape[0] < 8 or crop.shape[1] < 8:
-                continue
+                return
             hashes, quality = pdq_mod.pdq_dihedral(crop)
             if quality < self.min_quality:
-                continue
-            variants = _INSET_VARIANTS if box.kind == "inset" else _FULL_VARIANTS
+                return
             for v in variants:
                 queries.append(hashes[v])
-                owners.append((box, v))
+                owners.append((box, v, view))
+
+        for box in boxes:
+            variants = _INSET_VARIANTS if box.kind == "inset" else _FULL_VARIANTS
+            add(box, box.crop(grey), variants, None)
+        # Captions: the picture's area (the content area made symmetric, as a caption
+        # over the bars widens it on one side; else the frame), each band cut off.
+        shown = next((b for b in boxes if b.kind == "content"), None)
+        shown = boxes[0] if shown is None else caption_area(grey.shape, shown)
+        for view in CAPTION_CUTS if self.caption_cuts else ():
+            add(shown, view.crop(shown.crop(grey)), _INSET_VARIANTS, view)
+        stacked = np.stack(queries) if queries else np.empty((0, pdq_mod.WORDS), np.uint64)
+        return stacked, owners, boxes
+
+    def match(self, image: Image) -> tuple[Match | None, int]:
+        """The best match in ``image`` (or None) and the best distance seen."""
+        lists = self.lists  # one snapshot for the whole sample
+        queries, owners, boxes = self.queries(image)
         best: Match | None = None
         seen = pdq_mod.BITS
-        if queries and len(lists.index):
-            hits = lists.index.search(np.stack(queries))
+        if len(queries) and len(lists.index):
+            hits = lists.index.search(queries)
             seen = int(hits.distance.min())
             for k in np.argsort(hits.distance, kind="stable"):
                 if hits.entry[k] < 0:
                     continue
-                hl, label = lists.entry(int(hits.entry[k]))
-                box, v = owners[int(k)]
+                hl, label, listed_view = lists.entry(int(hits.entry[k]))
+                box, v, view = owners[int(k)]
                 best = Match(
                     hl.name,
                     label,
@@ -205,6 +243,7 @@ class KnownBadAnalyzer:
                     hl.spec.max_distance,
                     box,
                     pdq_mod.DIHEDRAL[v],
+                    view=view.name if view is not None else listed_view,
                 )
                 break
         if best is None and lists.has_phash:

@@ -24,7 +24,16 @@ import numpy.typing as npt
 
 from livemod.messages import Image
 
-__all__ = ["Box", "BoxKind", "candidate_boxes", "content_box"]
+__all__ = [
+    "CAPTION_CUTS",
+    "CROPS",
+    "Box",
+    "BoxKind",
+    "View",
+    "candidate_boxes",
+    "caption_area",
+    "content_box",
+]
 
 BoxKind = Literal["frame", "content", "inset"]
 
@@ -62,6 +71,43 @@ class Box:
 
     def crop(self, image: Image) -> Image:
         return image[self.y : self.y + self.h, self.x : self.x + self.w]
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A part of a picture hashed on its own: a centred crop (``side`` "centre", the
+    fraction of each dimension cut away, half from each side) or a band cut off the
+    top or bottom (a caption, a banner). The list hashes its pictures under every view
+    at load; the matcher hashes the frame's content area under the cuts, so both sides
+    of a match lose the same rows however the caption looks."""
+
+    side: Literal["centre", "top", "bottom"]
+    fraction: float
+
+    @property
+    def name(self) -> str:
+        pct = round(self.fraction * 100)
+        return f"crop {pct}%" if self.side == "centre" else f"{self.side} {pct}% cut"
+
+    def rect(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` of the view inside a ``w`` x ``h`` picture."""
+        if self.side == "centre":
+            dx, dy = round(w * self.fraction / 2), round(h * self.fraction / 2)
+            return dx, dy, max(1, w - 2 * dx), max(1, h - 2 * dy)
+        cut = round(h * self.fraction)
+        return 0, (cut if self.side == "top" else 0), w, max(1, h - cut)
+
+    def crop(self, image: Image) -> Image:
+        x, y, w, h = self.rect(image.shape[1], image.shape[0])
+        return image[y : y + h, x : x + w]
+
+
+CROPS: Final = tuple(View("centre", k / 100) for k in range(2, 21, 2))
+"""Centred crops a listed picture is also hashed under: PDQ moves ~14 bits (median)
+per 1 % of crop, past its threshold at 2-3 %, so the steps are 2 % apart."""
+CAPTION_CUTS: Final = (View("bottom", 0.15), View("bottom", 0.25), View("top", 0.15))
+"""Bands cut off both a listed picture and the frame's content area: subtitles and
+caption bars (one or two lines) at the bottom, a banner at the top."""
 
 
 def _grey_small(image: Image) -> tuple[npt.NDArray[np.uint8], float]:
@@ -154,10 +200,46 @@ def _refine(full: npt.NDArray[np.uint8], box: Box, reach: int) -> Box:
     return Box(x0, y0, x1 - x0, y1 - y0, box.kind)
 
 
-def _snap(full: npt.NDArray[np.uint8], box: Box, reach: int) -> Box:
+def caption_area(shape: tuple[int, ...], content: Box) -> Box:
+    """``content`` (the content area) less what a caption widened it by.
+
+    Text over the picture's bottom that spills onto the bars makes those bars' lines
+    look like picture, so the content area grows on that side. A fitted picture is
+    centred: where both bars of an axis were found, the larger one is taken for
+    both. (Shrinking a side while its line is flat instead would eat into pictures
+    with a plain edge, a wall or the sky.)"""
+    fh, fw = shape[:2]
+    x0, y0, x1, y1 = content.x, content.y, content.x + content.w, content.y + content.h
+    left, right, top, bottom = x0, fw - x1, y0, fh - y1
+    if left > 0 and right > 0:
+        left = right = max(left, right)
+    if top > 0 and bottom > 0:
+        top = bottom = max(top, bottom)
+    if fw - left - right < 8 or fh - top - bottom < 8:
+        return content
+    return Box(left, top, fw - left - right, fh - top - bottom, content.kind)
+
+
+def _best_step(steps: npt.NDArray[np.bool_], lo: int, keep: int) -> int:
+    """The index (from ``lo``) of the strongest border among the candidate lines of
+    ``steps`` (one per row of it: which pixels step there), or ``keep`` when none
+    is at least half a border. A thin line (a mortar joint, a stripe) steps twice,
+    two or three pixels apart, so a step with another that close is discounted."""
+    frac = steps.mean(axis=1)
+    padded = np.pad(frac, 3)
+    near = np.maximum.reduce([padded[1:-5], padded[5:-1], padded[:-6], padded[6:]])
+    score = frac - 0.5 * near
+    k = int(np.argmax(score))
+    return lo + k if frac[k] >= 0.5 else keep
+
+
+def _snap(full: npt.NDArray[np.uint8], box: Box, reach: int, margin: int = 0) -> Box:
     """Move each side of an inset onto the strongest step within ``reach`` pixels,
     at full resolution: the small copy places a side only to within a few pixels,
-    and a strip of background inside the box costs PDQ tens of bits."""
+    and a strip of background inside the box costs PDQ tens of bits. A side within
+    ``margin`` of the frame's edge (an inset's outer side, which the small copy often
+    puts on the frame's edge or a line of the background) is looked for across the
+    whole margin."""
     fh, fw = full.shape[:2]
     g = full.astype(np.int16)
     x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
@@ -169,19 +251,21 @@ def _snap(full: npt.NDArray[np.uint8], box: Box, reach: int) -> Box:
         if hi <= lo:
             return keep
         steps = np.abs(g[y0:y1, lo : hi + 1] - g[y0:y1, lo - 1 : hi]) > _SNAP_STEP
-        return lo + int(np.argmax(steps.mean(axis=0)))
+        return _best_step(steps.T, lo, keep)
 
     def row(lo: int, hi: int, keep: int) -> int:
         lo, hi = max(1, lo), min(fh - 1, hi)
         if hi <= lo:
             return keep
         steps = np.abs(g[lo : hi + 1, x0:x1] - g[lo - 1 : hi, x0:x1]) > _SNAP_STEP
-        return lo + int(np.argmax(steps.mean(axis=1)))
+        return _best_step(steps, lo, keep)
 
-    x0 = col(x0 - reach, x0 + reach, x0)
-    x1 = col(max(x0 + 8, x1 - reach), x1 + reach, x1)
-    y0 = row(y0 - reach, y0 + reach, y0)
-    y1 = row(max(y0 + 8, y1 - reach), y1 + reach, y1)
+    # A side within the margin is looked for from the frame's edge to the margin.
+    mx, my = margin * fw // max(fh, 1), margin
+    x0 = col(x0 - reach, max(x0, mx) + reach, x0)
+    x1 = col(max(x0 + 8, min(x1, fw - mx) - reach), x1 + reach, x1)
+    y0 = row(y0 - reach, max(y0, my) + reach, y0)
+    y1 = row(max(y0 + 8, min(y1, fh - my) - reach), y1 + reach, y1)
     return Box(x0, y0, x1 - x0, y1 - y0, box.kind)
 
 
@@ -410,7 +494,8 @@ def candidate_boxes(image: Image, max_boxes: int = 6) -> list[Box]:
     corners = [box for _, box in _corner_insets(grey)]
     general = _insets(grey, max_boxes) if len(boxes) + len(corners) < max_boxes else []
     for x, y, w, h in corners + general:
-        box = _snap(full, _to_frame(x, y, w, h, scale, image.shape, "inset"), reach)
+        box = _to_frame(x, y, w, h, scale, image.shape, "inset")
+        box = _snap(full, box, reach, margin=int(_MARGIN * fh))
         rect = (box.x, box.y, box.w, box.h)
         if all(_iou(rect, other) < 0.8 for other in taken):
             boxes.append(box)

@@ -77,6 +77,7 @@ async def console_daemon(
                 "LIVEMOD_LLM__MODEL": "fake-vlm",
                 "LIVEMOD_LLM__RETRIES": "0",
                 "LIVEMOD_LLM__ALWAYS_ESCALATE": '["known_bad"]',
+                "LIVEMOD_LLM__SWEEP_INTERVAL_S": "0",
             }
         )
     daemon = DaemonProcess(tmp_path, known_bad, extra_env=env)

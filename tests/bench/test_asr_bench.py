@@ -15,6 +15,9 @@ def test_asr_quick() -> None:
     for key in ("sentence_end_to_mute_s", "transcript_lag_s"):
         assert_percentiles(run[key])
     assert run["transcript_lag_s"]["n"] > 0 and run["cpu_s_per_speech_s"] > 0
+    # Under the CPU budget (asr.max_cpu): skips counted per stream, Whisper's own CPU rate.
+    assert len(run["skipped_windows_per_stream"]) == 1 and run["whisper_cpu_s_per_s"] > 0
+    assert 0 < setting["max_cpu_share_of_cores"] <= 1
     assert_percentiles(out["baseline_fixed_chunks"]["sentence_end_to_detection_s"])
     decoding = out["decoding"]
     assert setting["sized_windows"] is True and decoding["sentences"] > 0

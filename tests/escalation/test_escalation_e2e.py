@@ -78,6 +78,7 @@ async def test_review_queue_lifts_a_pause_live_and_survives_a_restart(
                 "LIVEMOD_LLM__RETRIES": "0",
                 "LIVEMOD_LLM__ALWAYS_ESCALATE": '["known_bad"]',
                 "LIVEMOD_LLM__FALLBACK": '{"known_bad": "fail_closed"}',
+                "LIVEMOD_LLM__SWEEP_INTERVAL_S": "0",
             },
         )
         await asyncio.to_thread(daemon.start)

@@ -112,7 +112,13 @@ def test_a_clip_whose_stream_ended_changes_no_action_but_keeps_its_review() -> N
 
 # -- in process: the ledger and a replay after a restart ---------------------------------
 
-LLM_CFG: dict[str, Any] = {"model": "vlm", "timeout_s": 5.0, "retries": 0, "rate_per_s": 0}
+LLM_CFG: dict[str, Any] = {
+    "model": "vlm",
+    "timeout_s": 5.0,
+    "retries": 0,
+    "rate_per_s": 0,
+    "sweep_interval_s": 0,  # the sweep has its own tests (test_sweep.py)
+}
 
 
 async def _cursor_and_settled(tmp_path: Path, after: int) -> tuple[int | None, set[int]]:
@@ -240,6 +246,7 @@ async def test_an_escalation_in_flight_at_a_kill_is_settled_once_after_the_resta
                 "LIVEMOD_LLM__RETRIES": "0",
                 "LIVEMOD_LLM__RATE_PER_S": "0",
                 "LIVEMOD_LLM__TIMEOUT_S": "120",
+                "LIVEMOD_LLM__SWEEP_INTERVAL_S": "0",
                 "LIVEMOD_LLM__ALWAYS_ESCALATE": '["known_bad"]',
             },
         )

@@ -36,6 +36,7 @@ async def daemon_with(tmp_path: Path, llm: FakeLlm, **llm_cfg: Any) -> Daemon:
         "retries": 0,
         "retry_base_s": 0.05,
         "rate_per_s": 0,
+        "sweep_interval_s": 0,  # the sweep has its own tests (test_sweep.py)
         **llm_cfg,
     }
     return await start_daemon(tmp_path, llm=cfg)

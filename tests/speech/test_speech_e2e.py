@@ -106,6 +106,10 @@ async def test_spoken_threat_is_muted_over_its_span(
         async with http.get(f"{d.base}/v1/streams/{created['id']}") as resp:
             summary = await resp.json()
         assert summary["audio"] == "moderated" and summary["severity"] == "critical"
+        # What of the speech was transcribed; partial only once windows were skipped.
+        tr = summary["transcription"]
+        assert tr["decodes"] >= 1 and tr["words"] >= 4 and tr["hits"] >= 1, tr
+        assert tr["partial"] == (tr["skipped_windows"] > 0), tr
         assert any(lo - 0.3 <= t <= hi for t in summary["flagged_media_times"])
         async with http.get(f"{d.base}/metrics") as resp:
             metrics = await resp.text()

@@ -15,6 +15,7 @@ from livemod.testing.media import photo
 from livemod.vision import pdq
 from livemod.vision.hashes import phash
 from livemod.vision.hashlists import ListSpec, load_list
+from livemod.vision.regions import CAPTION_CUTS, CROPS
 
 PHOTOS = ["astronaut", "camera", "chelsea", "coffee"]
 
@@ -121,3 +122,19 @@ def test_an_empty_list_is_allowed(tmp_path: Path) -> None:
 def test_a_missing_path_is_an_error_naming_the_list(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"list 'partner': .*nope does not exist"):
         load_list(spec(tmp_path / "nope", name="partner"))
+
+
+def test_listed_pictures_are_also_hashed_cropped_and_with_captions_cut_off(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.png"), photo("coffee")[:, :, ::-1])
+    (tmp_path / "list.pdq").write_text(f"{pdq.pdq(photo('camera')).hex()} cam\n", "utf-8")
+    loaded = load_list(spec(tmp_path / "imgs", tmp_path / "list.pdq"), min_quality=20)
+    assert sorted(loaded.labels) == ["a.png", "cam"] and len(loaded) == 2
+    # Views belong to the picture, not to the hash line (there is no picture to cut).
+    picture = loaded.labels.index("a.png")
+    assert set(loaded.view_of.tolist()) == {picture}
+    assert loaded.view_names == tuple(v.name for v in (*CROPS, *CAPTION_CUTS))
+    cropped = pdq.pdq(np.ascontiguousarray(CROPS[4].crop(photo("coffee"))))
+    assert np.array_equal(loaded.views[4], cropped.words)

@@ -60,3 +60,26 @@ def test_an_empty_index_finds_nothing() -> None:
     index = HashIndex(np.empty((0, 4), np.uint64), np.empty(0, np.int64))
     hits = index.search(np.zeros((3, 4), np.uint64))
     assert hits.entry.tolist() == [-1, -1, -1] and hits.distance.tolist() == [256] * 3
+
+
+def test_mixed_thresholds_and_planted_copies_agree_with_brute_force() -> None:
+    # Lists of several thresholds in one index, several near-copies of one picture
+    # (the closest within its own threshold must win), complements (256 bits away).
+    rng = np.random.default_rng(11)
+    words = random_words(rng, 60_000)
+    thresholds = rng.choice(np.array([8, 16, 24, 31]), len(words))
+    base = random_words(rng, 30)
+    for k, b in enumerate(base):
+        for j, bits in enumerate((3, 9, 17, 25, 30)):
+            slot = 1000 * k + 7 * j
+            words[slot] = flip(rng, b, bits)
+    words[59_999] = ~base[0]
+    mih = HashIndex(words, thresholds, brute_force_max=0)
+    brute = HashIndex(words, thresholds, brute_force_max=10**9)
+    queries = np.stack([*base, *(flip(rng, b, 6) for b in base), *random_words(rng, 20)])
+    a, b = mih.search(queries), brute.search(queries)
+    assert np.array_equal(a.entry, b.entry)
+    found = a.entry >= 0
+    assert np.array_equal(a.distance[found], b.distance[found])
+    assert found[:60].all() and not found[60:].any()
+    assert (a.distance[found] <= thresholds[a.entry[found]]).all()

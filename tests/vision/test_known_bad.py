@@ -88,14 +88,51 @@ def test_the_listed_picture_matches_as_streams_show_it(
     assert region.label.startswith("default:bad.png (")
 
 
-@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee"])
-def test_a_subtitle_over_the_picture_still_matches(tmp_path: Path, name: str) -> None:
-    # PDQ's weak spot: text over a plain picture (the rocket's sky) moves ~48 bits;
-    # benchmarks/known_bad.py measures captions across the whole corpus.
+def caption_bar(image: Image) -> Image:
+    """A dark bar across the bottom tenth with a line of text in it."""
+    out = image.copy()
+    out[-H // 10 :] = (out[-H // 10 :] * 0.4 + 10).astype(np.uint8)
+    return captioned(out)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "rocket"])
+@pytest.mark.parametrize("how", ["subtitle", "bar"])
+def test_a_caption_over_the_picture_still_matches(tmp_path: Path, name: str, how: str) -> None:
+    # Text over a plain picture (the rocket's sky) moves PDQ ~48 bits: the match is
+    # on the picture with its bottom band cut off, on both sides.
     cv2.imwrite(str(tmp_path / "listed.png"), photo(name)[:, :, ::-1])
     analyzer = KnownBadAnalyzer([ListSpec("default", (tmp_path,))])
-    (result,) = analyzer.analyze_batch([captioned(fitted(photo(name), W, H))])
-    assert result.signals, result.scores
+    frame = fitted(photo(name), W, H)
+    frame = captioned(frame) if how == "subtitle" else caption_bar(frame)
+    found, seen = analyzer.match(frame)
+    assert found is not None and found.label == "listed.png", seen
+    if name == "rocket":
+        assert found.view.startswith("bottom") and found.box.kind == "content"
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.1, 0.2])
+def test_a_cropped_picture_matches_a_crop_of_the_listed_one(
+    analyzer: KnownBadAnalyzer, cut: float
+) -> None:
+    pic = photo(BAD)
+    dy, dx = round(pic.shape[0] * cut / 2), round(pic.shape[1] * cut / 2)
+    frame = fitted(np.ascontiguousarray(pic[dy:-dy, dx:-dx]), W, H)
+    found, seen = analyzer.match(frame)
+    assert found is not None and found.label == "bad.png", seen
+    assert found.view.startswith("crop") and found.view in found.how
+
+
+def test_an_inset_over_busy_video_matches(analyzer: KnownBadAnalyzer) -> None:
+    # Picture-in-picture over a brick wall, whose mortar lines are straight edges too.
+    frame = cv2.resize(photo("brick"), (W, H), interpolation=cv2.INTER_AREA)
+    pw = round(W * 0.4)
+    ph = round(pw * photo(BAD).shape[0] / photo(BAD).shape[1])
+    frame[12 : 12 + ph, 12 : 12 + pw] = cv2.resize(
+        photo(BAD), (pw, ph), interpolation=cv2.INTER_AREA
+    )
+    found, seen = analyzer.match(frame)
+    assert found is not None and found.box.kind == "inset", seen
+    assert abs(found.box.x - 12) <= 3 and abs(found.box.y - 12) <= 3
 
 
 def test_evidence_says_where_and_how(analyzer: KnownBadAnalyzer) -> None:

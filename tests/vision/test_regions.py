@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from livemod.testing.media import photo
-from livemod.vision.regions import candidate_boxes, content_box
+from livemod.vision.regions import (
+    CAPTION_CUTS,
+    CROPS,
+    View,
+    candidate_boxes,
+    caption_area,
+    content_box,
+)
 
 
 def pillarboxed(name: str, colour: int = 0) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -41,3 +48,22 @@ def test_candidate_boxes_start_with_the_frame_and_stay_bounded(limit: int) -> No
     assert (boxes[0].x, boxes[0].y, boxes[0].w, boxes[0].h) == (0, 0, 640, 360)
     for b in boxes:
         assert b.x >= 0 and b.y >= 0 and b.x + b.w <= 640 and b.y + b.h <= 360
+
+
+def test_views_cut_the_same_part_of_any_picture() -> None:
+    crop, bottom, top = View("centre", 0.1), View("bottom", 0.15), View("top", 0.15)
+    assert crop.rect(400, 300) == (20, 15, 360, 270) and crop.name == "crop 10%"
+    assert bottom.rect(400, 300) == (0, 0, 400, 255) and bottom.name == "bottom 15% cut"
+    assert top.rect(400, 300) == (0, 45, 400, 255)
+    assert [v.name for v in CROPS] == [f"crop {k}%" for k in range(2, 21, 2)]
+    assert CAPTION_CUTS and all(v.side != "centre" for v in CAPTION_CUTS)
+
+
+def test_a_caption_over_the_bars_is_cut_back_off_the_content_area() -> None:
+    frame, (x, y, w, h) = pillarboxed("rocket")
+    # Text from the left bar across the picture's bottom: the bar's columns now vary.
+    cv2.putText(frame, "LIVE NOW  follow me", (20, 346), 0, 0.8, (255, 255, 255), 2)
+    (content,) = [b for b in candidate_boxes(frame, 6) if b.kind == "content"][:1]
+    assert content.x < x - 10  # widened by the caption
+    area = caption_area(frame.shape, content)
+    assert abs(area.x - x) <= 2 and abs(area.w - w) <= 4 and (area.y, area.h) == (y, h)

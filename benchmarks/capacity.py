@@ -1,0 +1,492 @@
+"""Capacity: real-time 360p streams a real daemon sustains with its embedded defaults,
+with change gating, the NudeNet cascade and adaptive rates (``capacity``) against the
+same daemon with all three off (today's pipeline), on the same mix, in the same run.
+
+The mix, 640x360 H.264 at 25 fps (GOP 2 s), generated from pictures the installed
+packages ship (nothing downloaded):
+
+- ``talking_head``: a real photograph of a person (scikit-image's astronaut and
+  camera man, matplotlib's Grace Hopper) whose head and shoulders sway a few pixels
+  and whose mouth area flickers, on a still background;
+- ``gameplay``: a real texture (brick, grass, gravel) scrolling at 80 px/s, three
+  sprites moving across it and a HUD bar whose score changes;
+- ``slideshow``: a screen share of pages, text and photographs, a slide every 5 s,
+  a mouse cursor moving over it;
+- ``real_clip``: the frames of scikit-image's real video GIF played as video, looped;
+
+each with known-bad inserts (the listed picture, full frame or fitted with borders)
+of 1.5 s at known times, onsets off the sampling grid by different amounts.
+
+Every stream is started fresh through ``POST /v1/streams`` (a file read in real time)
+on a real ``livemod serve`` (embedded defaults: the full vision set, OCR on, the
+first-minute boost; ASR off, as the latency benchmark has it). N streams are
+sustained when every stream started, every insert was caught, no sample was dropped
+and the violation onset -> action p95 is at most 1 s. Levels rise until one fails.
+
+Per level: onset -> action (the action's ``latency_ms`` plus the media time from the
+onset to its first voting sample), recall with the cause of each miss, drops,
+samples, fresh / reused samples, and CPU per stream-second: the daemon process's CPU
+time, and per part the work seconds the daemon's own histograms counted (decode,
+RGB conversion, change measure, each model, OCR).
+
+Prints one JSON document.
+
+    .venv/bin/python benchmarks/capacity.py [--quick] [--baseline-levels 1,2,3]
+        [--gated-levels 4,8,12] [--seconds 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import websockets
+from loadgen import machine, percentiles
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.feed import Feed
+from livemod.messages import Image
+from livemod.testing import media as testmedia
+from livemod.testing.corpus import Picture, Window, benign_pictures, with_inserts, write_clip
+from tests.conftest import DaemonProcess
+
+FPS = 25
+SIZE = testmedia.SIZE
+INSERT_S = 1.5
+KINDS = ("talking_head", "gameplay", "slideshow", "real_clip")
+PHASES = (0.04, 0.16, 0.28, 0.10, 0.22, 0.34, 0.07, 0.19)
+OFF = {
+    "LIVEMOD_CAPACITY__GATING__ENABLED": "false",
+    "LIVEMOD_CAPACITY__CASCADE__ENABLED": "false",
+    "LIVEMOD_CAPACITY__RATES__ENABLED": "false",
+}
+PERSONS = ("astronaut", "camera", "grace_hopper")
+PAGES = ("page", "text", "coffee", "chelsea", "clock", "hubble_deep_field")
+
+
+def _cover(image: Image) -> Image:
+    """Scale and crop a picture to fill the 16:9 frame."""
+    w, h = SIZE
+    ih, iw = image.shape[:2]
+    scale = max(w / iw, h / ih)
+    big = cv2.resize(image, (round(iw * scale) + 1, round(ih * scale) + 1))
+    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[y : y + h, x : x + w])
+
+
+def _pictures() -> dict[str, Image]:
+    return {p.name: p.image for p in benign_pictures()}
+
+
+def talking_head(pictures: dict[str, Image], seconds: float, seed: int) -> Iterator[Any]:
+    name = PERSONS[seed % len(PERSONS)]
+    base = _cover(pictures.get(name, testmedia.photo("astronaut")))
+    pic = Picture(name, "photo", base)
+    x0, y0, bw, bh = 220, 30, 200, 250  # head and shoulders
+    for i in range(round(seconds * FPS)):
+        t = i / FPS
+        img = base.copy()
+        dx = round(3 * np.sin(2 * np.pi * 0.4 * t + seed))
+        dy = round(2 * np.sin(2 * np.pi * 0.7 * t))
+        img[y0 + 4 : y0 + bh - 4, x0 + 4 : x0 + bw - 4] = base[
+            y0 + 4 - dy : y0 + bh - 4 - dy, x0 + 4 - dx : x0 + bw - 4 - dx
+        ]
+        # Speech: the mouth area darkens and lightens at syllable rate.
+        mouth = img[y0 + 150 : y0 + 170, x0 + 80 : x0 + 120].astype(np.int16)
+        mouth += int(18 * np.sin(2 * np.pi * 4.0 * t))
+        img[y0 + 150 : y0 + 170, x0 + 80 : x0 + 120] = np.clip(mouth, 0, 255)
+        yield t, pic, img
+
+
+def gameplay(pictures: dict[str, Image], seconds: float, seed: int) -> Iterator[Any]:
+    texture = pictures[("brick", "grass", "gravel")[seed % 3]]
+    tile = cv2.resize(texture, (SIZE[1], SIZE[1]))
+    strip = np.concatenate([tile] * (SIZE[0] // SIZE[1] + 2), axis=1)
+    pic = Picture("gameplay", "drawn", strip)
+    rng = np.random.default_rng(seed)
+    sprites = rng.uniform(0, 1, (3, 4))
+    for i in range(round(seconds * FPS)):
+        t = i / FPS
+        off = int(80 * t) % SIZE[1]
+        img = np.ascontiguousarray(strip[:, off : off + SIZE[0]])
+        for k, (sx, sy, vx, vy) in enumerate(sprites):
+            x = int((sx * SIZE[0] + (vx - 0.5) * 300 * t) % (SIZE[0] - 40))
+            y = int((sy * (SIZE[1] - 80) + (vy - 0.5) * 200 * t) % (SIZE[1] - 80)) + 40
+            img[y : y + 32, x : x + 32] = ((255, 60, 60), (60, 255, 60), (60, 60, 255))[k]
+        img[:28] = (20, 20, 30)
+        score = int(t * 7)
+        img[8:20, 10 : 10 + min(600, 4 * (score % 150))] = (240, 200, 0)
+        yield t, pic, img
+
+
+def slideshow(pictures: dict[str, Image], seconds: float, seed: int) -> Iterator[Any]:
+    slides = [_cover(pictures[n]) for n in PAGES if n in pictures]
+    for i in range(round(seconds * FPS)):
+        t = i / FPS
+        k = (int(t // 5.0) + seed) % len(slides)
+        img = slides[k].copy()
+        cx = int(300 + 120 * np.sin(0.5 * t + seed))
+        cy = int(180 + 60 * np.cos(0.3 * t))
+        img[cy : cy + 14, cx : cx + 10] = (255, 255, 255)  # the mouse cursor
+        yield t, Picture(PAGES[k % len(PAGES)], "photo", slides[k]), img
+
+
+def real_clip(pictures: dict[str, Image], seconds: float, seed: int) -> Iterator[Any]:
+    frames = [
+        _cover(img) for name, img in sorted(pictures.items()) if name.startswith("no_time_for")
+    ]
+    pic = Picture("no_time_for_that", "video", frames[0])
+    for i in range(round(seconds * FPS)):
+        t = i / FPS
+        yield t, pic, frames[(int(t * 10) + seed) % len(frames)]
+
+
+GENERATORS = {
+    "talking_head": talking_head,
+    "gameplay": gameplay,
+    "slideshow": slideshow,
+    "real_clip": real_clip,
+}
+
+
+def make_mix(folder: Path, seconds: float, variants: int) -> tuple[list[dict[str, Any]], Path]:
+    """The clips of the mix (each kind in ``variants`` phases) and the known-bad folder."""
+    pictures = _pictures()
+    bad = testmedia.photo(testmedia.KNOWN_BAD_PHOTO)
+    known_bad = folder / "known_bad"
+    known_bad.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(known_bad / "bad.png"), bad[:, :, ::-1])
+    clips: list[dict[str, Any]] = []
+    for v in range(variants):
+        for k, kind in enumerate(KINDS):
+            n = v * len(KINDS) + k
+            phase = PHASES[n % len(PHASES)]
+            starts = [4.0 + phase] if seconds < 16 else [6.0 + phase, 15.0 + phase]
+            onsets = [round(round(s * FPS) / FPS, 2) for s in starts]
+            windows = [
+                Window("known_bad", s, s + INSERT_S, ("full", "fit")[(n + j) % 2])
+                for j, s in enumerate(onsets)
+            ]
+            path = folder / f"{kind}-{v}.mp4"
+            frames = GENERATORS[kind](pictures, seconds, n)
+            duration = write_clip(path, with_inserts(frames, windows, bad), FPS)
+            clips.append(
+                {
+                    "kind": kind,
+                    "path": str(path),
+                    "duration_s": round(duration, 2),
+                    "onsets_s": onsets,
+                    "variants": [w.variant for w in windows],
+                }
+            )
+    return clips, known_bad
+
+
+def _metric_sums(text: str) -> dict[str, float]:
+    """Histogram sums (work seconds) per stage and model, and counters we report."""
+    out: dict[str, float] = {}
+    pattern = re.compile(
+        r"^(livemod_stage_latency_seconds_sum|livemod_model_inference_seconds_sum|"
+        r"livemod_samples_gated_total|livemod_drops_total|livemod_cascade_decisions_total|"
+        r"livemod_rate_decisions_total)"
+        r"\{([^}]*)\} ([0-9.e+-]+)$"
+    )
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m:
+            out[f"{m.group(1)}{{{m.group(2)}}}"] = float(m.group(3))
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _parts(before: dict[str, float], after: dict[str, float], stream_s: float) -> dict[str, Any]:
+    parts: dict[str, float] = {}
+    for key, value in after.items():
+        delta = value - before.get(key, 0.0)
+        m = re.match(r"livemod_stage_latency_seconds_sum\{stage=\"(\w+)\"\}", key)
+        if m and m.group(1) in ("decode", "sample", "gate", "ocr"):
+            name = {"sample": "conversion", "gate": "change_measure"}.get(m.group(1), m.group(1))
+            parts[name] = delta
+        m = re.match(r"livemod_model_inference_seconds_sum\{model=\"([^\"]+)\"\}", key)
+        if m:
+            parts[m.group(1)] = delta
+    return {k: round(1000.0 * v / stream_s, 2) for k, v in sorted(parts.items())}
+
+
+def _counts(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in after.items():
+        if key.startswith(prefix):
+            delta = round(value - before.get(key, 0.0))
+            if delta:
+                out[key[len(prefix) :]] = delta
+    return out
+
+
+async def _metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    async with http.get(f"{base}/metrics") as resp:
+        return _metric_sums(await resp.text())
+
+
+async def run_level(daemon: DaemonProcess, clips: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """N streams of the mix started at once; waits for all to end."""
+    assert daemon.proc is not None
+    base = daemon.base
+    async with websockets.connect(daemon.ws) as ws, aiohttp.ClientSession() as http:
+        feed = Feed(ws)
+        before, cpu0, t0 = await _metrics(http, base), _cpu_s(daemon.proc.pid), time.time()
+        streams: list[tuple[str, dict[str, Any]]] = []
+        for i in range(n):
+            clip = clips[i % len(clips)]
+            body = {"url": clip["path"], "user_id": f"u{n}-{i}", "room_id": f"r{n}-{i}"}
+            async with http.post(f"{base}/v1/streams", json={**body, "realtime": True}) as resp:
+                data = await resp.json()
+                if resp.status == 201:
+                    streams.append((data["id"], clip))
+        longest = max(c["duration_s"] for c in clips)
+        ended: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + longest + 60.0
+        while len(ended) < len(streams) and time.monotonic() < deadline:
+            for _, e in feed.events:
+                if e.get("type") == "session" and e.get("state") in ("ended", "error"):
+                    ended[e["stream_id"]] = e
+            await asyncio.sleep(0.2)
+        summaries = {}
+        for sid, _ in streams:
+            async with http.get(f"{base}/v1/streams/{sid}") as resp:
+                summaries[sid] = await resp.json()
+        after, cpu1 = await _metrics(http, base), _cpu_s(daemon.proc.pid)
+    stream_s = sum(c["duration_s"] for _, c in streams) or 1.0
+    return _summarize(n, streams, feed, summaries, (before, after), cpu1 - cpu0, stream_s) | {
+        "wall_s": round(time.time() - t0, 1)
+    }
+
+
+def _summarize(
+    n: int,
+    streams: Sequence[tuple[str, dict[str, Any]]],
+    feed: Feed,
+    summaries: dict[str, dict[str, Any]],
+    sums: tuple[dict[str, float], dict[str, float]],
+    cpu_s: float,
+    stream_s: float,
+) -> dict[str, Any]:
+    starts = [e for _, e in feed.events if e.get("type") == "action" and e.get("state") == "start"]
+    onset_ms: dict[str, list[float]] = {}
+    misses: list[dict[str, Any]] = []
+    other: dict[str, int] = {}
+    caught = total = 0
+    for sid, clip in streams:
+        mine = [e for e in starts if e.get("stream_id") == sid]
+        used: set[int] = set()
+        for onset in clip["onsets_s"]:
+            total += 1
+            hit = next(
+                (
+                    e
+                    for e in mine
+                    if e["category"] == "known_bad"
+                    and onset - 0.05 <= float(e["media_time_s"]) <= onset + INSERT_S + 0.3
+                ),
+                None,
+            )
+            if hit is None:
+                s = summaries.get(sid, {})
+                misses.append(
+                    {
+                        "kind": clip["kind"],
+                        "onset_s": onset,
+                        "stream_samples": s.get("samples"),
+                        "stream_drops": s.get("drops"),
+                        "gating": s.get("gating"),
+                        "cause": "no known_bad action within the insert",
+                    }
+                )
+                continue
+            caught += 1
+            used.add(id(hit))
+            delay = float(hit["latency_ms"]) + 1000.0 * (float(hit["media_time_s"]) - onset)
+            onset_ms.setdefault("known_bad", []).append(delay)
+        for e in mine:
+            if id(e) not in used:
+                key = f"{e['category']}:{e['action']}"
+                other[key] = other.get(key, 0) + 1
+    drops = sum(int(s.get("drops") or 0) for s in summaries.values())
+    samples = sum(int(s.get("samples") or 0) for s in summaries.values())
+    gating = {"fresh": 0, "reused": 0, "detector_runs": 0, "detector_skips": 0}
+    for s in summaries.values():
+        for k, v in (s.get("gating") or {}).items():
+            gating[k] = gating.get(k, 0) + int(v)
+    p = {cat: percentiles(v) for cat, v in onset_ms.items()}
+    all_delays = [d for v in onset_ms.values() for d in v]
+    p95 = percentiles(all_delays)["p95"]
+    before, after = sums
+    return {
+        "streams": n,
+        "started": len(streams),
+        "violations": total,
+        "caught": caught,
+        "misses": misses,
+        "other_action_starts": other,
+        "onset_to_action_ms": p,
+        "onset_to_action_p95_ms": p95,
+        "drops": drops,
+        "samples": samples,
+        "samples_per_stream_s": round(samples / stream_s, 2),
+        "gating": gating,
+        "gated_samples": _counts(before, after, "livemod_samples_gated_total"),
+        "cascade": _counts(before, after, "livemod_cascade_decisions_total"),
+        "rate_decisions": _counts(before, after, "livemod_rate_decisions_total"),
+        "cpu_ms_per_stream_s": round(1000.0 * cpu_s / stream_s, 1),
+        "cpu_ms_per_sample": round(1000.0 * cpu_s / samples, 1) if samples else None,
+        "work_ms_per_stream_s": _parts(before, after, stream_s),
+        "sustained": len(streams) == n
+        and caught == total
+        and drops == 0
+        and p95 is not None
+        and float(p95) <= 1000.0,
+    }
+
+
+async def climb(
+    work: Path,
+    known_bad: Path,
+    clips: list[dict[str, Any]],
+    levels: Sequence[int],
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """Levels in order on one daemon until two in a row are not sustained (one failure
+    on a shared machine can be a neighbour's burst)."""
+    folder = work / ("off" if env else "on")
+    folder.mkdir()
+    daemon = DaemonProcess(
+        folder,
+        known_bad,
+        extra_env={"LIVEMOD_ASR__ENABLED": "false", "LIVEMOD_LOG_LEVEL": "WARNING", **env},
+    )
+    daemon.start(timeout=180)
+    results: list[dict[str, Any]] = []
+    try:
+        for n in levels:
+            level = await run_level(daemon, clips, n)
+            results.append(level)
+            if len(results) >= 2 and not (results[-1]["sustained"] or results[-2]["sustained"]):
+                break
+    finally:
+        daemon.stop()
+    sustained = max((r["streams"] for r in results if r["sustained"]), default=0)
+    return {"sustained_streams": sustained, "levels": results}
+
+
+def _compare(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """Onset -> action with gating on against off, at the highest level both sustained."""
+    both = {r["streams"]: r for r in off["levels"] if r["sustained"]}
+    shared = [r for r in on["levels"] if r["streams"] in both and r["sustained"]]
+    if not shared:
+        return {"level": None}
+    g = shared[-1]
+    b = both[g["streams"]]
+    out: dict[str, Any] = {"level": g["streams"], "by_category": {}}
+    for cat, pg in g["onset_to_action_ms"].items():
+        pb = b["onset_to_action_ms"].get(cat, {})
+        if pg.get("p95") is None or pb.get("p95") is None:
+            continue
+        out["by_category"][cat] = {
+            "off_p95_ms": pb["p95"],
+            "on_p95_ms": pg["p95"],
+            "difference_ms": round(pg["p95"] - pb["p95"], 1),
+            "sample_period_ms": 250.0,
+        }
+    return out
+
+
+def _cpu_ratio(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """Daemon CPU per stream-second, off / on, at each level both pipelines ran: the
+    efficiency ratio, steadier than the sustained count on a shared machine."""
+    on_by = {r["streams"]: r for r in on["levels"]}
+    out = {}
+    for r in off["levels"]:
+        g = on_by.get(r["streams"])
+        if g is not None and g["cpu_ms_per_sample"] and r["cpu_ms_per_sample"]:
+            out[str(r["streams"])] = {
+                "per_stream_s": round(r["cpu_ms_per_stream_s"] / g["cpu_ms_per_stream_s"], 2),
+                "per_sample": round(r["cpu_ms_per_sample"] / g["cpu_ms_per_sample"], 2),
+                "samples_analyzed": round(g["samples"] / max(1, r["samples"]), 2),
+            }
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="livemod-capacity-") as tmp:
+        work = Path(tmp)
+        seconds = 10.0 if args.quick else args.seconds
+        clips, known_bad = make_mix(work / "media", seconds, 1 if args.quick else 2)
+        off = await climb(work, known_bad, clips, args.baseline_levels, OFF)
+        on = await climb(work, known_bad, clips, args.gated_levels, {})
+    ratio = (
+        round(on["sustained_streams"] / off["sustained_streams"], 2)
+        if off["sustained_streams"]
+        else None
+    )
+    return {
+        "setting": {
+            "machine": machine(),
+            "note": "2 shared cores: other engineers' work ran at the same time",
+            "daemon": "livemod serve, embedded defaults (all vision models, OCR on, "
+            "first-minute boost), ASR off; streams via POST /v1/streams, files read in real time",
+            "baseline": "the same daemon with capacity.gating, cascade and rates off",
+            "mix": [
+                {k: c[k] for k in ("kind", "duration_s", "onsets_s", "variants")} for c in clips
+            ],
+            "insert_s": INSERT_S,
+            "sustained_rule": "all started, every insert caught, no drops, onset->action p95 <= 1s",
+        },
+        "baseline": off,
+        "gated": on,
+        "summary": {
+            "baseline_sustained": off["sustained_streams"],
+            "gated_sustained": on["sustained_streams"],
+            "ratio": ratio,
+            "latency_gating_on_vs_off": _compare(off, on),
+            "cpu_per_stream_s_ratio": _cpu_ratio(off, on),
+        },
+    }
+
+
+def _levels(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one stream each, 10 s clips")
+    parser.add_argument("--seconds", type=float, default=24.0, help="clip length (full mode)")
+    parser.add_argument("--baseline-levels", type=_levels, default=[1, 2, 3, 4, 5, 6, 8])
+    parser.add_argument(
+        "--gated-levels", type=_levels, default=[2, 4, 6, 8, 10, 12, 16, 20, 24, 28]
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.baseline_levels, args.gated_levels = [1], [1]
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Several instances sharing one Redis: votes, the event log, session leases."""

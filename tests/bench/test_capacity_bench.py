@@ -1,0 +1,32 @@
+"""benchmarks/capacity.py --quick: one stream of the mix on a daemon with the capacity
+defaults and one with gating, cascade and rates off; the JSON's shape, not its numbers."""
+
+from __future__ import annotations
+
+from tests.bench.test_benchmarks import assert_percentiles, run_quick
+
+
+def test_capacity_quick() -> None:
+    out = run_quick("capacity", 300)
+    setting = out["setting"]
+    assert {"machine", "mix", "daemon", "baseline", "sustained_rule"} <= set(setting)
+    assert [c["kind"] for c in setting["mix"]] == [
+        "talking_head",
+        "gameplay",
+        "slideshow",
+        "real_clip",
+    ]
+    for name in ("baseline", "gated"):
+        (level,) = out[name]["levels"]
+        assert level["streams"] == 1 and level["started"] == 1
+        assert level["violations"] == 1
+        # Recall is what the benchmark exists to keep: the insert is caught either way.
+        assert level["caught"] == 1, level["misses"]
+        assert_percentiles(level["onset_to_action_ms"]["known_bad"])
+        parts = level["work_ms_per_stream_s"]
+        assert {"decode", "conversion", "hash", "vision:opennsfw"} <= set(parts)
+        assert level["cpu_ms_per_stream_s"] > 0
+    gated = out["gated"]["levels"][0]
+    assert gated["gating"]["fresh"] > 0 and "change_measure" in gated["work_ms_per_stream_s"]
+    assert out["baseline"]["levels"][0]["gating"]["reused"] == 0  # gating off: all fresh
+    assert {"baseline_sustained", "gated_sustained", "ratio"} <= set(out["summary"])

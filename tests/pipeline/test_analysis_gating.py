@@ -1,0 +1,71 @@
+"""Gated analysis (reused scores, the NudeNet cascade) decides as the full analysis does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from livemod.app.build import build_analyzers
+from livemod.config import load_config
+from livemod.messages import FrameAnalysis, VideoFrame
+from livemod.paths import DEFAULT_POLICY
+from livemod.pipeline.analysis import AnalysisService
+from livemod.policy.taxonomy import load_policy
+from livemod.policy.vote import VoteEngine
+from livemod.testing.media import KNOWN_BAD_PHOTO, fit, pattern, photo
+
+
+def noisy(picture: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-3, 4, picture.shape, dtype=np.int16)
+    return np.clip(picture.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def frames() -> list[VideoFrame]:
+    """A still camera, the known-bad picture cut in, a moving pattern, another still."""
+    head, bad, coffee = fit(photo("astronaut")), fit(photo(KNOWN_BAD_PHOTO)), fit(photo("coffee"))
+    pictures = [noisy(head, i) for i in range(10)] + [noisy(bad, i) for i in range(6)]
+    pictures += [pattern(i / 4) for i in range(4)] + [noisy(coffee, i) for i in range(10)]
+    return [VideoFrame("s", i, i / 4, 1000.0 + i / 4, img) for i, img in enumerate(pictures)]
+
+
+def decisions(analyses: list[FrameAnalysis]) -> list[tuple[str, str, str, float]]:
+    engine = VoteEngine(load_policy(DEFAULT_POLICY))
+    out = []
+    for a in analyses:
+        out += [
+            (d.category, d.action, d.state, round(d.media_time_s, 2))
+            for d in engine.update("u:r", a)
+        ]
+    return out
+
+
+async def test_gated_analysis_decides_as_the_full_one(known_bad_dir: Path) -> None:
+    env = {"LIVEMOD_KNOWN_BAD__PATHS": json.dumps([str(known_bad_dir)])}
+    config = load_config(None, environ=env)
+    analyzers = build_analyzers(config)
+    full = AnalysisService(analyzers, workers=2)
+    gated = AnalysisService(analyzers, workers=2, capacity=config.capacity)
+    try:
+        items = frames()
+        reference = [await full.analyze(f) for f in items]
+        got = [await gated.analyze(f) for f in items]
+        stats = gated.stream_stats("s")
+        gated.forget("s")
+        assert gated.stream_stats("s") == stats  # an ended stream's summary keeps them
+        assert full.stream_stats("s") is None
+    finally:
+        full.close()
+        gated.close()
+    assert decisions(reference) == decisions(got)
+    assert any(d[:3] == ("known_bad", "pause", "start") for d in decisions(got))
+    assert stats is not None
+    # Stills reuse; the cut to the listed picture, the pattern and the next cut run fresh.
+    assert stats["reused"] >= 12 and stats["fresh"] + stats["reused"] == len(items)
+    # The whole-frame scores of benign stills keep NudeNet off between its schedule.
+    assert stats["detector_skips"] >= 1
+    # Every sample carries the known-bad verdict of its own picture (hash always runs).
+    for ref, out in zip(reference, got, strict=True):
+        assert ref.scores.get("hash_distance") == out.scores.get("hash_distance")

@@ -1,0 +1,124 @@
+"""The change gate and the detector cascade: pure decisions over media time (the clock)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livemod.pipeline.gating import (
+    CascadePolicy,
+    Fresh,
+    GatePolicy,
+    Reuse,
+    StreamGate,
+    changed_fraction,
+    thumbnail,
+)
+from livemod.testing.media import fit, pattern, photo
+
+GATE = GatePolicy(change_threshold=0.01, cut_threshold=0.5, max_reuse_s=2.0)
+CASCADE = CascadePolicy(
+    detectors=frozenset({"nudenet-320n"}),
+    gate_scores={"opennsfw": 0.15},
+    every_s=3.0,
+    hold_s=10.0,
+)
+
+
+def still(t: float, shift: int = 0) -> np.ndarray:
+    """A real photograph of a person (a still camera, a slide) with sensor noise; ``shift``
+    moves the head and shoulders sideways (a talking head)."""
+    img = fit(photo("astronaut")).copy()
+    if shift:
+        img[40:260, 220:420] = np.roll(img[40:260, 220:420], shift, axis=1)
+    rng = np.random.default_rng(int(t * 1000))
+    noise = rng.integers(-3, 4, img.shape, dtype=np.int16)
+    return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def test_same_picture_is_unchanged_and_another_is_a_cut() -> None:
+    a = thumbnail(still(0.0))
+    assert changed_fraction(a, thumbnail(still(0.3))) < GATE.change_threshold
+    # A head that sways by a few pixels is not a change; something new on screen is.
+    assert changed_fraction(a, thumbnail(still(0.3, shift=6))) < GATE.change_threshold
+    inset = still(0.3)
+    inset[100:160, 300:360] = fit(photo("coffee"))[100:160, 300:360]
+    assert changed_fraction(a, thumbnail(inset)) >= GATE.change_threshold
+    assert changed_fraction(a, thumbnail(fit(photo("coffee")))) >= GATE.cut_threshold
+
+
+def test_unchanged_samples_reuse_until_the_reuse_age() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    decisions = [gate.decide(i / 4, thumbnail(still(i / 4))) for i in range(20)]
+    fresh_at = [i / 4 for i, d in enumerate(decisions) if isinstance(d, Fresh)]
+    assert isinstance(decisions[0], Fresh) and decisions[0].reason == "first"
+    # Fresh every max_reuse_s of media time, reused in between.
+    assert fresh_at == [0.0, 2.0, 4.0]
+    assert all(d.reason == "age" for d in decisions if isinstance(d, Fresh) and d.change < 1.0)
+    assert gate.stats()["reused"] == 17 and gate.stats()["fresh"] == 3
+    assert all(isinstance(d, Reuse) and d.age_s < 2.0 for d in decisions[1:8])
+
+
+def test_motion_and_cuts_always_run_the_models() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    # A 60x60 box moving 30 px a sample (1.6 % of the picture): never two reuses in a row.
+    moving = [gate.decide(i / 4, thumbnail(pattern(i / 4))) for i in range(12)]
+    runs = "".join("f" if isinstance(d, Fresh) else "r" for d in moving)
+    assert "rr" not in runs and runs.count("f") >= 6
+    gate.decide(3.0, thumbnail(still(3.0)))
+    cut = gate.decide(3.25, thumbnail(fit(photo("coffee"))))
+    assert isinstance(cut, Fresh) and cut.reason == "cut" and cut.cut
+
+
+def test_a_slow_drift_adds_up_against_the_last_fresh_reference() -> None:
+    gate = StreamGate(GatePolicy(max_reuse_s=60.0), CASCADE)
+    base = fit(photo("astronaut")).astype(np.int16)
+    reasons = []
+    for i in range(30):
+        # Brighten one more band of rows each sample: never much per sample.
+        img = base.copy()
+        img[: 12 * i] += 40
+        d = gate.decide(i / 4, thumbnail(np.clip(img, 0, 255).astype(np.uint8)))
+        reasons.append(d.reason)
+    assert reasons.count("change") >= 5
+    assert (
+        max(
+            len(run)
+            for run in "".join("r" if r == "unchanged" else "f" for r in reasons).split("f")
+        )
+        <= 2
+    )
+
+
+def test_gating_off_runs_every_sample() -> None:
+    gate = StreamGate(GatePolicy(enabled=False), CASCADE)
+    assert all(isinstance(gate.decide(i / 4, None), Fresh) for i in range(10))
+
+
+def test_detector_runs_on_gate_cut_hold_and_schedule() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    first = Fresh("first", 1.0)
+    change = Fresh("change", 0.1)
+    age = Fresh("age", 0.0)
+    assert gate.detector_due("nudenet-320n", 0.0, {"opennsfw": 0.01}, first) == "cut"
+    gate.detector_ran("nudenet-320n", 0.0, hit=False)
+    # Whole-frame score under the gate, no hit, schedule not due: skipped.
+    assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.01}, change) is None
+    assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.2}, change) == "gate"
+    assert gate.detector_due("nudenet-320n", 3.0, {"opennsfw": 0.01}, age) == "schedule"
+    gate.detector_ran("nudenet-320n", 3.0, hit=True)
+    # A hit holds the detector open on every fresh sample for hold_s.
+    assert gate.detector_due("nudenet-320n", 3.5, {}, change) == "hold"
+    assert gate.detector_due("nudenet-320n", 12.9, {}, change) == "hold"
+    assert gate.detector_due("nudenet-320n", 13.5, {}, change) == "schedule"
+    # Not a detector, or the cascade off: always runs.
+    assert gate.detector_due("opennsfw", 1.0, {}, change) == "off"
+    off = StreamGate(GATE, CascadePolicy(enabled=False))
+    assert off.detector_due("nudenet-320n", 1.0, {}, change) == "off"
+
+
+def test_policies_are_validated() -> None:
+    with pytest.raises(ValueError):
+        GatePolicy(change_threshold=0.6, cut_threshold=0.5)
+    with pytest.raises(ValueError):
+        CascadePolicy(every_s=0.0)
