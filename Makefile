@@ -6,7 +6,8 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh tests/whip_clients/package-lock.json
+$(STAMP): pyproject.toml scripts/setup.sh tests/whip_clients/package-lock.json \
+		tests/hls_player/package-lock.json
 	bash scripts/setup.sh
 	touch $@
 

@@ -432,11 +432,58 @@ def _cpu_ratio(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def media_delays(clips: Sequence[dict[str, Any]], known_bad: Path) -> dict[str, Any]:
+    """Gating's own delay, free of CPU load: ``livemod scan`` (backpressure, every sample
+    analyzed) of each clip with capacity on and off; per insert and category, the media
+    time of the action's first voting sample, on minus off."""
+    from livemod.app.scan import scan
+    from livemod.config import load_config
+
+    base = {
+        "LIVEMOD_KNOWN_BAD__PATHS": json.dumps([str(known_bad)]),
+        "LIVEMOD_ASR__ENABLED": "false",
+    }
+    rows: list[dict[str, Any]] = []
+    by_cat: dict[str, list[float]] = {}
+    for clip in clips:
+        firsts: dict[str, dict[tuple[str, float], float]] = {}
+        for name, env in (("off", OFF), ("on", {})):
+            report = await scan(load_config(None, environ={**base, **env}), clip["path"])
+            firsts[name] = {}
+            for e in report["actions"]:
+                if e.get("state") != "start":
+                    continue
+                t = float(e["media_time_s"])
+                onset = next(
+                    (o for o in clip["onsets_s"] if o - 0.05 <= t <= o + INSERT_S + 0.3), None
+                )
+                key = (str(e["category"]), onset if onset is not None else round(t, 1))
+                firsts[name].setdefault(key, t)
+        for key in sorted(set(firsts["off"]) | set(firsts["on"])):
+            t_off, t_on = firsts["off"].get(key), firsts["on"].get(key)
+            delay = None if t_off is None or t_on is None else round(1000 * (t_on - t_off), 1)
+            rows.append(
+                {"kind": clip["kind"], "category": key[0], "at_s": key[1], "off_s": t_off,
+                 "on_s": t_on, "on_minus_off_ms": delay}
+            )  # fmt: skip
+            if delay is not None:
+                by_cat.setdefault(key[0], []).append(delay)
+    return {
+        "rows": rows,
+        "by_category": {c: percentiles(v) for c, v in by_cat.items()},
+        "missed_by_gated": [r for r in rows if r["on_s"] is None],
+        "missed_by_baseline": [r for r in rows if r["off_s"] is None],
+        "sample_period_ms": {"boosted": 125.0, "normal": 250.0},
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="livemod-capacity-") as tmp:
         work = Path(tmp)
         seconds = 10.0 if args.quick else args.seconds
         clips, known_bad = make_mix(work / "media", seconds, 1 if args.quick else 2)
+        scanned = clips[:1] if args.quick else clips[: len(KINDS)]
+        delays = await media_delays(scanned, known_bad)
         off = await climb(work, known_bad, clips, args.baseline_levels, OFF)
         on = await climb(work, known_bad, clips, args.gated_levels, {})
     ratio = (
@@ -459,6 +506,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline": off,
         "gated": on,
+        "gating_delay_scan": delays,
         "summary": {
             "baseline_sustained": off["sustained_streams"],
             "gated_sustained": on["sustained_streams"],

@@ -300,16 +300,23 @@ def timed(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def timed_pair(
-    a: Callable[[], object], b: Callable[[], object], n: int
-) -> tuple[list[float], list[float]]:
+Timings = dict[str, list[float]]
+
+
+def timed_pair(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[Timings, Timings]:
     """Both timed in turn, call after call, so that other load on the machine falls on
-    each alike."""
-    ta, tb = timed(a, 0), timed(b, 0)
+    each alike: wall and CPU milliseconds (the CPU time of a single-threaded call is
+    what other processes on the cores stretch least)."""
+    out: tuple[Timings, Timings] = ({"wall": [], "cpu": []}, {"wall": [], "cpu": []})
+    a()
+    b()
     for _ in range(n):
-        ta += timed(a, 1)[-1:]
-        tb += timed(b, 1)[-1:]
-    return ta, tb
+        for fn, t in zip((a, b), out, strict=True):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            t["cpu"].append((time.process_time() - c0) * 1000)
+            t["wall"].append((time.perf_counter() - w0) * 1000)
+    return out
 
 
 def cost(
@@ -344,14 +351,14 @@ def cost(
         index = lists.index
         analyzer = KnownBadAnalyzer(specs, lists=lists)
         baseline = KnownBadAnalyzer(specs, lists=before, caption_cuts=False)
-        per_sample, base_sample = timed_pair(
+        sample_t, base_t = timed_pair(
             lambda a=analyzer: [a.analyze_batch([f]) for f in frames],
             lambda a=baseline: [a.analyze_batch([f]) for f in frames],
             calls,
         )
         queries = [analyzer.queries(f)[0] for f in frames]
         brute = HashIndex(index.words, index.thresholds, brute_force_max=10**12)
-        search, brute_ms = timed_pair(
+        search_t, brute_t = timed_pair(
             lambda ix=index, qs=queries: [ix.search(q) for q in qs],
             lambda ix=brute, qs=queries: [ix.search(q) for q in qs],
             max(2, calls // 4) if size >= 100_000 else calls,
@@ -363,6 +370,8 @@ def cost(
             for a, b in found
         )
         n = len(frames)
+        per_sample, base_sample = sample_t["wall"], base_t["wall"]
+        search, brute_ms = search_t["wall"], brute_t["wall"]
         rows.append(
             {
                 "entries": len(words),
@@ -375,8 +384,12 @@ def cost(
                 "ratio_p50_vs_before": round(
                     float(np.median(per_sample)) / max(float(np.median(base_sample)), 1e-9), 2
                 ),
+                "cpu_ms_per_sample": pct([t / n for t in sample_t["cpu"]]),
+                "before_cpu_ms_per_sample": pct([t / n for t in base_t["cpu"]]),
                 "search_ms_per_sample": pct([t / n for t in search]),
+                "search_cpu_ms_per_sample": pct([t / n for t in search_t["cpu"]]),
                 "brute_force_search_ms_per_sample": pct([t / n for t in brute_ms]),
+                "brute_force_search_cpu_ms_per_sample": pct([t / n for t in brute_t["cpu"]]),
                 "search_speedup_vs_brute_force_p50": round(
                     float(np.median(brute_ms)) / max(float(np.median(search)), 1e-9), 1
                 ),
@@ -392,6 +405,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few pictures, 1k/10k entries")
     args = parser.parse_args()
+    load_start = [round(v, 2) for v in os.getloadavg()]
     photos = corpus()
     names = sorted(photos)
     if args.quick:
@@ -425,6 +439,8 @@ def main() -> None:
             "phash_max_distance": 8,
             "max_regions": new.max_regions,
             "quick": args.quick,
+            "load_average_at_start": load_start,
+            "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         },
         "robustness": robust,
         "benign": clean,

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from livemod.ingest.av_source import AvSource, SourceOptions
 from livemod.messages import Decision, Region, VideoFrame
+from livemod.relay.output import EncoderSettings
 from livemod.relay.picture import slate
 from livemod.relay.relay import Relay, RelaySettings
 from livemod.sampling import FrameSampler
@@ -112,9 +113,12 @@ class Vote:
     def step(self, t: float) -> tuple[dict[str, tuple[Region, ...]], list[Decision]]:
         regions: dict[str, tuple[Region, ...]] = {}
         out: list[Decision] = []
-        for v in self.violations:
-            cat = self.cats.setdefault(v.category, _Cat())
-            hit = v.start <= t < v.end
+        for name in dict.fromkeys(v.category for v in self.violations):
+            mine = [v for v in self.violations if v.category == name]
+            now = [v for v in mine if v.start <= t < v.end]
+            v = now[0] if now else mine[0]
+            cat = self.cats.setdefault(name, _Cat())
+            hit = bool(now)
             if hit and v.regional:
                 regions[v.category] = (REGION,)
             cat.window.append((t, hit))
@@ -213,6 +217,7 @@ def relay_once(clip: Path, out: Path, violations: list[Violation], delay_s: floa
             delay_s=delay_s,
             max_delay_s=delay_s + 5.0,
             lookahead_s=(N - 1) / FPS_SAMPLE,
+            encoder=EncoderSettings(hls_list_size=0),  # keep every segment to judge
         ),
     )
     analysis = Analysis(relay, Vote(violations), ANALYSIS_LATENCY_S)
@@ -451,7 +456,7 @@ def main() -> None:
             result["cpu"]["ffmpeg_copy_720p_cpu_s_per_stream_s"] = round(
                 ffmpeg_cpu(clip720, ["-c", "copy"]) / duration, 4
             )
-            result["sustained_360p"] = [concurrent(clip, tmp, n, delay_s) for n in (2, 4, 6)]
+            result["sustained_360p"] = [concurrent(clip, tmp, n, delay_s) for n in (2, 4)]
             result["sustained_720p"] = [concurrent(clip720, tmp, n, delay_s) for n in (1, 2)]
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -116,7 +116,14 @@ async def run(config: Config, streams: int, seconds: float, seed: int) -> dict[s
         cfg = config.model_copy(
             update={
                 "llm": LlmConfig(
-                    **{**config.llm.model_dump(), "base_url": llm.base_url, "model": "stand-in"}
+                    **{
+                        **config.llm.model_dump(),
+                        "base_url": llm.base_url,
+                        "model": "stand-in",
+                        # Its token bucket would sleep in real time on the virtual clock;
+                        # at 5 a second it is far above the sweep's own budget anyway.
+                        "rate_per_s": 0,
+                    }
                 )
             }
         )

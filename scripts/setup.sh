@@ -59,4 +59,12 @@ if [ ! -f "$BUNDLE" ] || [ "$CLIENTS/package-lock.json" -nt "$BUNDLE" ] \
     echo "setup: installing and bundling the third-party WHIP client (npm)"
     (cd "$CLIENTS" && npm ci --no-audit --no-fund --loglevel=error && npm run -s build)
 fi
+# The HLS player the relay's browser test plays its output with (tests/hls_player:
+# hls.js from the npm registry, at the lock file's version), served from disk.
+PLAYER=tests/hls_player
+PLAYER_JS="$PLAYER/node_modules/hls.js/dist/hls.min.js"
+if [ ! -f "$PLAYER_JS" ] || [ "$PLAYER/package-lock.json" -nt "$PLAYER_JS" ]; then
+    echo "setup: installing the HLS player (npm)"
+    (cd "$PLAYER" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 echo "setup: ok"

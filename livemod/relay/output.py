@@ -50,6 +50,8 @@ class EncoderSettings:
     crf: int = 23
     threads: int = 1
     audio_bitrate: int = 128_000
+    hls_list_size: int = 10
+    """Segments an HLS playlist lists (older ones are deleted); 0: all, none deleted."""
 
 
 def is_hls(target: str) -> bool:
@@ -76,8 +78,9 @@ class Output:
                 format="hls",
                 options={
                     "hls_time": str(seg),
-                    "hls_list_size": "10",
-                    "hls_flags": "delete_segments+independent_segments",
+                    "hls_list_size": str(settings.hls_list_size),
+                    "hls_flags": "independent_segments"
+                    + ("+delete_segments" if settings.hls_list_size else ""),
                     "hls_segment_filename": str(folder / "seg%05d.ts"),
                 },
             )

@@ -114,10 +114,15 @@ class FairQueue(Generic[K]):
         self._waiting[key] = (urgent, self._seq)
         return False, dropped
 
-    def pop(self, n: int = 1) -> list[K]:
-        """Up to ``n`` waiting keys, fairest first; they leave the queue."""
+    def any(self, test: Callable[[K], bool]) -> bool:
+        return any(test(k) for k in self._waiting)
+
+    def pop(self, n: int = 1, *, only: Callable[[K], bool] | None = None) -> list[K]:
+        """Up to ``n`` waiting keys (those that pass ``only``), fairest first; they leave
+        the queue."""
         now = self._clock()
-        order = sorted(self._waiting, key=lambda k: (self._priority(k, now), self._waiting[k][1]))
+        keys = [k for k in self._waiting if only is None or only(k)]
+        order = sorted(keys, key=lambda k: (self._priority(k, now), self._waiting[k][1]))
         out = order[:n]
         for key in out:
             del self._waiting[key]

@@ -153,6 +153,7 @@ class AsrStream:
                 skipped = self._core.skip_stale(max_delay_s)
             window = self._core.take()
             settled = self._core.settled_s
+            final = not self._core.pending
             done = window is None and self._core.finished and not self._core.busy
         if skipped:
             self.skipped_windows += 1
@@ -161,7 +162,7 @@ class AsrStream:
             metrics.ASR_SKIPPED_SECONDS.inc(skipped)
             if window is None:
                 # Everything pending was stale: the timeline moves on without a decode.
-                self._deliver(Commit((), settled, True), done=done)
+                self._deliver(Commit((), settled, final or done), done=done)
         return window
 
     def apply(self, window: Window, decoded: Decoded) -> None:
@@ -276,11 +277,16 @@ class AsrService:
     def _work(self) -> None:
         while True:
             with self._cond:
+                only: Callable[[AsrStream], bool] | None = None
                 while not self._stopping:
-                    # Past the CPU budget nothing starts: streams wait (each queued
-                    # once) and speech that waits past max_delay_s is skipped.
+                    # Past the CPU budget no live stream starts: they wait (each queued
+                    # once) and speech that waits past max_delay_s is skipped. A scan
+                    # (not live) is not held: it already goes at Whisper's pace.
                     wait = self.budget.wait_s() if self._queue else None
                     if wait == 0.0:
+                        break
+                    if wait is not None and self._queue.any(_scanning):
+                        only = _scanning
                         break
                     self._cond.wait(timeout=wait)
                 if self._stopping:
@@ -288,7 +294,7 @@ class AsrService:
                 # Whatever is queued now, up to the batch size, shares one call: the
                 # batch grows with the load and a lone stream never waits for company.
                 # The streams with the least recent Whisper time go first.
-                streams = self._queue.pop(self._batch_size)
+                streams = self._queue.pop(self._batch_size, only=only)
                 metrics.QUEUE_DEPTH.labels("asr").set(len(self._queue))
             taken = [(s, w) for s in streams if (w := s.take(self.max_delay_s)) is not None]
             if not taken:
@@ -335,3 +341,7 @@ class AsrService:
             metrics.STAGE_SECONDS.labels("asr").observe(seconds)
             metrics.BATCH_SIZE.labels("whisper").observe(len(live))
         return out
+
+
+def _scanning(stream: AsrStream) -> bool:
+    return not stream.live

@@ -126,6 +126,11 @@ class StreamTranscriber:
         return self._settled_s
 
     @property
+    def pending(self) -> bool:
+        """Speech awaits a decode or its words' agreement."""
+        return bool(self._pending)
+
+    @property
     def undecoded_s(self) -> float:
         """Speech audio that no decode has taken yet (0 when no speech is pending)."""
         if not self._pending:

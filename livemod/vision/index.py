@@ -30,7 +30,7 @@ from typing import Final, cast
 import numpy as np
 import numpy.typing as npt
 
-from livemod.vision.hashes import _popcount
+from livemod.vision.hashes import _BYTE_POPCOUNT, _popcount
 
 __all__ = ["BRUTE_FORCE_MAX", "HashIndex", "Hits"]
 
@@ -41,6 +41,8 @@ sample's ~30 queries: brute force reads the whole list per pass, ~0.3 ms at 300)
 _CHUNKS: Final = 16
 _CHUNK_BITS: Final = 16
 _TABLE: Final = 1 << _CHUNK_BITS
+_PARTNER: Final = np.arange(_CHUNKS) ^ 1
+"""Chunks pair up (0, 1), (2, 3) ...: each chunk's partner."""
 # More candidates than this for one search means the list is full of near-copies of
 # what the frame shows; the brute force scan is then cheaper than the gather.
 _MAX_CANDIDATES: Final = 4_000_000
@@ -59,11 +61,12 @@ class Hits:
     distance: npt.NDArray[np.int64]
 
 
-def _popcount_pairs(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint16]:
-    """Bits set in each ``(N, 2)`` row: 0-128."""
-    c = np.ascontiguousarray(_popcount(x.reshape(-1))).view(np.uint16)
-    # The two byte counts, read as one uint16 times 0x0101: their sum is the top byte.
-    return cast("npt.NDArray[np.uint16]", (c * np.uint16(0x0101)) >> np.uint16(8))
+def _popcount16(x: npt.NDArray[np.uint16]) -> npt.NDArray[np.uint8]:
+    """Bits set in each uint16."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return cast("npt.NDArray[np.uint8]", np.bitwise_count(x))
+    b = _BYTE_POPCOUNT[np.ascontiguousarray(x).view(np.uint8)].reshape(-1, 2)
+    return cast("npt.NDArray[np.uint8]", b[:, 0] + b[:, 1])
 
 
 def _popcount_rows(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -105,11 +108,13 @@ class HashIndex:
         self.radius = int(thresholds.max()) if thresholds.size else 0
         self.mih = words.shape[0] > brute_force_max
         self._order: npt.NDArray[np.int32] | None = None
-        # The first 128 bits of every entry on their own, 16 bytes a row, for the
-        # candidates' first check (``_search_mih``).
-        self._half = np.empty((0,), np.complex128)
+        # Beside each ordering, each entry's partner chunk (the other of its pair).
+        self._partner = np.empty(0, np.uint16)
         self._starts: npt.NDArray[np.int64] | None = None
         self._masks = _masks(self.radius // _CHUNKS).astype(np.int64)
+        # How far a candidate's partner chunk may be, by probe: r // 8 less its flips.
+        flips = _popcount16(self._masks.astype(np.uint16)).astype(np.int64)
+        self._allowed = (self.radius // (_CHUNKS // 2) - flips).astype(np.uint8)
         self._table_base = np.arange(_CHUNKS, dtype=np.int64) * (_TABLE + 1)
         if self.mih:
             self._build()
@@ -127,14 +132,15 @@ class HashIndex:
         n = keys.shape[0]
         # One flat array of 16 orderings; starts are offsets into it, per chunk and key.
         order = np.empty(_CHUNKS * n, dtype=np.int32)
+        partner = np.empty(_CHUNKS * n, dtype=np.uint16)
         starts = np.empty((_CHUNKS, _TABLE + 1), dtype=np.int64)
         for j in range(_CHUNKS):
             col = keys[:, j]
             o = np.argsort(col, kind="stable")
             order[j * n : (j + 1) * n] = o
+            partner[j * n : (j + 1) * n] = keys[o, _PARTNER[j]]
             starts[j] = np.searchsorted(col[o], np.arange(_TABLE + 1)) + j * n
-        self._order, self._starts = order, starts.reshape(-1)
-        self._half = np.ascontiguousarray(self.words[:, :2]).view(np.complex128).reshape(-1)
+        self._order, self._partner, self._starts = order, partner, starts.reshape(-1)
 
     def search(self, queries: npt.NDArray[np.uint64]) -> Hits:
         """Best match for each of ``(Q, 4)`` query hashes."""
@@ -172,7 +178,8 @@ class HashIndex:
         q = queries.shape[0]
         # Every probed bucket: (query, chunk, key within r // 16 bits), as flat offsets
         # into the 16 concatenated start tables.
-        keys = self._chunks(queries)[:, :, None] ^ self._masks[None, None, :]
+        chunks = self._chunks(queries)
+        keys = chunks[:, :, None] ^ self._masks[None, None, :]
         flat = (keys + self._table_base[None, :, None]).ravel()
         lo = np.take(self._starts, flat)
         counts = np.take(self._starts, flat + 1) - lo
@@ -186,22 +193,23 @@ class HashIndex:
             return Hits(entry, distance)
         # The probed buckets' positions end to end: output k of bucket b sits at
         # lo[b] + (k - first output of b).
-        run_start = np.cumsum(counts) - counts
-        pos = np.arange(total) + np.repeat(lo - run_start, counts)
-        cand = np.take(self._order, pos)
-        # Candidates come grouped by query. First the distance on the first 128 bits,
-        # from a copy of them alone (half the bytes to gather); a random entry differs
-        # there by ~64 bits, so only true near-copies go on to the full 256.
-        # XOR and popcount run over flat words: numpy is slow on a 2-wide inner axis.
-        half = np.take(self._half, cand).view(np.uint64).reshape(-1, 2)
-        np.bitwise_xor(half, np.repeat(queries[:, :2], per_query, axis=0), out=half)
-        d = _popcount_pairs(half)
-        close = np.flatnonzero(d <= self.radius)
-        if close.size == 0:
+        ends = np.cumsum(counts)
+        pos = np.arange(total) + np.repeat(lo - (ends - counts), counts)
+        # The pair filter. Cut into 8 pairs of chunks, two hashes within r bits are
+        # within r // 8 on some pair, and within r // 16 on one chunk of that pair: the
+        # probed one, whose partner chunk is then within r // 8 less what the probe
+        # flipped. A random entry's partner is that close ~1 % of the time. Partners
+        # sit beside the orderings (``_partner``), so the test reads bucket after
+        # bucket, and only the ~1 % left are gathered from the list at random.
+        partner = np.broadcast_to(chunks[:, _PARTNER, None], keys.shape).astype(np.uint16)
+        allowed = np.broadcast_to(self._allowed[None, None, :], keys.shape)
+        near = _popcount16(np.take(self._partner, pos) ^ np.repeat(partner.ravel(), counts))
+        kept = np.flatnonzero(near <= np.repeat(allowed.ravel(), counts))
+        if kept.size == 0:
             return Hits(entry, distance)
-        qs = np.searchsorted(np.cumsum(per_query), close, side="right")
-        cs = cand[close].astype(np.intp)
-        ds = d[close].astype(np.int64) + _popcount_pairs(self.words[cs, 2:] ^ queries[qs, 2:])
+        cs = np.take(self._order, pos[kept]).astype(np.intp)
+        qs = np.searchsorted(ends, kept, side="right") // (_CHUNKS * self._masks.size)
+        ds = _popcount_rows(self.words[cs] ^ queries[qs])
         ok = ds <= self.thresholds[cs]
         # The closest entry examined in full, for a query without a match.
         np.minimum.at(distance, qs, ds)

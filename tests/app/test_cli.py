@@ -91,6 +91,7 @@ def test_corrupt_model_stops_startup_naming_the_file(tmp_path: Path) -> None:
     env = {
         "LIVEMOD_VISION__MANIFEST": str(copy),
         "LIVEMOD_STORE__PATH": str(tmp_path / "db.sqlite"),
+        "LIVEMOD_ASR__ENABLED": "false",  # not under test: no speech start-up line
     }
     proc = livemod("models", env=env)
     assert proc.returncode == 1 and str(broken) in proc.stdout

@@ -30,3 +30,7 @@ def test_capacity_quick() -> None:
     assert gated["gating"]["fresh"] > 0 and "change_measure" in gated["work_ms_per_stream_s"]
     assert out["baseline"]["levels"][0]["gating"]["reused"] == 0  # gating off: all fresh
     assert {"baseline_sustained", "gated_sustained", "ratio"} <= set(out["summary"])
+    # Gating's own delay, measured by scans (no CPU contention): the same first sample.
+    delays = out["gating_delay_scan"]
+    assert not delays["missed_by_gated"] and not delays["missed_by_baseline"]
+    assert_percentiles(delays["by_category"]["known_bad"])

@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from livemod.config import Config, LlmConfig, load_config
+from livemod.errors import ConfigError
 from livemod.escalation.guard import GuardedLlm
 from livemod.escalation.llm import LlmClient
 from livemod.escalation.sweep import SOURCE, LlmSweep
@@ -273,3 +274,11 @@ async def test_the_sweep_puts_a_stream_under_review_through_the_vote(
     sweeps = [s for s in llm.seen if "Routine sweep" in s.prompt]
     assert sweeps and all(s.images == 1 for s in sweeps)
     assert 'livemod_llm_sweep_requests_total{result="unsafe"}' in exposition
+
+
+def test_a_sweep_category_missing_from_the_policy_stops_start_up() -> None:
+    config = load_config(None)
+    llm = config.llm.model_copy(update={"sweep_categories": ["hate", "gore"]})
+    sweep = LlmSweep(config.model_copy(update={"llm": llm}))
+    with pytest.raises(ConfigError, match=r"llm.sweep_categories: 'gore' not a policy category"):
+        sweep.open(load_policy(config.policy).categories, lambda stream_id: False)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from livemod.config import RatesConfig, SamplingConfig
-from livemod.pipeline.rates import RateController, RatePolicy, StreamView
+from pathlib import Path
+
+from livemod.app.build import build_analyzers
+from livemod.config import RatesConfig, SamplingConfig, load_config
+from livemod.events.hub import EventHub
+from livemod.paths import DEFAULT_POLICY
+from livemod.pipeline.analysis import AnalysisService
+from livemod.pipeline.rates import RateController, RateLoop, RatePolicy, StreamView
+from livemod.pipeline.session import Session, SessionInfo
+from livemod.policy.taxonomy import load_policy
+from livemod.policy.vote import VoteEngine
 from livemod.sampling import FrameSampler
+from livemod.store import Store
 
 POLICY = RatePolicy(fps=4.0, calm_fps=2.0, calm_after_s=10.0, shed_fps=1.0, overload_lag_s=0.75)
 
@@ -86,3 +96,43 @@ def test_a_shed_stream_gives_up_its_first_minute_boost() -> None:
     sampler.mark_suspicious(15.0)
     hot = [t for t in (15 + i / 30 for i in range(150)) if sampler.admit(t)]
     assert 39 <= len(hot) <= 41
+
+
+def test_the_loop_sets_real_sessions_samplers(tmp_path: Path) -> None:
+    """RateLoop.revise over real Session objects: a quiet stream past its first minute
+    goes calm, and its sampler admits at calm_fps."""
+    config = load_config(
+        None,
+        environ={
+            "LIVEMOD_SAMPLING__BOOST_INITIAL_S": "5",
+            "LIVEMOD_CAPACITY__RATES__CALM_AFTER_S": "3",
+        },
+    )
+    analysis = AnalysisService(build_analyzers(config)[:1], workers=1)  # known-bad only
+    engine = VoteEngine(load_policy(DEFAULT_POLICY))
+    hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
+    sessions = {
+        sid: Session(
+            SessionInfo(sid, "u", sid, "rtmp://127.0.0.1/live/x"), config, analysis, engine, hub
+        )
+        for sid in ("a", "b")
+    }
+    clock = [0.0]
+    loop = RateLoop(
+        sessions, engine, config.capacity.rates, config.sampling, clock=lambda: clock[0]
+    )
+    try:
+        for s in sessions.values():
+            s.status = "live"
+            for i in range(6 * 30):  # six seconds of a 30 fps source: past the boost
+                s.sampler.admit(i / 30)
+        assert all(r.state == "normal" for r in loop.revise().values())
+        clock[0] = 4.0
+        plan = loop.revise()
+        assert {r.state for r in plan.values()} == {"calm"}
+        sampler = sessions["a"].sampler
+        assert sampler.fps == config.capacity.rates.calm_fps
+        got = [t for t in (6 + i / 30 for i in range(300)) if sampler.admit(t)]
+        assert 19 <= len(got) <= 21  # 2 fps for 10 s
+    finally:
+        analysis.close()

@@ -1,7 +1,11 @@
-"""End to end: a real daemon relays a stream to the ``safe`` application of a real
-nginx-rtmp, a viewer plays it, and the pictures and sound it got are checked.
+"""End to end: a real daemon relays two streams to the ``safe`` application of a real
+nginx-rtmp, viewers play them, and the pictures and sound they got are checked.
 
-The clip shows a known-bad picture from 4 s to 7 s (its hash list is the daemon's):
+* ``cam``: ffmpeg publishes to nginx-rtmp with ``?relay=1``; ``on_publish`` reaches the
+  daemon, which pulls the stream and relays it to ``safe/cam``;
+* ``room1``: ``POST /v1/streams {"relay": true}`` on a file, relayed to ``safe/room1``.
+
+Both clips show a known-bad picture from 3 s to 5.5 s (its hash list is the daemon's):
 the policy pauses it, so every frame of that window must reach the viewer as the
 slate, silent, and every frame well outside it unchanged.
 """
@@ -9,8 +13,8 @@ slate, silent, and every frame well outside it unchanged.
 from __future__ import annotations
 
 import json
-import subprocess
 import sqlite3
+import subprocess
 import threading
 import time
 import urllib.request
@@ -25,8 +29,8 @@ from tests.relay import marked
 
 pytestmark = pytest.mark.e2e
 
-BAD_S = (4.0, 7.0)
-DURATION_S = 11.0
+BAD_S = (3.0, 5.5)
+DURATION_S = 8.5
 FAST = {
     "LIVEMOD_VISION__MODELS": "[]",  # the hash list alone decides here
     "LIVEMOD_OCR__ENABLED": "false",
@@ -58,72 +62,26 @@ def get(base: str, path: str) -> dict[str, object]:
         return dict(json.loads(resp.read()))
 
 
-def test_viewers_of_the_safe_output_never_see_the_flagged_window(
-    tmp_path: Path, known_bad_dir: Path, flagged_clip: Path
-) -> None:
-    nginx = NginxRtmp(tmp_path / "nginx")
-    nginx.start()
-    safe = f"rtmp://127.0.0.1:{nginx.rtmp_port}/safe"
-    daemon = DaemonProcess(
-        tmp_path / "d",
-        known_bad_dir,
-        extra_env={**FAST, "LIVEMOD_RELAY__OUTPUT": safe + "/{room_id}"},
-    )
-    daemon.workdir.mkdir()
-    viewed: list[marked.Viewed] = []
-    errors: list[BaseException] = []
+class Viewer(threading.Thread):
+    """Plays one output from before it starts to its end."""
 
-    def viewer() -> None:
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.viewed: marked.Viewed | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
         try:
-            viewed.append(marked.view(f"{safe}/room1", timeout_s=20 * TIMEOUT_SCALE))
+            self.viewed = marked.view(self.url, timeout_s=20 * TIMEOUT_SCALE)
         except BaseException as exc:
-            errors.append(exc)
-
-    try:
-        daemon.start()
-        watcher = threading.Thread(target=viewer, daemon=True)
-        watcher.start()  # waiting on nginx before the relay publishes, as a viewer would
-        time.sleep(0.5)
-        created = post(
-            daemon.base,
-            "/v1/streams",
-            {"url": str(flagged_clip), "user_id": "u1", "room_id": "room1", "relay": True},
-        )
-        sid = created["id"]
-        relay = created["relay"]
-        assert isinstance(relay, dict) and relay["output"] == f"{safe}/room1"
-        deadline = time.monotonic() + 60 * TIMEOUT_SCALE
-        summary = get(daemon.base, f"/v1/streams/{sid}")
-        while summary["status"] != "ended" and time.monotonic() < deadline:
-            time.sleep(0.5)
-            summary = get(daemon.base, f"/v1/streams/{sid}")
-        watcher.join(40 * TIMEOUT_SCALE)
-        with urllib.request.urlopen(daemon.base + "/metrics", timeout=10) as resp:
-            exported = resp.read().decode()
-    finally:
-        if daemon.proc is not None:
-            daemon.stop()
-        nginx.stop()
-    assert not errors, errors
-    assert 'livemod_relay_treated_frames_total{action="pause"}' in exported
-    assert "livemod_relay_delay_seconds_count" in exported
-    with sqlite3.connect(daemon.workdir / "livemod.db") as db:
-        rows = db.execute("SELECT body FROM events").fetchall()
-    states = [e["state"] for e in map(json.loads, (r[0] for r in rows)) if e["type"] == "relay"]
-    assert states[0] == "started" and states[-1] == "ended", states
-    status = summary["relay"]
-    assert isinstance(status, dict), summary
-    actions = [(a["action"], a["state"]) for a in summary["actions"]]  # type: ignore[union-attr]
-    assert ("pause", "start") in actions, (actions, daemon.log())
-    assert status["late_decisions"] == 0 and status["frames_treated"] > 0, status
-    view = viewed[0]
-    total = round(DURATION_S * marked.FPS)
-    assert len(view.frames) >= total - 2, (len(view.frames), status)
-    check_pixels(view)
+            self.error = exc
 
 
 def check_pixels(view: marked.Viewed) -> None:
     """Every frame of the flagged window is the slate, silent; the rest passes."""
+    assert len(view.frames) > DURATION_S * marked.FPS * 0.8, len(view.frames)
     board = slate(marked.W, marked.H, "Stream paused")
     times = view.source_times()
     exposed = []
@@ -141,13 +99,12 @@ def check_pixels(view: marked.Viewed) -> None:
     assert view.rms(1.0 - offset, 1.45 - offset) > 0.2
 
 
-def test_a_publish_asking_for_the_relay_is_relayed_to_the_safe_application(
+def test_viewers_of_the_safe_output_never_see_the_flagged_window(
     tmp_path: Path, known_bad_dir: Path, flagged_clip: Path
 ) -> None:
-    """ffmpeg publishes to nginx-rtmp with ``?relay=1``; on_publish reaches the daemon,
-    which pulls the stream and relays it to ``safe/{room_id}``; a viewer plays that."""
     http_port = free_port()
-    nginx = NginxRtmp(tmp_path / "nginx", hook_url=f"http://127.0.0.1:{http_port}/hooks/nginx-rtmp")
+    hook = f"http://127.0.0.1:{http_port}/hooks/nginx-rtmp"
+    nginx = NginxRtmp(tmp_path / "nginx", hook_url=hook)
     nginx.start()
     safe = f"rtmp://127.0.0.1:{nginx.rtmp_port}/safe"
     daemon = DaemonProcess(
@@ -157,20 +114,11 @@ def test_a_publish_asking_for_the_relay_is_relayed_to_the_safe_application(
         extra_env={**FAST, "LIVEMOD_RELAY__OUTPUT": safe + "/{room_id}"},
     )
     daemon.workdir.mkdir()
-    viewed: list[marked.Viewed] = []
-    errors: list[BaseException] = []
-
-    def viewer() -> None:
-        try:
-            viewed.append(marked.view(f"{safe}/cam", timeout_s=20 * TIMEOUT_SCALE))
-        except BaseException as exc:
-            errors.append(exc)
-
     publisher = None
     try:
         daemon.start()
-        watcher = threading.Thread(target=viewer, daemon=True)
-        watcher.start()
+        # Viewers wait on nginx before the relay publishes, as players would.
+        viewers = [Viewer(f"{safe}/cam"), Viewer(f"{safe}/room1")]
         time.sleep(0.5)
         publisher = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(flagged_clip),
@@ -178,21 +126,52 @@ def test_a_publish_asking_for_the_relay_is_relayed_to_the_safe_application(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        created = post(
+            daemon.base,
+            "/v1/streams",
+            {"url": str(flagged_clip), "user_id": "u1", "room_id": "room1", "relay": True},
+        )
+        assert isinstance(created["relay"], dict)
+        assert created["relay"]["output"] == f"{safe}/room1"
+        streams = get(daemon.base, "/v1/streams")["streams"]
+        assert isinstance(streams, list)
+        by_room = {s["room_id"]: s for s in streams}
         deadline = time.monotonic() + 15 * TIMEOUT_SCALE
-        streams: list[dict[str, object]] = []
-        while not streams and time.monotonic() < deadline:
+        while "cam" not in by_room and time.monotonic() < deadline:
+            time.sleep(0.3)
+            by_room = {s["room_id"]: s for s in get(daemon.base, "/v1/streams")["streams"]}  # type: ignore[attr-defined]
+        assert by_room["cam"]["relay"]["output"] == f"{safe}/cam", by_room
+        sid = created["id"]
+        deadline = time.monotonic() + 60 * TIMEOUT_SCALE
+        summary = get(daemon.base, f"/v1/streams/{sid}")
+        while summary["status"] != "ended" and time.monotonic() < deadline:
             time.sleep(0.5)
-            streams = get(daemon.base, "/v1/streams")["streams"]  # type: ignore[assignment]
+            summary = get(daemon.base, f"/v1/streams/{sid}")
         publisher.wait(timeout=(DURATION_S + 20) * TIMEOUT_SCALE)
-        watcher.join(40 * TIMEOUT_SCALE)
+        for viewer in viewers:
+            viewer.join(40 * TIMEOUT_SCALE)
+        with urllib.request.urlopen(daemon.base + "/metrics", timeout=10) as resp:
+            exported = resp.read().decode()
     finally:
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
         if daemon.proc is not None:
             daemon.stop()
         nginx.stop()
-    assert not errors, errors
-    assert viewed and len(viewed[0].frames) > DURATION_S * marked.FPS * 0.8, daemon.log()
-    assert streams and isinstance(streams[0]["relay"], dict), streams
-    assert streams[0]["relay"]["output"] == f"{safe}/cam"
-    check_pixels(viewed[0])
+    status = summary["relay"]
+    assert isinstance(status, dict), summary
+    actions = [(a["action"], a["state"]) for a in summary["actions"]]  # type: ignore[union-attr]
+    assert ("pause", "start") in actions, (actions, daemon.log())
+    assert status["late_decisions"] == 0 and status["frames_treated"] > 0, status
+    for viewer in viewers:
+        assert viewer.error is None, (viewer.url, viewer.error)
+        assert viewer.viewed is not None, viewer.url
+        check_pixels(viewer.viewed)
+    assert 'livemod_relay_treated_frames_total{action="pause"}' in exported
+    assert "livemod_relay_delay_seconds_count" in exported
+    with sqlite3.connect(daemon.workdir / "livemod.db") as db:
+        rows = db.execute("SELECT body FROM events").fetchall()
+    relay_events = [e for e in map(json.loads, (r[0] for r in rows)) if e["type"] == "relay"]
+    for room in ("cam", "room1"):
+        states = [e["state"] for e in relay_events if e["room_id"] == room]
+        assert states[0] == "started" and states[-1] == "ended", (room, states)

@@ -78,3 +78,39 @@ def test_an_output_that_drops_is_retried_without_stopping(tmp_path: Path) -> Non
     assert events[0] == "started" and "output_failed" in events and "resumed" in events, events
     assert status["frames_out"] > down["frames_out"] + 25, (down, status)
     assert status["frames_in"] == 150 and np.isfinite(status["encode_ms_per_frame"])
+
+
+def test_an_end_shows_the_slate_then_ends_the_output(tmp_path: Path) -> None:
+    from livemod.messages import Decision
+
+    events: list[tuple[str, dict[str, object]]] = []
+    relay = Relay(
+        "s",
+        RelaySettings(target=str(tmp_path / "hls"), delay_s=0.2, max_delay_s=1.0, lookahead_s=0.0),
+        lambda state, fields: events.append((state, fields)),
+    )
+    relay.start()
+    feed(relay, 0, 12)
+    relay.decide(
+        Decision(
+            key="u:r",
+            category="violence",
+            action="end",
+            state="start",
+            confidence=1.0,
+            tier="high",
+            sources=("moderator",),
+            media_time_s=0.5,
+            t_trigger=time.time(),
+        )
+    )
+    feed(relay, 12, 88)
+    relay.close()
+    viewed = marked.view(str(tmp_path / "hls" / "index.m3u8"))
+    readable = [t for t, img in viewed.frames if marked.read_index(img) is not None]
+    # Cover from the last sample before the onset; the slate 2 s; then nothing.
+    assert readable and max(readable) <= 0.5 and relay.late_decisions == 0
+    assert 2.0 <= viewed.frames[-1][0] <= 2.8, viewed.frames[-1][0]
+    ended = [f for s, f in events if s == "ended"]
+    assert ended and ended[0].get("reason") == "end action", events
+    assert relay.status()["frames_in"] == 100

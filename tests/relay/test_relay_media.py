@@ -1,12 +1,18 @@
 """The relay on a real decoder and a real encoder: a marked clip is decoded by
 ``AvSource`` with the relay as its tap, decisions arrive as the vote would send them
 (at the k-th hit, naming the first), the HLS output is read back as a viewer would,
-and its pixels and samples are checked frame by frame."""
+and its pixels and samples are checked frame by frame. The same output is then
+played in headless Chromium through a real player page (hls.js from npm,
+tests/hls_player), every presented frame read back from a canvas."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,8 @@ from livemod.messages import Decision, Region, VideoFrame
 from livemod.relay.picture import slate
 from livemod.relay.relay import Relay, RelaySettings
 from livemod.sampling import FrameSampler
+from tests.chromium import Chromium, open_page
+from tests.conftest import TIMEOUT_SCALE
 from tests.relay import marked
 
 SAMPLE_FPS = 4.0
@@ -100,14 +108,21 @@ def run_relay(clip: Path, target: Path) -> Relay:
     return relay
 
 
+@pytest.fixture(scope="module")
+def relayed(clip: Path) -> tuple[Relay, Path]:
+    """The clip relayed once to an HLS folder: the relay and the folder."""
+    out = clip.parent / "hls"
+    return run_relay(clip, out), out
+
+
 def test_actions_cover_their_frames_from_the_onset_and_nothing_else(
-    clip: Path, tmp_path: Path
+    relayed: tuple[Relay, Path],
 ) -> None:
-    relay = run_relay(clip, tmp_path / "hls")
+    relay, out = relayed
     status = relay.status()
     assert status["late_decisions"] == 0 and status["late_frames"] == 0
     assert status["frames_out"] == status["frames_in"] == 250
-    viewed = marked.view(str(tmp_path / "hls" / "index.m3u8"))
+    viewed = marked.view(str(out / "index.m3u8"))
     assert len(viewed.frames) == 250
     times = viewed.source_times()
     assert abs(viewed.offset_s()) < 0.1  # output time is media time (plus the muxer's start)
@@ -153,3 +168,72 @@ def test_actions_cover_their_frames_from_the_onset_and_nothing_else(
         assert drift < 0.04, f"audio {drift * 1000:.0f} ms off the video at {heard:.2f}s"
     assert status["treated_by_action"]["blur"] > 0
     assert np.isfinite(status["encode_ms_per_frame"])
+
+
+PLAYER = Path(__file__).resolve().parents[1] / "hls_player"
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(relayed: tuple[Relay, Path], tmp_path: Path) -> Iterator[str]:
+    """One loopback web server: the player page and its hls.js, and the HLS folder."""
+    _, hls = relayed
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "player").symlink_to(PLAYER)
+    (root / "hls").symlink_to(hls)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+async def test_the_hls_output_plays_in_a_browser_with_the_pause_covered(
+    server: str, tmp_path: Path
+) -> None:
+    if not (PLAYER / "node_modules" / "hls.js" / "dist" / "hls.min.js").exists():
+        pytest.fail("tests/hls_player is not installed: run scripts/setup.sh (npm ci)")
+    browser = Chromium(tmp_path)
+    browser.start()
+    try:
+        page, ws = await open_page(browser)
+        try:
+            await page.goto(
+                f"{server}/player/player.html?src=/hls/index.m3u8",
+                "window.state === 'playing' || window.failure",
+            )
+            for _ in range(int(30 * TIMEOUT_SCALE / 0.25)):
+                state = await page.evaluate("[window.state, window.failure]")
+                if state[0] == "ended" or state[1]:
+                    break
+                await asyncio.sleep(0.25)
+            failure = await page.evaluate("window.failure")
+            seen = await page.evaluate("window.seen")
+        finally:
+            await ws.close()
+    finally:
+        browser.stop()
+    assert failure is None, failure
+    assert state[0] == "ended", state
+    offsets = sorted(f["index"] / marked.FPS - f["t"] for f in seen if f["index"] is not None)
+    assert len(offsets) > 50, f"the player showed {len(seen)} frames, {len(offsets)} readable"
+    offset = offsets[len(offsets) // 2]
+    inside = outside = 0
+    for frame in seen:
+        src_t = frame["t"] + offset
+        if PAUSE_S[0] <= src_t < PAUSE_S[1] - 0.05:
+            inside += 1
+            assert frame["index"] is None and frame["mean"] < 60, (src_t, frame)
+        elif src_t < PAUSE_S[0] - 0.5 or src_t > PAUSE_S[1] + 0.5:
+            outside += 1
+            assert frame["index"] is not None, (src_t, frame)
+            assert abs(frame["index"] - src_t * marked.FPS) <= 1.5, (src_t, frame)
+    assert inside >= 5 and outside >= 50, (inside, outside)

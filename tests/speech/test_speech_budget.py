@@ -89,6 +89,9 @@ def test_the_stream_with_least_recent_whisper_time_goes_first() -> None:
         queue.push(key)
     assert queue.push("d") == (False, "a")
     assert len(queue) == 3 and "a" not in queue
+    # Over the budget only some streams may go (scans): the others keep their place.
+    assert queue.pop(3, only=lambda k: k in "cd") == ["c", "d"]
+    assert queue.any(lambda k: k == "b") and len(queue) == 1
 
 
 def test_speech_that_waited_too_long_is_skipped_and_settled() -> None:
