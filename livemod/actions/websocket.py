@@ -83,7 +83,9 @@ class EventServer:
         closed = asyncio.ensure_future(conn.wait_closed())
         overflow = asyncio.ensure_future(sub.overflowed.wait())
         try:
-            last = -1
+            # Never an event at or before ?since=, even when the replay is empty (an
+            # instance still catching up on the cluster's log fans out older events).
+            last = since if since is not None else -1
             if since is not None:
                 replay = await self._hub.store.events_since(
                     since, room_id=flt.room_id, user_id=flt.user_id, stream_id=flt.stream_id

@@ -79,6 +79,7 @@ async def scan(
                 room_id="scan",
                 url=_target_url(target),
                 realtime=realtime,
+                relay=False,  # a scan reports; it never relays, whatever relay.enabled says
             )
             session = Session(
                 info,

@@ -110,6 +110,9 @@ class RedisEventLog:
         except (RedisError, OSError) as exc:
             raise LogUnavailable(f"redis: {exc}") from exc
 
+    async def close(self) -> None:
+        await self._r.aclose()
+
     async def last_seq(self) -> int:
         try:
             value = await self._r.get(SEQ_KEY)

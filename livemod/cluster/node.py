@@ -120,8 +120,8 @@ class ClusterNode:
             await self.leases.withdraw_card()
         if self._http is not None:
             await self._http.close()
-        for client in (self.redis, self.tail_redis):
-            await client.aclose()
+        # The log's client closes with the hub, after the last event is appended.
+        await self.redis.aclose()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/cluster", self._cluster_view)

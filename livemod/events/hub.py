@@ -57,6 +57,8 @@ class Subscription:
     filter: EventFilter
     queue: asyncio.Queue[dict[str, Any]]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    internal: bool = False
+    """A listener inside the daemon (a relay), not counted as a WebSocket subscriber."""
 
 
 class EventHub:
@@ -130,15 +132,16 @@ class EventHub:
             reasons.extend(self._log.degraded())
         return reasons
 
-    def subscribe(self, flt: EventFilter) -> Subscription:
-        sub = Subscription(flt, asyncio.Queue(maxsize=self._queue_size))
+    def subscribe(self, flt: EventFilter, *, internal: bool = False) -> Subscription:
+        """``internal``: a listener inside the daemon, left out of the subscriber gauge."""
+        sub = Subscription(flt, asyncio.Queue(maxsize=self._queue_size), internal=internal)
         self._subs.add(sub)
-        metrics.WS_SUBSCRIBERS.set(len(self._subs))
+        metrics.WS_SUBSCRIBERS.set(sum(not s.internal for s in self._subs))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
-        metrics.WS_SUBSCRIBERS.set(len(self._subs))
+        metrics.WS_SUBSCRIBERS.set(sum(not s.internal for s in self._subs))
 
     async def publish(
         self,

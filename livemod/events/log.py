@@ -63,6 +63,10 @@ class EventLog(Protocol):
 
     async def last_seq(self) -> int: ...
 
+    async def close(self) -> None:
+        """Let go of the connection (after the last append)."""
+        ...
+
 
 class GroupLog(Protocol):
     """A log whose entries a named group of consumers shares: each entry goes to one
@@ -155,10 +159,20 @@ class LogBridge:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self._tail = self._flusher = None
+        async with self._lock:
+            # One last try for what is spooled, in order.
+            while (item := self._spool.peek()) is not None:
+                append_id = self._ids.pop(id(item.event), uuid.uuid4().hex)
+                try:
+                    await self._log.append(item.event, origin=self.origin, append_id=append_id)
+                except LogUnavailable:
+                    break
+                self._spool.pop()
         if len(self._spool):
             log.error(
                 "event log unreachable at shutdown: %d events never appended", len(self._spool)
             )
+        await self._log.close()
 
     async def append(self, event: dict[str, Any], evidence: EvidenceInput | None) -> dict[str, Any]:
         """Append one stamped event (no ``seq`` yet) and return it as numbered; while the

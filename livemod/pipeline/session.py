@@ -109,7 +109,7 @@ class Session:
         self._wakeup = asyncio.Event()
         self._slots = threading.Semaphore(self._maxlen)
         self._source: FrameSource
-        # The moderated relay taps the decoder: push sources (WHIP) have none.
+        # The moderated relay taps the decoder (or a push source that can be tapped).
         self.relay: RelayLink | None = None
         if relay_wanted(config, info.relay):
             self.relay = RelayLink(
@@ -119,6 +119,7 @@ class Session:
                 stream_id=info.id,
                 user_id=info.user_id,
                 room_id=info.room_id,
+                speech=speech is not None,
             )
         if source is not None:
             self._source = source(
@@ -203,6 +204,8 @@ class Session:
 
     def _audio_unavailable(self, reason: str) -> None:
         self.audio = f"not moderated: {reason}"
+        if self.relay is not None:
+            self.relay.speech_off()
         if self._speech is not None:
             self._speech.give_up()
         task = asyncio.ensure_future(self.announce("audio_unmoderated", reason=reason))
@@ -324,6 +327,8 @@ class Session:
             self.flagged.append(round(analysis.frame.media_time_s, 3))
 
     def _track_speech(self, media_time_s: float, flagged: bool) -> None:
+        if self.relay is not None:
+            self.relay.speech_judged(media_time_s)  # every earlier speech sample is decided
         levels = self._engine.levels(self.info.key)
         self.peak_risk = max(self.peak_risk, max(levels.values(), default=0.0))
         if flagged and len(self.flagged) < MAX_FLAGGED:

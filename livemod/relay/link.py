@@ -24,7 +24,7 @@ from livemod.logs import redact_credentials
 from livemod.messages import ActionName, Decision, FrameAnalysis, Region
 from livemod.policy.taxonomy import Policy
 from livemod.relay.output import EncoderSettings
-from livemod.relay.plan import min_delay_s, vote_lookahead_s
+from livemod.relay.plan import min_delay_s, speech_lookahead_s, vote_lookahead_s
 from livemod.relay.relay import Relay, RelaySettings
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,10 @@ class RelayLink:
         stream_id: str,
         user_id: str,
         room_id: str,
+        speech: bool = False,
     ) -> None:
+        """``speech``: the session moderates its speech; frames then also wait until
+        speech moderation has judged past them."""
         c = config.relay
         self._hub = hub
         self._ids = {"stream_id": stream_id, "user_id": user_id, "room_id": room_id}
@@ -120,6 +123,7 @@ class RelayLink:
                 delay_s=c.delay_s,
                 max_delay_s=c.max_delay_s,
                 lookahead_s=vote_lookahead_s(windows(policy), config.sampling.fps),
+                speech_lookahead_s=speech_lookahead_s(windows(policy)) if speech else None,
                 encoder=EncoderSettings(gop_s=c.gop_s, preset=c.preset, crf=c.crf),
                 slate_text=c.slate.text,
                 slate_image=c.slate.image,
@@ -136,7 +140,8 @@ class RelayLink:
         self._loop = asyncio.get_running_loop()
         self.relay.start()
         self._sub = self._hub.subscribe(
-            EventFilter(room_id=self._ids["room_id"], user_id=self._ids["user_id"])
+            EventFilter(room_id=self._ids["room_id"], user_id=self._ids["user_id"]),
+            internal=True,  # not a WebSocket subscriber (livemod_websocket_subscribers)
         )
         self._listener = asyncio.create_task(self._listen(self._sub))
 
@@ -148,6 +153,14 @@ class RelayLink:
 
     def decided(self, decision: Decision) -> None:
         self.relay.decide(decision)
+
+    def speech_judged(self, media_time_s: float) -> None:
+        """Speech moderation reached this speech sample: every earlier one is decided."""
+        self.relay.speech(media_time_s)
+
+    def speech_off(self) -> None:
+        """The session's audio is not moderated after all: stop waiting for speech."""
+        self.relay.speech_off()
 
     async def close(self) -> None:
         if self._sub is not None:

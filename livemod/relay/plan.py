@@ -291,20 +291,26 @@ def gate(
     delay_s: float,
     max_delay_s: float,
     final: bool = False,
+    speech_horizon_s: float | None = None,
+    speech_lookahead_s: float = 0.0,
 ) -> Gate:
     """May the frame at media time ``t``, received at ``arrival`` (monotonic), leave now?
 
     ``wait``: not yet ``delay_s`` old. ``go``: old enough, and analysis has looked
-    ``lookahead_s`` past it (every vote that could cover it is settled). ``hold``:
-    old enough but analysis lags: keep it (the delay grows). ``late``: held to
-    ``max_delay_s``; it leaves without that assurance (counted).
+    ``lookahead_s`` past it (every vote that could cover it is settled) and, when the
+    session moderates speech (``speech_horizon_s`` not None), speech moderation has
+    judged the audio ``speech_lookahead_s`` past it. ``hold``: old enough but analysis
+    or speech lags: keep it (the delay grows). ``late``: held to ``max_delay_s``; it
+    leaves without that assurance (counted).
     """
     age = now - arrival
     if final:
         return "go"
     if age < delay_s:
         return "wait"
-    if horizon_s >= t + lookahead_s:
+    if horizon_s >= t + lookahead_s and (
+        speech_horizon_s is None or speech_horizon_s >= t + speech_lookahead_s
+    ):
         return "go"
     if age < max_delay_s:
         return "hold"
@@ -325,3 +331,16 @@ def min_delay_s(windows: Sequence[tuple[int, int]], fps: float, headroom_s: floa
     if not windows or fps <= 0:
         return headroom_s
     return max(k for k, _ in windows) / fps + headroom_s
+
+
+SPEECH_STEP_S = 0.25
+"""The speech vote's sample step (``livemod.speech.moderator.SpeechTimeline``)."""
+
+
+def speech_lookahead_s(windows: Sequence[tuple[int, int]], step_s: float = SPEECH_STEP_S) -> float:
+    """How far past an audio frame speech moderation must have judged before no mute
+    can still begin before it: a word's first hit is followed by up to n-1 more speech
+    samples before the k-th decides, the sample being judged may still decide, and
+    the mute begins ``SPEECH_PAD_S`` before the words."""
+    n = max((n for _, n in windows), default=1)
+    return n * step_s + SPEECH_PAD_S

@@ -51,6 +51,9 @@ class RelaySettings:
     max_delay_s: float = 8.0
     lookahead_s: float = 1.0
     """How far past a frame analysis must have looked before it may leave."""
+    speech_lookahead_s: float | None = None
+    """When the session moderates speech: how far past a frame speech moderation must
+    have judged before it may leave (None: the relay does not wait for speech)."""
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     slate_text: str = "Stream paused"
     slate_image: Path | None = None
@@ -110,6 +113,10 @@ class Relay:
         self._held_since: float | None = None
         self.late_frames = 0
         self.late_decisions = 0
+        self._speech_horizon = float("-inf")
+        self._speech_wait = settings.speech_lookahead_s is not None
+        self.speech_holds = 0
+        """Holds that speech moderation caused (it lagged while video was settled)."""
         self.released_t = float("-inf")
         self.last_delay_s = 0.0
         self.delays: deque[float] = deque(maxlen=MAX_DELAYS_KEPT)
@@ -158,6 +165,19 @@ class Relay:
         """One analyzed sample: analysis has looked this far; the boxes it saw."""
         with self._cond:
             self._plan.sample(media_time_s, regions)
+            self._cond.notify()
+
+    def speech(self, media_time_s: float) -> None:
+        """Speech moderation has judged (and decided on) the audio before this time."""
+        with self._cond:
+            if media_time_s > self._speech_horizon:
+                self._speech_horizon = media_time_s
+                self._cond.notify()
+
+    def speech_off(self) -> None:
+        """The audio is not moderated (no track, undecodable): stop waiting for it."""
+        with self._cond:
+            self._speech_wait = False
             self._cond.notify()
 
     def decide(self, decision: Decision) -> None:
@@ -282,6 +302,8 @@ class Relay:
                     delay_s=s.delay_s,
                     max_delay_s=s.max_delay_s,
                     final=self._final,
+                    speech_horizon_s=self._speech_horizon if self._speech_wait else None,
+                    speech_lookahead_s=s.speech_lookahead_s or 0.0,
                 )
                 if verdict == "wait" and len(self._video) <= self._max_frames:
                     self._cond.wait(max(0.001, head.arrival + s.delay_s - now))
@@ -291,6 +313,8 @@ class Relay:
                         self._held_since = now
                         self.holds += 1
                         metrics.RELAY_HOLDS.inc()
+                        if self._plan.horizon_s >= head.t + s.lookahead_s:
+                            self.speech_holds += 1  # video is settled: speech lags
                         self._event("held", media_time_s=round(head.t, 3))
                     self._cond.wait(HOLD_POLL_S)
                     continue

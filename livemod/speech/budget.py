@@ -10,8 +10,9 @@
   ``half_life_s``): deficit scheduling, so a stream that talks all the time gets its
   share and no more, and a quiet stream that speaks up is served next. A window that
   ends an utterance (``urgent``: its words become final) counts its stream's usage at
-  half; a stream with a recent policy hit (``flag``) counts it at a quarter, so the
-  streams being acted on are heard first, without starving the others outright.
+  half, and so does a stream with a recent policy hit (``flag``): the streams being acted
+  on are heard first, and as weights in a fair share (twice the others' share, four
+  times for both) they cannot starve the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Clock = Callable[[], float]
 
 LN2 = math.log(2.0)
 URGENT_FACTOR = 0.5
-FLAGGED_FACTOR = 0.25
+FLAGGED_FACTOR = 0.5
 
 
 class CpuBudget:

@@ -4,19 +4,20 @@ Two strategies, chosen by size (``benchmarks/known_bad.py`` measures both):
 
 * brute force: XOR and popcount of every entry against every query, vectorised over
   ``(Q, N, 4)`` packed ``uint64`` words. Best for small lists (up to a few hundred
-  entries); it reads the whole list per query: ~0.3 ms for 28 queries at 1k entries,
-  ~7 ms at 20k, ~30 ms per query at 1M on the dev machine.
+  entries); it reads the whole list per query: for a sample's 28 queries ~0.3 ms at
+  300 entries, ~0.8 ms at 1k, ~8 ms at 20k, ~600 ms at 1M on the dev machine.
 * multi-index hashing (Norouzi et al.): the 256 bits are cut into 16 chunks of 16
   bits. Two hashes within ``r`` bits agree to within ``r // 16`` bits on at least one
   chunk (pigeonhole), so the candidates are the entries found in 16 sorted tables
-  under each query chunk and its neighbours within ``r // 16`` bits. At 1M random
-  entries and ``r`` = 31 that is ~4,000 candidates per query instead of 1,000,000.
-  They are checked on their first 128 bits first, gathered from a 16-byte-a-row copy
-  (a random entry differs there by ~64 bits, a match by at most ``r``), and only
-  those within ``r`` there on all 256. The result is brute force's, bit for bit, for
-  every query that matches (``tests/vision/test_index.py``). All queries of a sample
-  go through one pass of numpy calls: ~1.3 ms for 24 queries at 1M entries on the dev
-  machine (brute force there: ~100 ms).
+  under each query chunk and its neighbours within ``r // 16`` bits: at 1M random
+  entries and ``r`` = 31, ~4,000 per query instead of 1,000,000. A second pigeonhole
+  on 8 pairs of chunks (some pair within ``r // 8``) tests each candidate's partner
+  chunk, stored beside the tables so that it reads bucket after bucket; ~1 % of
+  candidates pass, and only those are gathered from the list and checked in full.
+  The result is brute force's, bit for bit, for every query that matches
+  (``tests/vision/test_index.py``). All queries of a sample go through one pass of
+  numpy calls: ~1.2 ms of CPU for 28 queries at 1M entries on the dev machine (brute
+  force: ~600 ms). Memory at 1M: ~130 MB (the list, 16 orderings, their partners).
 
 The index is immutable: a reload builds a new one and swaps the reference.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -54,8 +55,8 @@ _FAR: Final = 1 << 20
 class Hits:
     """For each query: the best entry within its threshold (-1 if none) and its
     distance (or the smallest distance seen, ``256`` if none was examined: brute
-    force examines every entry, multi-index hashing only the candidates whose first
-    128 bits are within the largest threshold)."""
+    force examines every entry, multi-index hashing only the candidates that pass
+    its pair filter)."""
 
     entry: npt.NDArray[np.intp]
     distance: npt.NDArray[np.int64]
@@ -110,7 +111,7 @@ class HashIndex:
         self._order: npt.NDArray[np.int32] | None = None
         # Beside each ordering, each entry's partner chunk (the other of its pair).
         self._partner = np.empty(0, np.uint16)
-        self._starts: npt.NDArray[np.int64] | None = None
+        self._starts: npt.NDArray[np.signedinteger[Any]] | None = None
         self._masks = _masks(self.radius // _CHUNKS).astype(np.int64)
         # How far a candidate's partner chunk may be, by probe: r // 8 less its flips.
         flips = _popcount16(self._masks.astype(np.uint16)).astype(np.int64)
@@ -133,7 +134,8 @@ class HashIndex:
         # One flat array of 16 orderings; starts are offsets into it, per chunk and key.
         order = np.empty(_CHUNKS * n, dtype=np.int32)
         partner = np.empty(_CHUNKS * n, dtype=np.uint16)
-        starts = np.empty((_CHUNKS, _TABLE + 1), dtype=np.int64)
+        # Offsets as int32 while they fit: half the bytes to move per candidate.
+        starts = np.empty((_CHUNKS, _TABLE + 1), np.int32 if _CHUNKS * n < 2**31 else np.int64)
         for j in range(_CHUNKS):
             col = keys[:, j]
             o = np.argsort(col, kind="stable")
@@ -176,15 +178,15 @@ class HashIndex:
     def _search_mih(self, queries: npt.NDArray[np.uint64]) -> Hits | None:
         assert self._order is not None and self._starts is not None
         q = queries.shape[0]
-        # Every probed bucket: (query, chunk, key within r // 16 bits), as flat offsets
-        # into the 16 concatenated start tables.
+        # Every probed bucket: (probe, query, chunk), the probe being the key flipped
+        # by each mask of r // 16 bits or fewer (fewest first), as flat offsets into
+        # the 16 concatenated start tables.
         chunks = self._chunks(queries)
-        keys = chunks[:, :, None] ^ self._masks[None, None, :]
-        flat = (keys + self._table_base[None, :, None]).ravel()
+        keys = chunks[None, :, :] ^ self._masks[:, None, None]
+        flat = (keys + self._table_base[None, None, :]).ravel()
         lo = np.take(self._starts, flat)
         counts = np.take(self._starts, flat + 1) - lo
-        per_query = counts.reshape(q, -1).sum(axis=1)
-        total = int(per_query.sum())
+        total = int(counts.sum())
         if total > _MAX_CANDIDATES:
             return None
         entry = np.full(q, -1, np.intp)
@@ -194,21 +196,23 @@ class HashIndex:
         # The probed buckets' positions end to end: output k of bucket b sits at
         # lo[b] + (k - first output of b).
         ends = np.cumsum(counts)
-        pos = np.arange(total) + np.repeat(lo - (ends - counts), counts)
+        pos = np.arange(total, dtype=lo.dtype) + np.repeat(lo - (ends - counts), counts)
         # The pair filter. Cut into 8 pairs of chunks, two hashes within r bits are
         # within r // 8 on some pair, and within r // 16 on one chunk of that pair: the
         # probed one, whose partner chunk is then within r // 8 less what the probe
         # flipped. A random entry's partner is that close ~1 % of the time. Partners
         # sit beside the orderings (``_partner``), so the test reads bucket after
         # bucket, and only the ~1 % left are gathered from the list at random.
-        partner = np.broadcast_to(chunks[:, _PARTNER, None], keys.shape).astype(np.uint16)
-        allowed = np.broadcast_to(self._allowed[None, None, :], keys.shape)
+        partner = np.broadcast_to(chunks[None, :, _PARTNER], keys.shape).astype(np.uint16)
         near = _popcount16(np.take(self._partner, pos) ^ np.repeat(partner.ravel(), counts))
-        kept = np.flatnonzero(near <= np.repeat(allowed.ravel(), counts))
+        # Probes come in runs of one mask each: one allowance per run, end to end.
+        run = ends[q * _CHUNKS - 1 :: q * _CHUNKS]
+        allowed = np.repeat(self._allowed, np.diff(run, prepend=0))
+        kept = np.flatnonzero(near <= allowed)
         if kept.size == 0:
             return Hits(entry, distance)
         cs = np.take(self._order, pos[kept]).astype(np.intp)
-        qs = np.searchsorted(ends, kept, side="right") // (_CHUNKS * self._masks.size)
+        qs = np.searchsorted(ends, kept, side="right") // _CHUNKS % q
         ds = _popcount_rows(self.words[cs] ^ queries[qs])
         ok = ds <= self.thresholds[cs]
         # The closest entry examined in full, for a query without a match.

@@ -1,4 +1,5 @@
-"""A real redis-server per test module, emptied before each test."""
+"""Cluster fixtures: a real redis-server per test module (emptied before each test),
+and a stack of two real instances on it with nginx-rtmp and a looping ffmpeg publisher."""
 
 from __future__ import annotations
 

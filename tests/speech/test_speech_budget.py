@@ -69,7 +69,7 @@ def test_the_stream_with_least_recent_whisper_time_goes_first() -> None:
     queue.push("other")
     assert queue.pop(1) == ["talker"]
     assert queue.pop(1) == ["other"]
-    # A stream with a recent policy hit counts a quarter of its usage, for a while.
+    # A stream with a recent policy hit counts half its usage, for a while.
     queue.flag("talker")
     queue.push("other")
     queue.push("talker")

@@ -83,3 +83,21 @@ def test_mixed_thresholds_and_planted_copies_agree_with_brute_force() -> None:
     assert np.array_equal(a.distance[found], b.distance[found])
     assert found[:60].all() and not found[60:].any()
     assert (a.distance[found] <= thresholds[a.entry[found]]).all()
+
+
+def test_copies_at_the_threshold_spread_thin_over_every_chunk_are_found() -> None:
+    # The worst case for both pigeonholes: 31 bits flipped as 2 in each of 15 chunks
+    # and 1 in the last, so only one chunk is within a bit and its pair within 3.
+    rng = np.random.default_rng(5)
+    words = random_words(rng, 20_000)
+    index = HashIndex(words, np.full(len(words), 31), brute_force_max=0)
+    queries = []
+    for t in range(16):
+        q = words[t].copy()
+        for chunk in range(16):
+            for bit in rng.choice(16, 1 if chunk == t else 2, replace=False):
+                b = 16 * chunk + int(bit)
+                q[b // 64] ^= np.uint64(1) << np.uint64(63 - b % 64)
+        queries.append(q)
+    hits = index.search(np.stack(queries))
+    assert hits.entry.tolist() == list(range(16)) and hits.distance.tolist() == [31] * 16

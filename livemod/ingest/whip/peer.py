@@ -134,7 +134,7 @@ class WhipPeer:
         if self.video is not None:
             self._spawn(self._pump_video(self.video, source))
         if self.audio is not None:
-            self._spawn(self._pump_audio(self.audio))
+            self._spawn(self._pump_audio(self.audio, source))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -153,13 +153,15 @@ class WhipPeer:
             log.exception("WHIP receive failed", extra={"stream_id": self.label})
             source.finish("error", f"internal error receiving WHIP video: {exc}")
 
-    async def _pump_audio(self, track: MediaStreamTrack) -> None:
+    async def _pump_audio(self, track: MediaStreamTrack, source: WhipSource) -> None:
         try:
             while True:
                 frame = await track.recv()
+                arrival = time.time()
+                source.offer_audio(frame, arrival)  # the relay's tap, if any
                 sink = self.audio_sink
                 if sink is not None:
-                    sink(frame, time.time())
+                    sink(frame, arrival)
         except MediaStreamError:
             return
 

@@ -6,6 +6,11 @@ jitter buffer and runs the fps gate. Admitted frames wait in a one-slot mailbox
 for this source's thread, which converts them to RGB off the loop. When that
 thread lags, a newer frame replaces the waiting one and the drop is counted:
 for live moderation the latest picture matters, not a backlog.
+
+A tap (the moderated relay, :mod:`livemod.ingest.tap`) sees every received picture
+and audio frame on the loop, before the fps gate. The audio's media time is its own
+clock shifted by how much later than the first picture its first frame arrived
+(RTP clocks of two tracks are unrelated), so the relayed output stays in sync.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from livemod import metrics
 from livemod.ingest.av_source import SourceEnd
 from livemod.ingest.av_source import to_video_frame as convert
 from livemod.ingest.source import Deliver
+from livemod.ingest.tap import FrameTap
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
 
@@ -105,6 +111,14 @@ class WhipSource:
         lift it) but counted as held."""
         self.last_frame_at: float | None = None
         """``time.monotonic()`` of the newest frame, for the idle timeout."""
+        self._tap: FrameTap | None = None
+        self._audio_clock = MediaClock()
+        self._first_arrival: float | None = None
+        self._audio_offset: float | None = None
+
+    def set_tap(self, tap: FrameTap) -> None:
+        """Hand every received picture and audio frame to ``tap`` (the relay)."""
+        self._tap = tap
 
     # -- event loop side ---------------------------------------------------------
 
@@ -117,6 +131,10 @@ class WhipSource:
             self.held_frames += 1
         pts_s = float(frame.pts * frame.time_base) if frame.pts is not None else None
         media_time = self._clock.media_time(pts_s, t_arrival)
+        if self._first_arrival is None:
+            self._first_arrival = t_arrival
+        if self._tap is not None and self._end is None:
+            self._tap.video(frame, media_time)
         if not self._sampler.admit(media_time):
             return
         with self._cond:
@@ -127,6 +145,16 @@ class WhipSource:
                 metrics.DROPS.labels("whip", "stale_frame").inc()
             self._mailbox = _Pending(frame, media_time, t_arrival)
             self._cond.notify()
+
+    def offer_audio(self, frame: Any, t_arrival: float) -> None:
+        """One decoded ``av.AudioFrame``: to the tap, if any (video must have begun)."""
+        tap, first = self._tap, self._first_arrival
+        if tap is None or first is None or self._end is not None:
+            return
+        if self._audio_offset is None:
+            self._audio_offset = t_arrival - first
+        pts_s = float(frame.time) if frame.time is not None else None
+        tap.audio(frame, self._audio_clock.media_time(pts_s, t_arrival) + self._audio_offset)
 
     def finish(self, reason: Literal["eof", "stopped", "error"], error: str | None = None) -> bool:
         """End the source (first call wins); returns whether this call ended it."""
