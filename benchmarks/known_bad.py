@@ -206,15 +206,19 @@ def robustness(
     old: HashAnalyzer,
     bg: Image,
     quick: bool,
+    boxes_only: KnownBadAnalyzer,
 ) -> dict[str, Any]:
     table: dict[str, Any] = {}
     false = {"pdq": 0, "phash": 0, "frames": 0}
     for tname, fn in transforms(bg, quick).items():
-        hits = {"pdq": 0, "phash": 0}
+        hits = {"pdq": 0, "phash": 0, "boxes": 0}
         for name, pic in listed.items():
             frame = fn(pic)
             if matched_label(new.analyze_batch([frame])[0]) == f"{name}.png":
                 hits["pdq"] += 1
+            if tname.startswith("inset"):
+                found = matched_label(boxes_only.analyze_batch([frame])[0])
+                hits["boxes"] += found == f"{name}.png"
             if matched_label(old.analyze_batch([frame])[0]) == f"{name}.png":
                 hits["phash"] += 1
         for pic in others.values():
@@ -228,6 +232,8 @@ def robustness(
             "pdq_match_rate": round(hits["pdq"] / n, 3),
             "phash_match_rate": round(hits["phash"] / n, 3),
         }
+        if tname.startswith("inset"):
+            table[tname]["pdq_without_features_match_rate"] = round(hits["boxes"] / n, 3)
     crfs = (38,) if quick else (32, 38, 44)
     for crf in crfs:
         frames = h264([place(p) for p in listed.values()], crf)
@@ -317,6 +323,39 @@ def timed_pair(a: Callable[[], object], b: Callable[[], object], n: int) -> tupl
             t["cpu"].append((time.process_time() - c0) * 1000)
             t["wall"].append((time.perf_counter() - w0) * 1000)
     return out
+
+
+def features_cost(
+    every: KnownBadAnalyzer,
+    every2: KnownBadAnalyzer,
+    boxes_only: KnownBadAnalyzer,
+    frames: Sequence[Image],
+    calls: int,
+) -> dict[str, Any]:
+    """Per sample, on insets at 30 % over the busy background (half listed, half not,
+    so keypoints run on the unmatched half and on listed insets the boxes miss): the
+    analyzer looking by keypoints on every unmatched sample and on every second one
+    (``known_bad.features_every: 2``), each against the analyzer without keypoints,
+    call after call in the same run."""
+    n = len(frames)
+    rows: dict[str, Any] = {"listed_pictures_with_keypoints": len(every.lists.features)}
+    for name, a in (("every_sample", every), ("every_2nd_sample", every2)):
+        t, b = timed_pair(
+            lambda a=a: [a.analyze_batch([f]) for f in frames],
+            lambda: [boxes_only.analyze_batch([f]) for f in frames],
+            calls,
+        )
+        rows[name] = {
+            "cpu_ms_per_sample": pct([x / n for x in t["cpu"]]),
+            "without_keypoints_cpu_ms_per_sample": pct([x / n for x in b["cpu"]]),
+            "ratio_cpu_p50": round(
+                float(np.median(t["cpu"])) / max(float(np.median(b["cpu"])), 1e-9), 2
+            ),
+            "ratio_wall_p50": round(
+                float(np.median(t["wall"])) / max(float(np.median(b["wall"])), 1e-9), 2
+            ),
+        }
+    return rows
 
 
 def cost(
@@ -418,10 +457,15 @@ def main() -> None:
         for name, pic in listed.items():
             cv2.imwrite(str(folder / f"{name}.png"), pic[:, :, ::-1])
         specs = [ListSpec("default", (folder,))]
-        new = KnownBadAnalyzer(specs)
+        new = KnownBadAnalyzer(specs)  # keypoints on every unmatched sample
+        boxes_only = KnownBadAnalyzer(specs, lists=new.lists, feature_pictures=0)
         old_index = KnownBadIndex.load([folder])
         old = HashAnalyzer(old_index, 8)
-        robust = robustness(listed, others, new, old, bg, args.quick)
+        robust = robustness(listed, others, new, old, bg, args.quick, boxes_only)
+        inset_frames = [inset(p, bg, 0.3, "tl") for p in list(listed.values())[:4]]
+        inset_frames += [inset(p, bg, 0.3, "br") for p in list(others.values())[:4]]
+        every2 = KnownBadAnalyzer(specs, lists=new.lists, features_every=2)
+        feature_cost = features_cost(new, every2, boxes_only, inset_frames, 3 if args.quick else 20)
         clean = benign(new, old, others, list(listed), args.quick)
         sample_frames = [place(p) for p in list(listed.values())[:4]]
         sizes = (1_000, 10_000) if args.quick else SIZES
@@ -445,6 +489,7 @@ def main() -> None:
         "robustness": robust,
         "benign": clean,
         "cost": costs,
+        "feature_cost": feature_cost,
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")

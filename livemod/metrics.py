@@ -339,3 +339,25 @@ RELAY_ENCODE_SECONDS = Histogram(
     "Treating and encoding one relayed frame (with its audio)",
     buckets=_STAGE_BUCKETS,
 )
+
+# -- several instances (livemod/cluster) ---------------------------------------------
+
+CLUSTER_TAKEOVERS = Counter(
+    "livemod_cluster_takeovers_total",
+    "Sessions this instance took over from an instance that died (or paused past its lease)",
+)
+CLUSTER_YIELDED = Counter(
+    "livemod_cluster_yielded_total",
+    "Sessions this instance stopped because another instance held their lease",
+)
+CLUSTER_VOTE_CONFLICTS = Counter(
+    "livemod_cluster_vote_conflicts_total",
+    "Vote updates run again because another instance changed the same key first",
+)
+CLUSTER_LOG_SPOOLED = Gauge(
+    "livemod_cluster_log_spooled_events",
+    "Events waiting for the shared log (Redis unreachable), in order",
+)
+CLUSTER_REDIS_UP = Gauge(
+    "livemod_cluster_redis_up", "1 while this instance's heartbeats reach Redis, else 0"
+)

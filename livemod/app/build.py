@@ -34,6 +34,8 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
             known_bad_specs(config),
             max_regions=known.max_regions,
             min_quality=known.min_quality,
+            feature_pictures=known.feature_pictures,
+            features_every=known.features_every,
         )
     )
     metrics.MODELS_LOADED.labels("hash").set(1)

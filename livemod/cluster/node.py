@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from livemod import metrics
 from livemod.cluster.eventlog import RedisEventLog
 from livemod.cluster.leases import Card, Leases, Spec
 from livemod.cluster.models import ClusterOverview
@@ -137,11 +138,13 @@ class ClusterNode:
                 if self.failure is not None:
                     log.warning("cluster heartbeat back")
                 self.failure = None
+                metrics.CLUSTER_REDIS_UP.set(1)
             except (RedisError, OSError) as exc:
                 if self.failure is None:
                     log.error("cluster heartbeat failed; sessions go on here: %s", exc)
                 self.failure = f"redis: {exc}"
                 self._ok_since = time.monotonic()
+                metrics.CLUSTER_REDIS_UP.set(0)
             except Exception:
                 log.exception("cluster heartbeat crashed")
             spent = time.monotonic() - started
@@ -191,6 +194,7 @@ class ClusterNode:
         )
         self._lost.add(sid)
         self._held.discard(sid)
+        metrics.CLUSTER_YIELDED.inc()
         session.stop()
 
     async def _adopt_orphans(self, cards: list[Card], load: int) -> None:
@@ -254,6 +258,7 @@ class ClusterNode:
                 session_id=spec.id,
             )
             self.takeovers += 1
+            metrics.CLUSTER_TAKEOVERS.inc()
         except Exception:
             log.exception("could not take over a session", extra={"stream_id": spec.id})
             self._held.discard(spec.id)

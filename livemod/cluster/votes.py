@@ -26,6 +26,7 @@ from typing import TypeVar, cast
 
 import redis
 
+from livemod import metrics
 from livemod.messages import VideoFrame
 from livemod.policy.votestate import KeyState, decode, encode
 
@@ -147,6 +148,7 @@ class RedisVoteStore:
                 self._written[key] = self._clock()
                 return result
             self.conflicts += 1
+            metrics.CLUSTER_VOTE_CONFLICTS.inc()
         raise redis.RedisError(f"vote state of {key!r} kept changing under {MAX_TRIES} tries")
 
     def _read(self, key: str) -> tuple[str, KeyState | None]:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from livemod import metrics
 from livemod.errors import LivemodError, StoreError
 from livemod.events.spool import Spool, SpoolLimits
 from livemod.store import EvidenceInput, Store
@@ -192,6 +193,7 @@ class LogBridge:
                     return {"seq": seq, **event}
             self._spool.add(event, evidence)
             self._ids[id(event)] = append_id
+            metrics.CLUSTER_LOG_SPOOLED.set(len(self._spool))
             return {"seq": 0, **event, "stored": False}
 
     def _lost(self, reason: str) -> None:
@@ -219,6 +221,7 @@ class LogBridge:
                         break
                     self._spool.pop()
                     self._ids.pop(id(item.event), None)
+                    metrics.CLUSTER_LOG_SPOOLED.set(len(self._spool))
                 else:
                     log.warning("event log answers again; spooled events appended")
                     self.failure = None

@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from livemod.errors import ConfigError
 from livemod.vision import pdq as pdq_mod
+from livemod.vision.features import PictureFeatures, picture_features
 from livemod.vision.hashes import IMAGE_SUFFIXES, KnownBadIndex, _image_files, _read_image
 from livemod.vision.regions import CAPTION_CUTS, CROPS
 
@@ -92,6 +93,8 @@ class HashList:
     )
     view_of: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     view_names: tuple[str, ...] = ()
+    pictures: tuple[tuple[int, PictureFeatures], ...] = ()
+    """ORB keypoints of listed pictures (``features``), each with its entry's index."""
 
     @property
     def name(self) -> str:
@@ -102,9 +105,11 @@ class HashList:
 
 
 class _Builder:
-    def __init__(self, spec: ListSpec, min_quality: int) -> None:
+    def __init__(self, spec: ListSpec, min_quality: int, features: int) -> None:
         self.spec = spec
         self.min_quality = min_quality
+        self.features = features
+        self.pictures: list[tuple[int, PictureFeatures]] = []
         self.words: list[npt.NDArray[np.uint64]] = []
         self.labels: list[str] = []
         self.phash: list[tuple[int, str]] = []
@@ -148,6 +153,10 @@ class _Builder:
                 self.views.append(v.words)
                 self.view_of.append(len(self.labels) - 1)
                 self.view_names.append(view.name)
+        if len(self.pictures) < self.features:
+            found = picture_features(grey)
+            if found is not None:
+                self.pictures.append((len(self.labels) - 1, found))
 
     def add_path(self, path: Path) -> None:
         if not path.exists():
@@ -243,6 +252,7 @@ class _Builder:
             ),
             view_of=np.array(self.view_of, dtype=np.int64),
             view_names=tuple(self.view_names),
+            pictures=tuple(self.pictures),
         )
 
 
@@ -267,10 +277,11 @@ def _read_text(path: Path, name: str) -> str:
         raise ConfigError(f"known-bad list {name!r}: cannot read hash file {path}: {exc}") from exc
 
 
-def load_list(spec: ListSpec, *, min_quality: int = 0) -> HashList:
+def load_list(spec: ListSpec, *, min_quality: int = 0, features: int = 0) -> HashList:
     """Load every path of one list. Raises ConfigError for a missing path, an
-    unreadable hash file or a malformed line; skips (and counts) undecodable images."""
-    builder = _Builder(spec, min_quality)
+    unreadable hash file or a malformed line; skips (and counts) undecodable images.
+    The first ``features`` pictures also get their ORB keypoints (``features.py``)."""
+    builder = _Builder(spec, min_quality, features)
     for path in spec.paths:
         builder.add_path(Path(path))
     return builder.build()

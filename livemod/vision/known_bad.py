@@ -9,7 +9,11 @@ area are searched under all eight turns and flips, insets as shown and mirrored
 hashed with the same bands cut off; listed pictures are also hashed cropped
 (``regions.CROPS``), so a cropped picture's content area matches one. Boxes whose PDQ
 quality is below ``min_quality`` (flat, near-empty) are not searched. Old 64-bit pHash
-entries are matched on the whole frame and the content area, as before.
+entries are matched on the whole frame and the content area, as before. When no box
+matches, the first ``feature_pictures`` listed pictures are looked for by local
+features (``features``: ORB keypoints, a RANSAC homography), every
+``features_every``-th sample; the frame warped onto a located picture must still be
+within the list's PDQ threshold of it.
 
 Lists are an immutable ``KnownBadLists`` snapshot; ``KnownBadAnalyzer.reload`` builds a
 new one off to the side and swaps one reference, so a sample sees the old list or
@@ -32,10 +36,18 @@ from livemod.errors import ConfigError
 from livemod.messages import Image, Region, Signal
 from livemod.vision import pdq as pdq_mod
 from livemod.vision.base import AnalyzerResult
+from livemod.vision.features import FeatureIndex
 from livemod.vision.hashes import phash
 from livemod.vision.hashlists import HashList, ListSpec, load_list
 from livemod.vision.index import HashIndex
-from livemod.vision.regions import CAPTION_CUTS, Box, View, candidate_boxes, caption_area
+from livemod.vision.regions import (
+    CAPTION_CUTS,
+    Box,
+    View,
+    candidate_boxes,
+    caption_area,
+    snap_inset,
+)
 
 __all__ = ["KnownBadAnalyzer", "KnownBadLists", "Match"]
 
@@ -75,6 +87,9 @@ class KnownBadLists:
 
     def __init__(self, lists: Sequence[HashList], *, brute_force_max: int | None = None) -> None:
         self.lists = tuple(lists)
+        # Listed pictures with keypoints: (list, entry in that list) for each.
+        self.pictured = tuple((i, e) for i, hl in enumerate(self.lists) for e, _ in hl.pictures)
+        self.features = FeatureIndex([f for hl in self.lists for _, f in hl.pictures])
         # One index over every list's entries, then every list's views of them.
         words: list[npt.NDArray[np.uint64]] = [np.empty((0, 4), np.uint64)]
         list_of: list[npt.NDArray[np.int32]] = [np.empty(0, np.int32)]
@@ -99,8 +114,16 @@ class KnownBadLists:
         self.index = HashIndex(stacked, np.concatenate(thresholds), **kwargs)
 
     @classmethod
-    def load(cls, specs: Sequence[ListSpec], *, min_quality: int = 0) -> KnownBadLists:
-        return cls([load_list(spec, min_quality=min_quality) for spec in specs])
+    def load(
+        cls, specs: Sequence[ListSpec], *, min_quality: int = 0, features: int = 0
+    ) -> KnownBadLists:
+        """Every list; the first ``features`` pictures in all get ORB keypoints."""
+        out: list[HashList] = []
+        for spec in specs:
+            hl = load_list(spec, min_quality=min_quality, features=features)
+            features = max(0, features - len(hl.pictures))
+            out.append(hl)
+        return cls(out)
 
     def __len__(self) -> int:
         return sum(len(hl) for hl in self.lists)
@@ -137,11 +160,16 @@ class KnownBadAnalyzer:
         min_quality: int = 30,
         lists: KnownBadLists | None = None,
         caption_cuts: bool = True,
+        feature_pictures: int = 32,
+        features_every: int = 1,
     ) -> None:
         self.specs = tuple(specs)
         self.max_regions = max_regions
         self.min_quality = min_quality
         self.caption_cuts = caption_cuts
+        self.feature_pictures = feature_pictures
+        self.features_every = max(1, features_every)
+        self._samples = 0
         self._reload_lock = threading.Lock()
         self.lists = lists if lists is not None else self._load()
         self._export()
@@ -150,7 +178,11 @@ class KnownBadAnalyzer:
             log.warning("known-bad lists are empty: nothing will be matched by hash")
 
     def _load(self) -> KnownBadLists:
-        return KnownBadLists.load(self.specs, min_quality=min(self.min_quality, _LIST_MIN_QUALITY))
+        return KnownBadLists.load(
+            self.specs,
+            min_quality=min(self.min_quality, _LIST_MIN_QUALITY),
+            features=self.feature_pictures,
+        )
 
     def _export(self) -> None:
         for hl in self.lists.lists:
@@ -248,7 +280,53 @@ class KnownBadAnalyzer:
                 break
         if best is None and lists.has_phash:
             best = self._match_phash(image, lists, boxes)
+        if best is None and len(lists.features) and self.feature_pictures > 0:
+            self._samples += 1
+            if self._samples % self.features_every == 0:
+                found, closest = self._match_features(image, lists)
+                seen = min(seen, closest)
+                best = found
         return best, seen
+
+    def _match_features(self, image: Image, lists: KnownBadLists) -> tuple[Match | None, int]:
+        """A listed picture located by keypoints whose warped-back PDQ is within its
+        list's threshold (the best seen distance either way)."""
+        grey = pdq_mod.grey_of(image)
+        seen = pdq_mod.BITS
+        for located in lists.features.locate(grey):
+            i, entry = lists.pictured[located.picture]
+            hl = lists.lists[i]
+            # The bounding boxes of the similarity's and the homography's placements,
+            # each side snapped onto the inset's border (most insets are upright
+            # rectangles, and a snapped border is exact where a placement from a few
+            # keypoints is not), then the homography's warp.
+            tries: list[tuple[Box, npt.NDArray[np.uint8]]] = []
+            for quad in (located.upright, located.quad):
+                if quad is not None:
+                    box = snap_inset(grey, Box(*located.bounds(image.shape, quad), "inset"))
+                    tries.append((box, box.crop(grey)))
+            tries.append((tries[-1][0], located.warped))
+            for box, crop in tries:
+                if crop.shape[0] < 8 or crop.shape[1] < 8:
+                    continue
+                hashes, quality = pdq_mod.pdq_dihedral(crop)
+                if quality < self.min_quality:
+                    continue
+                distance = sum(int(word).bit_count() for word in hashes[0] ^ hl.pdq[entry])
+                seen = min(seen, distance)
+                if distance <= hl.spec.max_distance:
+                    view = f"located by {located.inliers} keypoints"
+                    match = Match(
+                        hl.name,
+                        hl.labels[entry],
+                        distance,
+                        hl.spec.max_distance,
+                        box,
+                        "none",
+                        view=view,
+                    )
+                    return match, seen
+        return None, seen
 
     def _match_phash(
         self, image: Image, lists: KnownBadLists, boxes: Sequence[Box]

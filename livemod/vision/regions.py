@@ -33,6 +33,7 @@ __all__ = [
     "candidate_boxes",
     "caption_area",
     "content_box",
+    "snap_inset",
 ]
 
 BoxKind = Literal["frame", "content", "inset"]
@@ -267,6 +268,13 @@ def _snap(full: npt.NDArray[np.uint8], box: Box, reach: int, margin: int = 0) ->
     y0 = row(y0 - reach, max(y0, my) + reach, y0)
     y1 = row(max(y0 + 8, min(y1, fh - my) - reach), y1 + reach, y1)
     return Box(x0, y0, x1 - x0, y1 - y0, box.kind)
+
+
+def snap_inset(full: npt.NDArray[np.uint8], box: Box, reach: int = 8) -> Box:
+    """``box`` (an inset placed roughly, e.g. by keypoints) with each side moved onto
+    the strongest full-length step within ``reach`` pixels of ``full`` (the frame's
+    grey, full resolution)."""
+    return _snap(full, box, reach, margin=int(_MARGIN * full.shape[0]))
 
 
 def _to_frame(
