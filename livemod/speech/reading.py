@@ -58,7 +58,7 @@ class TranscriptReader:
     def end_utterance(self) -> None:
         """The utterance ended: keep only its last sentence, for the next words."""
         ctx = self._context
-        stops = [i for i, w in enumerate(ctx[:-1]) if w.text.rstrip()[-1:] in STOPS]
+        stops = [i for i, w in enumerate(ctx[:-1]) if _ends_sentence(w)]
         start = stops[-1] + 1 if stops else 0
         self._context = ctx[max(start, len(ctx) - TAIL_WORDS) :]
         self._carried = bool(self._context)
@@ -75,7 +75,7 @@ class TranscriptReader:
         ctx = self._context
         found = _spans(ctx, self._evaluate, first_new)
         b = first_new - 1
-        if b >= 0 and ctx[b].text.rstrip()[-1:] in STOPS:
+        if b >= 0 and _ends_sentence(ctx[b]):
             # The previous piece ended a sentence where a window ended: judge its last
             # sentence and the new words' first as one, keep what crosses the boundary.
             joined = [*ctx[:b], _unstopped(ctx[b]), *ctx[b + 1 :]]
@@ -108,6 +108,11 @@ class TranscriptReader:
     def _repeats(self, hit: TextHit, first: Word) -> bool:
         """The hit overlaps one counted before with the same category and term."""
         return first.start_s < self._counted.get((hit.category, hit.term), float("-inf"))
+
+
+def _ends_sentence(word: Word) -> bool:
+    text = word.text.rstrip()
+    return bool(text) and text[-1] in STOPS
 
 
 def _unstopped(word: Word) -> Word:
