@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, cast
@@ -331,15 +332,22 @@ def features_cost(
     boxes_only: KnownBadAnalyzer,
     frames: Sequence[Image],
     calls: int,
+    at_cap: KnownBadAnalyzer,
 ) -> dict[str, Any]:
     """Per sample, on insets at 30 % over the busy background (half listed, half not,
     so keypoints run on the unmatched half and on listed insets the boxes miss): the
     analyzer looking by keypoints on every unmatched sample and on every second one
-    (``known_bad.features_every: 2``), each against the analyzer without keypoints,
-    call after call in the same run."""
+    (``known_bad.features_every: 2``), and with keypoints of as many pictures as the
+    default cap (``known_bad.feature_pictures: 16``, the listed ones repeated), each
+    against the analyzer without keypoints, call after call in the same run."""
     n = len(frames)
-    rows: dict[str, Any] = {"listed_pictures_with_keypoints": len(every.lists.features)}
-    for name, a in (("every_sample", every), ("every_2nd_sample", every2)):
+    rows: dict[str, Any] = {
+        "listed_pictures_with_keypoints": len(every.lists.features),
+        "listed_keypoints": len(every.lists.features.descriptors),
+    }
+    runs = (("every_sample", every), ("every_2nd_sample", every2))
+    runs += ((f"every_sample_{len(at_cap.lists.features)}_pictures", at_cap),)
+    for name, a in runs:
         t, b = timed_pair(
             lambda a=a: [a.analyze_batch([f]) for f in frames],
             lambda: [boxes_only.analyze_batch([f]) for f in frames],
@@ -465,7 +473,13 @@ def main() -> None:
         inset_frames = [inset(p, bg, 0.3, "tl") for p in list(listed.values())[:4]]
         inset_frames += [inset(p, bg, 0.3, "br") for p in list(others.values())[:4]]
         every2 = KnownBadAnalyzer(specs, lists=new.lists, features_every=2)
-        feature_cost = features_cost(new, every2, boxes_only, inset_frames, 3 if args.quick else 20)
+        real = new.lists.lists[0]
+        repeats = -(-16 // max(1, len(real.pictures)))
+        cap = KnownBadLists([replace(real, pictures=(real.pictures * repeats)[:16])])
+        at_cap = KnownBadAnalyzer(specs, lists=cap)
+        feature_cost = features_cost(
+            new, every2, boxes_only, inset_frames, 3 if args.quick else 20, at_cap
+        )
         clean = benign(new, old, others, list(listed), args.quick)
         sample_frames = [place(p) for p in list(listed.values())[:4]]
         sizes = (1_000, 10_000) if args.quick else SIZES

@@ -86,7 +86,7 @@ class KnownBadConfig(_Section):
         30, ge=0, le=100, description="PDQ quality (0-100) below which a box is not searched"
     )
     feature_pictures: int = Field(
-        32, ge=0, le=5000, description="Listed pictures also looked for by ORB keypoints (insets)"
+        16, ge=0, le=5000, description="Listed pictures also looked for by ORB keypoints (insets)"
     )
     features_every: int = Field(
         2, ge=1, le=100, description="Look for them by keypoints every Nth unmatched sample"

@@ -11,10 +11,12 @@ the picture's own square of pixels and hashed with PDQ. The decision stays PDQ's
 the warped hash must be within the list's threshold of the listed picture's, so a
 chance constellation of matching keypoints in benign video does not match.
 
-Brute-force matching costs ~1 µs per frame keypoint per listed keypoint pair block
-(~0.25 ms per listed picture at 300 frame keypoints x 100 listed ones on the dev
-machine), so the analyzer runs it only for lists of at most ``max_pictures`` images
-(``known_bad.feature_max_pictures``); hash lists (PDQ hex, CSV) have no picture.
+The frame's keypoints are spread over a grid (``_spread``), so a busy background
+does not take them all. Brute-force matching grows with the listed keypoints (80 a
+picture), so only the first ``known_bad.feature_pictures`` pictures (default 16)
+get keypoints, and the analyzer looks for them only on samples no box matched, every
+``known_bad.features_every``-th such sample; hash lists (PDQ hex, CSV) have no
+picture. Costs are in docs/known-bad.md.
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ _FRAME_WIDTH: Final = 640
 """Wider frames are looked at shrunk to this width (keypoints scaled back)."""
 _FRAME_FEATURES: Final = 300
 _FRAME_LEVELS: Final = 2
-_FRAME_DETECT: Final = 1500
+_FRAME_DETECT: Final = 800
 """Keypoints detected in the frame, before ``_spread`` keeps ``_FRAME_FEATURES``."""
-_GRID: Final = 4
-_PER_CELL: Final = 8
+_GRID: Final = 8
+_PER_CELL: Final = 4
 _RATIO: Final = 0.8
-_MIN_MATCHES: Final = 8
-_MIN_INLIERS: Final = 8
+_MIN_MATCHES: Final = 5
+_MIN_INLIERS: Final = 5
 _REPROJECT: Final = 4.0
 _MIN_AREA: Final = 0.01
 """The located picture must cover this fraction of the frame at least."""
@@ -90,8 +92,8 @@ class Located:
 
 def _orb(features: int, levels: int) -> cv2.ORB:
     # FAST's own score ranks keypoints as well here as Harris's, at ~2/3 of the cost.
-    return cv2.ORB_create(
-        nfeatures=features, nlevels=levels, fastThreshold=12, scoreType=cv2.ORB_FAST_SCORE
+    return cv2.ORB.create(
+        nfeatures=features, nlevels=levels, fastThreshold=7, scoreType=cv2.ORB_FAST_SCORE
     )
 
 
@@ -170,8 +172,8 @@ class FeatureIndex:
             look = cast(
                 "npt.NDArray[np.uint8]", cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
             )
-        keypoints = _spread(self._frame_orb.detect(look, None), look.shape)
-        keypoints, descriptors = self._frame_orb.compute(look, keypoints)
+        spread = _spread(self._frame_orb.detect(look, None), look.shape)
+        keypoints, descriptors = self._frame_orb.compute(look, spread)
         if descriptors is None or len(keypoints) < _MIN_MATCHES:
             return []
         pairs = self._matcher.knnMatch(descriptors, self.descriptors, k=2)

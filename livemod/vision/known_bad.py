@@ -160,7 +160,7 @@ class KnownBadAnalyzer:
         min_quality: int = 30,
         lists: KnownBadLists | None = None,
         caption_cuts: bool = True,
-        feature_pictures: int = 32,
+        feature_pictures: int = 16,
         features_every: int = 1,
     ) -> None:
         self.specs = tuple(specs)

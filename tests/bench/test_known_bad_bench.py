@@ -21,6 +21,11 @@ def test_known_bad_quick() -> None:
     assert table["caption_bar"]["pdq_match_rate"] == 1.0
     assert out["benign"]["pdq_false_matches"] == 0
     assert out["robustness"]["other_photos"]["pdq"] == 0
+    # Keypoints (features.py) beside the boxes, and what they cost against none.
+    assert "pdq_without_features_match_rate" in table["inset_40_tl"]
+    for key in ("every_sample", "every_2nd_sample", "every_sample_16_pictures"):
+        assert_percentiles(out["feature_cost"][key]["cpu_ms_per_sample"])
+        assert out["feature_cost"][key]["ratio_cpu_p50"] > 0
     sizes = [row["entries"] for row in out["cost"]]
     assert sizes == [1_000, 10_000]
     for row in out["cost"]:
