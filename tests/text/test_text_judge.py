@@ -84,6 +84,13 @@ def test_threats_without_listed_words_are_violence(policy: TextPolicy, text: str
         "Police arrested a man after a stabbing downtown.",
         "My sister is coming over tonight with a cake.",
         "The weather today is sunny and warm.",
+        # Group nouns alone or in benign sentences (the hate head used to flag these).
+        "The people.",
+        "Jewish community.",
+        "People of China.",
+        "The people of China and Japan share many festivals.",
+        "The Jewish community centre has a new gym.",
+        "Immigrants opened three bakeries on our street.",
     ],
 )
 def test_gaming_and_other_hard_negatives_stay_clean(policy: TextPolicy, text: str) -> None:
@@ -103,9 +110,18 @@ def test_a_list_hit_covers_the_judge_in_its_category(policy: TextPolicy) -> None
 
 
 def test_no_held_back_hard_negative_topic_is_flagged_by_the_judge(policy: TextPolicy) -> None:
-    # The issue's hard negatives. benign_chat holds deliberate near-misses (recovery talk,
-    # "I know where you live, you're my neighbour"), reported by benchmarks/text_policy.py.
-    topics = {"benign_gaming", "benign_sports", "benign_cooking", "benign_news", "benign_quotes"}
+    # The issue's hard negatives and benign sentences naming groups. benign_chat and
+    # benign_health hold deliberate near-misses (recovery talk, "I know where you live,
+    # you're my neighbour"), reported by benchmarks/text_policy.py.
+    topics = {
+        "benign_gaming",
+        "benign_sports",
+        "benign_cooking",
+        "benign_news",
+        "benign_quotes",
+        "benign_lyrics",
+        "benign_groups",
+    }
     judge = policy.judge
     assert judge is not None
     held = [e for e in load_labelled().split(held_back=True) if e.label in topics]
