@@ -72,7 +72,13 @@ OFF = {
     "LIVEMOD_CAPACITY__GATING__ENABLED": "false",
     "LIVEMOD_CAPACITY__CASCADE__ENABLED": "false",
     "LIVEMOD_CAPACITY__RATES__ENABLED": "false",
+    "LIVEMOD_CAPACITY__BACKGROUND_STAGES": "false",
 }
+PREV = {
+    "LIVEMOD_CAPACITY__GATING__REUSE_ALWAYS": "false",
+    "LIVEMOD_CAPACITY__BACKGROUND_STAGES": "false",
+}
+"""The gated pipeline as first built: known-bad hashed on every sample, OCR awaited."""
 PERSONS = ("astronaut", "camera", "grace_hopper")
 PAGES = ("page", "text", "coffee", "chelsea", "clock", "hubble_deep_field")
 
@@ -373,10 +379,11 @@ async def climb(
     env: dict[str, str],
     *,
     stop: bool = True,
+    name: str = "",
 ) -> dict[str, Any]:
     """Levels in order on one daemon until two in a row are not sustained (one failure
     on a shared machine can be a neighbour's burst)."""
-    folder = work / ("off" if env else "on")
+    folder = work / (name or ("off" if env else "on"))
     folder.mkdir()
     daemon = DaemonProcess(
         folder,
@@ -486,10 +493,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds = 10.0 if args.quick else args.seconds
         clips, known_bad = make_mix(work / "media", seconds, 1 if args.quick else 2)
         scanned = clips[:1] if args.quick else clips[: len(KINDS)]
-        delays = await media_delays(scanned, known_bad)
+        delays = None if args.no_scan else await media_delays(scanned, known_bad)
         stop = not args.all_levels
         off = await climb(work, known_bad, clips, args.baseline_levels, OFF, stop=stop)
         on = await climb(work, known_bad, clips, args.gated_levels, {}, stop=stop)
+        prev = None
+        if args.prev:
+            levels = args.gated_levels
+            prev = await climb(work, known_bad, clips, levels, PREV, stop=stop, name="prev")
     ratio = (
         round(on["sustained_streams"] / off["sustained_streams"], 2)
         if off["sustained_streams"]
@@ -501,7 +512,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "note": "2 shared cores: other engineers' work ran at the same time",
             "daemon": "livemod serve, embedded defaults (all vision models, OCR on, "
             "first-minute boost), ASR off; streams via POST /v1/streams, files read in real time",
-            "baseline": "the same daemon with capacity.gating, cascade and rates off",
+            "baseline": "the same daemon with capacity.gating, cascade, rates and "
+            "background_stages off",
             "mix": [
                 {k: c[k] for k in ("kind", "duration_s", "onsets_s", "variants")} for c in clips
             ],
@@ -510,6 +522,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline": off,
         "gated": on,
+        **({"gated_prev": prev} if prev is not None else {}),
         "gating_delay_scan": delays,
         "summary": {
             "baseline_sustained": off["sustained_streams"],
@@ -517,6 +530,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": ratio,
             "latency_gating_on_vs_off": _compare(off, on),
             "cpu_per_stream_s_ratio": _cpu_ratio(off, on),
+            **(
+                {"cpu_per_stream_s_ratio_prev_vs_gated": _cpu_ratio(prev, on)}
+                if prev is not None
+                else {}
+            ),
         },
     }
 
@@ -536,6 +554,12 @@ def main() -> int:
     parser.add_argument(
         "--all-levels", action="store_true", help="run every level, past failed ones too"
     )
+    parser.add_argument(
+        "--prev",
+        action="store_true",
+        help="also climb the gated pipeline without known-bad reuse and background OCR",
+    )
+    parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
     args = parser.parse_args()
     if args.quick:
         args.baseline_levels, args.gated_levels = [1], [1]

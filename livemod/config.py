@@ -298,6 +298,10 @@ class GatingConfig(_Section):
     always: list[str] = Field(
         default_factory=lambda: ["hash"], description="Analyzers that run on every sample"
     )
+    reuse_always: bool = Field(
+        True,
+        description="An unchanged sample reuses the 'always' analyzers' last result too",
+    )
 
 
 class CascadeConfig(_Section):
@@ -336,6 +340,9 @@ class CapacityConfig(_Section):
     gating: GatingConfig = GatingConfig()
     cascade: CascadeConfig = CascadeConfig()
     rates: RatesConfig = RatesConfig()
+    background_stages: bool = Field(
+        True, description="Live streams: OCR runs as a side task, never holding a sample"
+    )
 
 
 class VisionConfig(_Section):

@@ -64,6 +64,7 @@ class Daemon:
             workers=config.vision.workers,
             batch=BatchPolicy(config.vision.batch_size, config.vision.batch_wait_ms / 1000.0),
             capacity=config.capacity,
+            background_stages=config.capacity.background_stages,
         )
         self.store = Store(config.store.path, config.evidence_dir)
         self.hub = EventHub(

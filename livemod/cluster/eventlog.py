@@ -12,6 +12,7 @@ Redis Cluster too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -54,7 +55,7 @@ class RedisEventLog:
                 args=[text, origin, self._maxlen, APPEND_ID_TTL_S, append_id],
             )
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
         return int(seq)
 
     async def read(self, after: int, *, count: int, block_s: float) -> list[LogEntry]:
@@ -63,7 +64,8 @@ class RedisEventLog:
                 {STREAM_KEY: f"{after}-0"}, count=count, block=max(1, int(block_s * 1000))
             )
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
+        _still_wanted()
         return [_entry(i, f) for _, entries in reply or [] for i, f in entries]
 
     async def since(self, after: int, *, count: int) -> list[LogEntry]:
@@ -71,7 +73,7 @@ class RedisEventLog:
         try:
             entries: Any = await self._r.xrange(STREAM_KEY, min=f"({after}-0", count=count)
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
         return [_entry(i, f) for i, f in entries]
 
     # -- consumer groups (GroupLog) -----------------------------------------------------
@@ -81,9 +83,9 @@ class RedisEventLog:
             await self._r.xgroup_create(STREAM_KEY, group, id=f"{after}-0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
-                raise LogUnavailable(f"redis: {exc}") from exc
+                raise _unavailable(exc) from exc
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     async def group_read(
         self, group: str, consumer: str, *, count: int, block_s: float, min_idle_s: float
@@ -101,14 +103,15 @@ class RedisEventLog:
                 group, consumer, {STREAM_KEY: ">"}, count=count, block=max(1, int(block_s * 1000))
             )
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
+        _still_wanted()
         return [_entry(i, f) for _, items in reply or [] for i, f in items if f is not None]
 
     async def ack(self, group: str, seq: int) -> None:
         try:
             await self._r.xack(STREAM_KEY, group, f"{seq}-0")
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self._r.aclose()
@@ -117,8 +120,26 @@ class RedisEventLog:
         try:
             value = await self._r.get(SEQ_KEY)
         except (RedisError, OSError) as exc:
-            raise LogUnavailable(f"redis: {exc}") from exc
+            raise _unavailable(exc) from exc
         return 0 if value is None else int(value)
+
+
+def _still_wanted() -> None:
+    """A blocking read that was cancelled can come back empty instead of raising (the
+    client swallowed the cancellation): end the task as it was asked to."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+def _unavailable(exc: BaseException) -> BaseException:
+    """The error to raise for a failed call. redis-py turns a cancellation that lands
+    during a read into a connection error: a task being cancelled gets its
+    ``CancelledError`` back instead, so a retry loop around the call still ends."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return LogUnavailable(f"redis: {exc}")
 
 
 def _entry(entry_id: bytes | str, fields: dict[Any, Any]) -> LogEntry:

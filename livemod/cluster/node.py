@@ -140,6 +140,10 @@ class ClusterNode:
                 self.failure = None
                 metrics.CLUSTER_REDIS_UP.set(1)
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py turned our cancellation into a connection error.
+                    raise asyncio.CancelledError() from exc
                 if self.failure is None:
                     log.error("cluster heartbeat failed; sessions go on here: %s", exc)
                 self.failure = f"redis: {exc}"
@@ -148,6 +152,9 @@ class ClusterNode:
             except Exception:
                 log.exception("cluster heartbeat crashed")
             spent = time.monotonic() - started
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError()  # swallowed by a Redis call meanwhile
             await asyncio.sleep(max(0.0, self.config.heartbeat_s - spent))
 
     def _pulls(self) -> dict[str, Session]:

@@ -116,6 +116,7 @@ class LogBridge:
         self._tail: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._closing = False
 
     @property
     def spooled(self) -> int:
@@ -155,6 +156,7 @@ class LogBridge:
         )
 
     async def close(self) -> None:
+        self._closing = True
         for task in (self._flusher, self._tail):
             if task is not None:
                 task.cancel()
@@ -229,7 +231,7 @@ class LogBridge:
                     return
 
     async def _follow(self, after: int) -> None:
-        while True:
+        while not self._closing:
             try:
                 entries = await self._log.read(after, count=TAIL_BATCH, block_s=1.0)
             except LogUnavailable as exc:

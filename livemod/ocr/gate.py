@@ -103,10 +103,12 @@ class GateCounts:
     unchanged: int = 0
     busy: int = 0
     """Due and changed, but every OCR worker was busy (counted by the caller)."""
+    inflight: int = 0
+    """Not checked: the stream's own background pass was still running (the caller)."""
 
     @property
     def gated_fraction(self) -> float:
-        total = self.run + self.rate + self.unchanged + self.busy
+        total = self.run + self.rate + self.unchanged + self.busy + self.inflight
         return (total - self.run) / total if total else 0.0
 
 

@@ -13,11 +13,20 @@ OCR never queues frames: when every OCR worker is busy (other streams), a due fr
 is skipped (counted ``busy``) and the stream takes its turn in line (``WorkerTurns``):
 its next sample reads. So a crowd of streams costs OCR freshness, never video latency,
 and no stream starves.
+
+``offer`` (what the gated analysis calls) never waits for a reading either: a due pass
+starts as a side task and ``offer`` answers at once with the stream's latest reading;
+the new reading joins the vote at the stream's next sample (one sample period later).
+While a stream's pass is in flight its samples are not even checked (counted
+``inflight``); the gate's next check compares against the frame being read, so text
+that appeared meanwhile still counts as a change. ``analyze`` awaits the reading
+(tools, tests, the ungated baseline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -31,7 +40,7 @@ from livemod import metrics
 from livemod.config import Config
 from livemod.messages import Decision, Image, VideoFrame
 from livemod.ocr.engine import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
-from livemod.ocr.gate import OcrGate, WorkerTurns, text_cells, thumbnail
+from livemod.ocr.gate import OcrGate, Thumb, WorkerTurns, text_cells, thumbnail
 from livemod.ocr.lines import LineMemory
 from livemod.ocr.signals import (
     QR_SCORE,
@@ -58,6 +67,7 @@ class _Stream:
     memory: LineMemory
     held: AnalyzerResult = field(default_factory=AnalyzerResult)
     kept: deque[KeptReading] = field(default_factory=lambda: deque(maxlen=_KEPT_READINGS))
+    task: asyncio.Task[AnalyzerResult] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,7 @@ class OcrStage:
         self._turns = WorkerTurns(settings.workers)
         self._streams: dict[str, _Stream] = {}
         self._local = threading.local()
+        self._tasks: set[asyncio.Task[AnalyzerResult]] = set()
 
     def stream_gate(self, stream_id: str) -> OcrGate | None:
         """The gate of a stream (its counts), while the stream is known."""
@@ -98,11 +109,35 @@ class OcrStage:
     async def analyze(self, frame: VideoFrame) -> AnalyzerResult:
         """The stream's signals for this sample: a new reading when the gate lets it
         through and a worker is free, else the stream's latest reading."""
+        admitted = self._admit(frame)
+        if isinstance(admitted, AnalyzerResult):
+            return admitted
+        return await self._pass(frame, admitted[0], admitted[1])
+
+    def offer(self, frame: VideoFrame) -> AnalyzerResult:
+        """The stream's latest reading, at once; a due pass starts as a side task whose
+        reading the stream's next sample gets. Call on the event loop."""
+        admitted = self._admit(frame)
+        if isinstance(admitted, AnalyzerResult):
+            return admitted
+        state, thumb = admitted
+        task = asyncio.get_running_loop().create_task(self._pass(frame, state, thumb))
+        state.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return state.held
+
+    def _admit(self, frame: VideoFrame) -> tuple[_Stream, Thumb] | AnalyzerResult:
+        """The stream and thumbnail when a pass may start now, else the held result."""
         state = self._streams.get(frame.stream_id)
         if state is None:
             s = self.settings
             state = _Stream(OcrGate(s.fps, s.change_threshold, s.refresh_s), LineMemory())
             self._streams[frame.stream_id] = state
+        if state.task is not None and not state.task.done():
+            state.gate.counts.inflight += 1
+            metrics.OCR_GATED.labels("busy").inc()
+            return state.held
         thumb = thumbnail(frame.image)
         outcome = state.gate.check(frame.media_time_s, thumb)
         if outcome != "run":
@@ -113,6 +148,10 @@ class OcrStage:
             state.gate.counts.busy += 1
             metrics.OCR_GATED.labels("busy").inc()
             return state.held
+        return state, thumb
+
+    async def _pass(self, frame: VideoFrame, state: _Stream, thumb: Thumb) -> AnalyzerResult:
+        """One OCR pass on a worker (the caller holds a worker turn)."""
         try:
             loop = asyncio.get_running_loop()
             kept, result = await loop.run_in_executor(self._pool, self._read, frame, state)
@@ -200,7 +239,15 @@ class OcrStage:
         self._streams.pop(stream_id, None)
         self._turns.leave(stream_id)
 
+    async def idle(self) -> None:
+        """Wait for the passes ``offer`` started (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(RuntimeError):  # its loop already closed
+                task.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

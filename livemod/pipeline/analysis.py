@@ -6,8 +6,13 @@ queue fairly. ONNX Runtime sessions are thread-safe for ``run``.
 
 With ``capacity`` (the daemon's default), a sample whose picture did not change reuses
 the stream's last fresh scores, and region detectors run second, only when gated in
-(:mod:`livemod.pipeline.gating`). The ``always`` analyzers (known-bad matching) and the
-per-stream stages (OCR, with its own gate) run on every sample.
+(:mod:`livemod.pipeline.gating`). The ``always`` analyzers (known-bad matching) run on
+every fresh sample; on an unchanged one they too reuse the last result (``reuse_always``),
+so a listed picture cut in, a scene cut or reused scores older than ``max_reuse_s`` are
+always hashed fresh. Per-stream stages (OCR, with its own gate) are offered every sample;
+with ``background_stages`` (the daemon; not a file scan, which would outrun it) a stage
+that can work in the background (``BackgroundStage``) never makes the analysis wait:
+its reading joins the vote at the stream's next sample.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, runtime_checkable
 
 from livemod import metrics
 from livemod.config import CapacityConfig
@@ -27,6 +33,15 @@ from livemod.vision.batching import BatchPolicy, MicroBatcher
 
 ENDED_KEPT = 1024
 """Ended streams whose gate counts stay readable (their summaries outlive them)."""
+
+
+@runtime_checkable
+class BackgroundStage(Protocol):
+    """A stage that starts its work as a side task and answers at once."""
+
+    def offer(self, frame: VideoFrame) -> AnalyzerResult:
+        """The stream's latest result; may start a pass whose result a later sample gets."""
+        ...
 
 
 class AnalysisService:
@@ -40,6 +55,7 @@ class AnalysisService:
         batch: BatchPolicy | None = None,
         stages: Sequence[StreamStage] = (),
         capacity: CapacityConfig | None = None,
+        background_stages: bool = False,
     ) -> None:
         if not analyzers:
             raise ValueError("at least one analyzer is required")
@@ -58,6 +74,9 @@ class AnalysisService:
         self._gate_policy: GatePolicy | None = None
         self._cascade_policy = CascadePolicy(enabled=False)
         self._always: list[int] = []
+        self._reuse_always = False
+        # Live sessions only: a file scan (backpressure) would outrun a side task.
+        self._background = background_stages
         self._classifiers: list[int] = []
         self._detectors: list[int] = []
         self._gates: dict[str, StreamGate] = {}
@@ -74,6 +93,7 @@ class AnalysisService:
         self._cascade_policy = CascadePolicy(
             c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s
         )
+        self._reuse_always = g.enabled and g.reuse_always
         for i, analyzer in enumerate(self._analyzers):
             name = model_name(analyzer)
             if analyzer.name in g.always or name in g.always:
@@ -168,8 +188,13 @@ class AnalysisService:
         metrics.SAMPLES_GATED.labels(outcome, decision.reason).inc()
         last = self._last.get(sid)
         if not isinstance(decision, Fresh) and last is not None:
+            gated = (*self._classifiers, *self._detectors)
+            if self._reuse_always and all(i in last for i in self._always):
+                gate.always_reused += 1
+                _, staged = await self._run(frame, ())
+                return [*(last[i] for i in (*self._always, *gated)), *staged]
             ran, staged = await self._run(frame, self._always)
-            return [*ran, *(last[i] for i in (*self._classifiers, *self._detectors)), *staged]
+            return [*ran, *(last[i] for i in gated), *staged]
         fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them.
@@ -196,7 +221,9 @@ class AnalysisService:
             by_index.update(zip(late, ran_late, strict=True))
         for i in (*early, *late):
             gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
-        self._last[sid] = {i: by_index[i] for i in (*self._classifiers, *self._detectors)}
+        self._last[sid] = {
+            i: by_index[i] for i in (*self._always, *self._classifiers, *self._detectors)
+        }
         return [*(by_index[i] for i in range(len(self._analyzers))), *staged]
 
     async def _run(
@@ -204,13 +231,19 @@ class AnalysisService:
     ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
         """The chosen analyzers (and the stages) on one frame, side by side."""
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
-        staged = [s.analyze(frame) for s in self._stages] if stages else []
+        offered: list[AnalyzerResult] = []
+        staged: list[Awaitable[AnalyzerResult]] = []
+        for stage in self._stages if stages else ():
+            if self._background and isinstance(stage, BackgroundStage):
+                offered.append(stage.offer(frame))  # never waits: a side task
+            else:
+                staged.append(stage.analyze(frame))
         self._pending += len(jobs)
         try:
             results = await asyncio.gather(*jobs, *staged)
         finally:
             self._pending -= len(jobs)
-        return list(results[: len(jobs)]), list(results[len(jobs) :])
+        return list(results[: len(jobs)]), [*results[len(jobs) :], *offered]
 
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
         """The same analysis on the calling thread (the naive baseline, tools)."""

@@ -137,6 +137,8 @@ class StreamGate:
         self.reused = 0
         self.detector_runs = 0
         self.detector_skips = 0
+        self.always_reused = 0
+        """Unchanged samples that reused the known-bad (``always``) result too."""
 
     def decide(self, media_time_s: float, thumb: Thumb | None) -> Fresh | Reuse:
         """Whether the sample at ``media_time_s`` must run the gated models."""
@@ -203,4 +205,5 @@ class StreamGate:
             "reused": self.reused,
             "detector_runs": self.detector_runs,
             "detector_skips": self.detector_skips,
+            "always_reused": self.always_reused,
         }

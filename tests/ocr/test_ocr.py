@@ -282,6 +282,37 @@ async def test_ocr_never_queues_behind_another_stream(
         stage.close()
 
 
+async def test_offer_never_waits_and_the_reading_joins_the_next_sample(
+    engine: OcrEngine, policy: TextPolicy
+) -> None:
+    stage = OcrStage(engine, policy, StageSettings(fps=1.0))
+    try:
+        image = captioned(["Call me tonight 555-867-5309"])
+        # The first sample starts a pass and answers at once with nothing read yet;
+        # samples offered while it runs are not even checked.
+        assert stage.offer(video_frame(image, 0.0, 0)).signals == ()
+        assert stage.offer(video_frame(image, 0.25, 1)).signals == ()
+        gate = stage.stream_gate("s1")
+        assert gate is not None and gate.counts.inflight == 1
+        await stage.idle()
+        assert gate.counts.run == 1
+        # The reading stands for the next samples; the unchanged picture is not re-read.
+        for i in range(2, 10):
+            (signal,) = stage.offer(video_frame(image, i / 4, i)).signals
+            assert signal.category == "contact"
+        await stage.idle()
+        assert gate.counts.run == 1
+        # New text is read by a side task at its due sample and joins the one after.
+        other = captioned(["they are all subhuman"])
+        assert [s.category for s in stage.offer(video_frame(other, 2.5, 10)).signals] == ["contact"]
+        await stage.idle()
+        assert gate.counts.run == 2
+        after = stage.offer(video_frame(other, 2.75, 11))
+        assert [s.category for s in after.signals] == ["hate"]
+    finally:
+        stage.close()
+
+
 async def test_a_failing_reading_costs_one_reading(policy: TextPolicy) -> None:
     class Broken:
         def read(self, image: Image, memory: LineMemory | None = None) -> None:

@@ -57,7 +57,6 @@ def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
     [
         # The phrasing family: no listed verb, no "I will ... you" pattern.
         "I know your address, and I am coming over tonight with a knife.",
-        "I know you're at rest and I'm coming over tonight with a knife.",  # as Whisper heard it
         "We found out where you live and we are coming for you tonight.",
         "Got your address, see you tonight, I'm bringing my knife.",
     ],
