@@ -48,6 +48,8 @@ UNITLESS_GAUGES = {
     "livemod_llm_breaker_state",
     "livemod_store_spooled_events",
     "livemod_known_bad_entries",
+    "livemod_cluster_log_spooled_events",
+    "livemod_cluster_redis_up",
 }
 
 
