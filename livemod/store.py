@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS evidence (
     created_at REAL NOT NULL,
     text TEXT
 );
+CREATE TABLE IF NOT EXISTS log_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    append_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -286,6 +292,69 @@ class Store:
             return out
 
         return await self._run(work)
+
+    # -- the outbox of a shared log (events waiting for Redis) -------------------
+
+    async def outbox_add(
+        self, append_id: str, event: dict[str, Any], evidence: EvidenceInput | None = None
+    ) -> dict[str, Any]:
+        """Keep one event (no ``seq`` yet) for the shared log, with its evidence row, in
+        one transaction: it survives a crash until :meth:`outbox_remove`. Returns the
+        event as kept (marked ``"evidence": "unavailable"`` when the picture could not
+        be written); raises ``StoreError``."""
+
+        def work() -> dict[str, Any]:
+            out = dict(event)
+            evidence_id = out.get("evidence_id")
+            path: str | None = None
+            if evidence is not None and evidence_id:
+                try:
+                    path = self._write_evidence_file(str(evidence_id), evidence)
+                except OSError as exc:
+                    self.evidence_failure = f"cannot write evidence: {exc}"
+                    out["evidence"] = "unavailable"
+            db = self.db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if evidence is not None and evidence_id:
+                    self._insert_evidence(str(evidence_id), evidence, path)
+                db.execute(
+                    "INSERT INTO log_outbox (append_id, body, created_at) VALUES (?, ?, ?)",
+                    (append_id, json.dumps(out), time.time()),
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                if path is not None:
+                    Path(path).unlink(missing_ok=True)
+                raise StoreError(f"cannot keep event for the log: {exc}") from exc
+            return out
+
+        return await self._run(work)
+
+    async def outbox_peek(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The oldest kept events, in the order they were kept: (append id, event)."""
+
+        def work() -> list[tuple[str, dict[str, Any]]]:
+            rows = self.db.execute(
+                "SELECT append_id, body FROM log_outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            return [(str(r[0]), json.loads(r[1])) for r in rows]
+
+        return await self._run(work)
+
+    async def outbox_remove(self, append_id: str) -> None:
+        await self._run(
+            lambda: self.db.execute("DELETE FROM log_outbox WHERE append_id = ?", (append_id,))
+        )
+
+    async def outbox_count(self) -> int:
+        return int(
+            await self._run(
+                lambda: self.db.execute("SELECT COUNT(*) FROM log_outbox").fetchone()[0]
+            )
+        )
 
     def _save_evidence(self, evidence: EvidenceInput) -> str:
         evidence_id = uuid.uuid4().hex

@@ -7,10 +7,14 @@ instance tails the whole log in ``seq`` order, commits each event to its own sto
 events) and only then fans it out, so a subscriber on any instance sees every event
 once, in order, whichever instance decided it.
 
-When the log cannot be reached, events are kept in a bounded spool, in order, and
-appended when it answers again; subscribers see them then, with the ``seq`` they got.
-An append carries a unique id, so one that reached the log before its answer was lost
-is not appended twice.
+When the log cannot be reached, events are kept in the local store's outbox (a table
+committed with the event's evidence, so an instance that dies meanwhile loses none it
+acknowledged), in order, and appended when the log answers again, at the latest when
+the instance starts next; subscribers see them then, with the ``seq`` they got. Only
+when the store cannot take them either do they wait in a bounded spool in memory (and
+every later one joins them there, so the order holds). An append carries a unique id,
+kept with the event in the outbox, so one that reached the log before its answer (or
+the outbox's delete) was lost is not appended twice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from livemod.store import EvidenceInput, Store
 log = logging.getLogger(__name__)
 
 TAIL_BATCH = 500
+OUTBOX_BATCH = 200
 OWN_KEPT = 100_000
 
 
@@ -117,10 +122,19 @@ class LogBridge:
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = False
+        self._outbox = 0
+        """Events kept in the store's outbox, waiting for the log."""
 
     @property
     def spooled(self) -> int:
-        return len(self._spool)
+        """Events waiting for the log: in the store's outbox and in memory."""
+        return self._outbox + len(self._spool)
+
+    def _pending(self) -> bool:
+        return self._outbox > 0 or len(self._spool) > 0
+
+    def _gauge(self) -> None:
+        metrics.CLUSTER_LOG_SPOOLED.set(self.spooled)
 
     @property
     def log(self) -> EventLog:
@@ -141,7 +155,10 @@ class LogBridge:
     def degraded(self) -> list[str]:
         reasons = []
         if self.failure is not None:
-            reasons.append(f"event log: {self.failure} ({len(self._spool)} events spooled)")
+            reasons.append(
+                f"event log: {self.failure} ({self._outbox} events kept in the store,"
+                f" {len(self._spool)} in memory)"
+            )
         if self.tail_failure is not None and self.tail_failure != self.failure:
             reasons.append(f"event log tail: {self.tail_failure}")
         return reasons
@@ -151,6 +168,12 @@ class LogBridge:
         mine = await self._store.last_seq()
         newest = await self._log.last_seq()
         start = max(mine, newest - self._catch_up)
+        self._outbox = await self._store.outbox_count()
+        if self._outbox:
+            # Kept while the log was lost, and this instance stopped before it returned.
+            log.warning("appending %d events kept while the event log was lost", self._outbox)
+            self._gauge()
+            self._start_retry()
         self._tail = asyncio.get_running_loop().create_task(
             self._follow(start), name="livemod-log-tail"
         )
@@ -163,14 +186,24 @@ class LogBridge:
                 await asyncio.gather(task, return_exceptions=True)
         self._tail = self._flusher = None
         async with self._lock:
-            # One last try for what is spooled, in order.
-            while (item := self._spool.peek()) is not None:
+            # One last try for what is waiting, in order.
+            try:
+                flushed = await self._flush_outbox()
+            except LogUnavailable:
+                flushed = False
+            while flushed and (item := self._spool.peek()) is not None:
                 append_id = self._ids.pop(id(item.event), uuid.uuid4().hex)
                 try:
                     await self._log.append(item.event, origin=self.origin, append_id=append_id)
                 except LogUnavailable:
                     break
                 self._spool.pop()
+        if self._outbox:
+            log.warning(
+                "event log unreachable at shutdown: %d events kept in the store,"
+                " appended at the next start",
+                self._outbox,
+            )
         if len(self._spool):
             log.error(
                 "event log unreachable at shutdown: %d events never appended", len(self._spool)
@@ -179,10 +212,11 @@ class LogBridge:
 
     async def append(self, event: dict[str, Any], evidence: EvidenceInput | None) -> dict[str, Any]:
         """Append one stamped event (no ``seq`` yet) and return it as numbered; while the
-        log is unreachable, spool it and return it with ``seq`` 0 and ``stored`` false."""
+        log is unreachable, keep it (in the store's outbox) and return it with ``seq`` 0
+        and ``stored`` false."""
         async with self._lock:
             append_id = uuid.uuid4().hex
-            if not len(self._spool):
+            if not self._pending():
                 # Kept before the append: the tail may read the entry back first.
                 if evidence is not None:
                     self._evidence[append_id] = evidence
@@ -193,15 +227,52 @@ class LogBridge:
                     self._lost(str(exc))
                 else:
                     return {"seq": seq, **event}
+            if not len(self._spool):
+                try:
+                    kept = await self._store.outbox_add(append_id, event, evidence)
+                except StoreError as exc:
+                    log.error("cannot keep events in the store; spooling in memory: %s", exc)
+                else:
+                    self._outbox += 1
+                    self._gauge()
+                    return {"seq": 0, **kept, "stored": False}
             self._spool.add(event, evidence)
             self._ids[id(event)] = append_id
-            metrics.CLUSTER_LOG_SPOOLED.set(len(self._spool))
+            self._gauge()
             return {"seq": 0, **event, "stored": False}
+
+    async def _flush_outbox(self) -> bool:
+        """Append the outbox's events in order (each with the id it was kept with, so a
+        retry after a lost answer appends once); True when it is empty. Raises
+        :class:`LogUnavailable`."""
+        while self._outbox:
+            try:
+                rows = await self._store.outbox_peek(OUTBOX_BATCH)
+            except StoreError as exc:
+                log.error("cannot read the outbox: %s", exc)
+                return False
+            if not rows:
+                self._outbox = 0
+                break
+            for append_id, event in rows:
+                # Its evidence row was committed with it: nothing for the tail to add.
+                await self._log.append(event, origin=self.origin, append_id=append_id)
+                try:
+                    await self._store.outbox_remove(append_id)
+                except StoreError as exc:
+                    log.error("cannot clear the outbox: %s", exc)
+                    return False
+                self._outbox -= 1
+                self._gauge()
+        return True
 
     def _lost(self, reason: str) -> None:
         if self.failure is None:
             log.error("event log unreachable; spooling events until it answers: %s", reason)
         self.failure = reason
+        self._start_retry()
+
+    def _start_retry(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(
                 self._retry(), name="livemod-log-retry"
@@ -211,6 +282,12 @@ class LogBridge:
         while True:
             await asyncio.sleep(self._retry_s)
             async with self._lock:
+                try:
+                    if not await self._flush_outbox():
+                        continue
+                except LogUnavailable as exc:
+                    self.failure = str(exc)
+                    continue
                 while (item := self._spool.peek()) is not None:
                     append_id = self._ids.get(id(item.event), uuid.uuid4().hex)
                     if item.evidence is not None:
@@ -223,7 +300,7 @@ class LogBridge:
                         break
                     self._spool.pop()
                     self._ids.pop(id(item.event), None)
-                    metrics.CLUSTER_LOG_SPOOLED.set(len(self._spool))
+                    self._gauge()
                 else:
                     log.warning("event log answers again; spooled events appended")
                     self.failure = None

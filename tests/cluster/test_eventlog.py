@@ -21,9 +21,12 @@ from tests.redis_server import RedisServer
 
 
 @asynccontextmanager
-async def instance(tmp: Path, name: str, server: RedisServer) -> AsyncIterator[EventHub]:
+async def instance(
+    tmp: Path, name: str, server: RedisServer, *, reuse: bool = False
+) -> AsyncIterator[EventHub]:
+    """``reuse``: open the store an earlier run of ``name`` left (a restart)."""
     folder = tmp / name
-    folder.mkdir()
+    folder.mkdir(exist_ok=reuse)
     store = Store(folder / "livemod.db", folder / "evidence")
     await store.open()
     client = aioredis.Redis.from_url(server.url, socket_timeout=3.0, socket_connect_timeout=0.5)
