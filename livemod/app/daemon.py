@@ -17,6 +17,7 @@ from livemod.app.api import start_http
 from livemod.app.build import build_analyzers, build_components, build_stages
 from livemod.app.known_bad import reloaders
 from livemod.cluster.node import ClusterNode, Standalone
+from livemod.cluster.reviews import share_reviews
 from livemod.config import Config
 from livemod.errors import StoreError
 from livemod.events.hub import EventHub
@@ -97,6 +98,8 @@ class Daemon:
         self.known_bad = reloaders(analyzers)
         self.components.extend(self.known_bad)
         self.components.append(self.cluster or Standalone(self._http_url))
+        if self.cluster is not None:  # one review queue for the cluster
+            share_reviews(self.components, self.cluster)
         self._http: Any = None
         self._sweeper: asyncio.Task[None] | None = None
         self.started_at = time.time()

@@ -26,7 +26,13 @@ from aiohttp import web
 from livemod import metrics
 from livemod.errors import RequestError
 from livemod.escalation.ledger import CursorKeeper, ReviewLedger
-from livemod.escalation.review import STATUSES, Decision, NewReview, ReviewQueue
+from livemod.escalation.review import (
+    STATUSES,
+    Decision,
+    NewReview,
+    ReviewBackend,
+    ReviewQueue,
+)
 from livemod.escalation.review_api import ClaimRequest, DecideRequest, Review, ReviewList
 from livemod.escalation.verdict import Verdict
 from livemod.events.follow import follow
@@ -58,7 +64,8 @@ class ReviewDesk:
 
     def __init__(self) -> None:
         self._runtime: Runtime | None = None
-        self._queue: ReviewQueue | None = None
+        self._queue: ReviewBackend | None = None
+        self._shared: ReviewBackend | None = None
         self._task: asyncio.Task[None] | None = None
         self._cursor: CursorKeeper | None = None
         self._defer: Callable[[dict[str, Any]], bool] = lambda event: False
@@ -68,8 +75,14 @@ class ReviewDesk:
         another component (the escalator asks the LLM first and queues them itself)."""
         self._defer = predicate
 
+    def share_queue(self, backend: ReviewBackend) -> None:
+        """Keep items in ``backend`` (one queue for every instance of a cluster)
+        instead of this process's store; called before :meth:`start`. Each instance
+        then queues only the review actions it appended itself."""
+        self._shared = backend
+
     @property
-    def queue(self) -> ReviewQueue:
+    def queue(self) -> ReviewBackend:
         if self._queue is None:
             raise RuntimeError("review desk is not started")
         return self._queue
@@ -82,8 +95,11 @@ class ReviewDesk:
 
     async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
-        self._queue = ReviewQueue(runtime.store)
-        await self._queue.open()
+        local = ReviewQueue(runtime.store)
+        await local.open()  # the table the ledger reads, also when the queue is shared
+        self._queue = self._shared or local
+        if self._shared is not None:
+            await self._shared.open()
         await self._update_depth()
         # A durable cursor (ledger.py): a policy review committed just before a kill
         # still gets its queue item after the restart, and never two.
@@ -107,7 +123,8 @@ class ReviewDesk:
     async def _follow(self, since: int, settled: set[int]) -> None:
         cursor = self._cursor
         assert cursor is not None
-        async for event in follow(self.runtime.hub, since):
+        shared = self._shared is not None
+        async for event in follow(self.runtime.hub, since, local_only=shared):
             seq = int(event["seq"])
             wanted = (
                 event.get("type") == "action"

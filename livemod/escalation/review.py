@@ -15,7 +15,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from livemod.errors import RequestError
 from livemod.store import Store
@@ -58,6 +58,7 @@ _COLUMNS = (
     " possible_minor, reason, detail, claimed_by, claimed_at, decision, decided_by,"
     " decided_at, note, history, created_at"
 )
+COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,30 @@ class NewReview:
     possible_minor: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
     """Evidence ids, scores, transcript, OCR text, verdict, the action concerned."""
+
+
+class ReviewBackend(Protocol):
+    """Where review items live: this process's store (:class:`ReviewQueue`, the
+    default) or a store every instance shares (``livemod.cluster.reviews``). Claims
+    and decisions raise :class:`RequestError` 409/404 as :class:`ReviewQueue` does."""
+
+    async def open(self) -> None: ...
+
+    async def add(self, item: NewReview) -> dict[str, Any]: ...
+
+    async def get(self, review_id: str) -> dict[str, Any]: ...
+
+    async def list(
+        self, *, status: str = "open", level: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]: ...
+
+    async def open_count(self) -> int: ...
+
+    async def claim(self, review_id: str, reviewer: str) -> dict[str, Any]: ...
+
+    async def decide(
+        self, review_id: str, reviewer: str, decision: Decision, note: str = ""
+    ) -> dict[str, Any]: ...
 
 
 def priority(severity: str, possible_minor: bool) -> int:
@@ -172,8 +197,8 @@ class ReviewQueue:
 
         def work(db: sqlite3.Connection) -> dict[str, Any]:
             item = _get(db, review_id, now)
-            _check_open(item, reviewer, now)
-            history = [*item["history"], _entry(now, "claimed", reviewer)]
+            check_open(item, reviewer, now)
+            history = [*item["history"], entry(now, "claimed", reviewer)]
             db.execute(
                 "UPDATE reviews SET status='claimed', claimed_by=?, claimed_at=?, history=?"
                 " WHERE id=?",
@@ -191,8 +216,8 @@ class ReviewQueue:
 
         def work(db: sqlite3.Connection) -> dict[str, Any]:
             item = _get(db, review_id, now)
-            _check_open(item, reviewer, now)
-            history = [*item["history"], _entry(now, decision, reviewer, note)]
+            check_open(item, reviewer, now)
+            history = [*item["history"], entry(now, decision, reviewer, note)]
             if decision == "escalate":
                 db.execute(
                     "UPDATE reviews SET status='pending', level=level+1, claimed_by=NULL,"
@@ -210,14 +235,14 @@ class ReviewQueue:
         return await self._store.run(work)
 
 
-def _entry(now: float, event: str, reviewer: str, note: str = "") -> dict[str, Any]:
+def entry(now: float, event: str, reviewer: str, note: str = "") -> dict[str, Any]:
     entry: dict[str, Any] = {"at": round(now, 3), "event": event, "reviewer_id": reviewer}
     if note:
         entry["note"] = note
     return entry
 
 
-def _check_open(item: dict[str, Any], reviewer: str, now: float) -> None:
+def check_open(item: dict[str, Any], reviewer: str, now: float) -> None:
     if item["status"] == "decided":
         raise RequestError(
             f"review {item['id']} was already decided ({item['decision']} by {item['decided_by']})",
@@ -236,14 +261,23 @@ def _get(db: sqlite3.Connection, review_id: str, now: float) -> dict[str, Any]:
 
 
 def _row(row: tuple[Any, ...], now: float) -> dict[str, Any]:
-    names = [c.strip() for c in _COLUMNS.split(",")]
-    out = dict(zip(names, row, strict=True))
+    return item_of(dict(zip(COLUMN_NAMES, row, strict=True)), now)
+
+
+def item_of(record: dict[str, Any], now: float) -> dict[str, Any]:
+    """The API's item from a stored record (the table's columns, ``detail`` and
+    ``history`` as JSON text): shared by this queue and any :class:`ReviewBackend`."""
+    out = dict(record)
     out["possible_minor"] = bool(out["possible_minor"])
     out["history"] = json.loads(out["history"])
     detail = json.loads(out.pop("detail"))
     out.update(detail)
+    # Evidence pictures stay on the instance that took them (``evidence_url``, set
+    # by a shared backend): links then point there.
+    base = str(detail.get("evidence_url") or "")
     out["evidence"] = [
-        {"id": eid, "image": f"/v1/evidence/{eid}/image"} for eid in detail.get("evidence_ids", [])
+        {"id": eid, "image": f"{base}/v1/evidence/{eid}/image"}
+        for eid in detail.get("evidence_ids", [])
     ]
     claimed_at = out["claimed_at"]
     out["claim_expires_at"] = claimed_at + CLAIM_TTL_S if claimed_at is not None else None
