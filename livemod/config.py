@@ -408,6 +408,9 @@ class OcrConfig(_Section):
     qr: bool = Field(True, description="Detect and decode QR codes when OCR runs")
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per OCR call")
     workers: int = Field(1, ge=1, le=64, description="OCR passes at once, all streams together")
+    max_cpu: float = Field(
+        0.25, ge=0, le=1, description="Share of the cores OCR may use, all streams (0: no cap)"
+    )
 
 
 class AsrConfig(_Section):

@@ -156,11 +156,13 @@ for _event in REVIEW_EVENTS:
 for _result in WEBHOOK_RESULTS:
     WEBHOOK_DELIVERIES.labels(_result)
 
-OCR_GATE_REASONS = ("rate", "unchanged", "busy")
+OCR_GATE_REASONS = ("rate", "unchanged", "busy", "budget")
 """``rate``: sooner than ``ocr.fps`` allows; ``unchanged``: the picture moved less than
 ``ocr.change_threshold`` since the stream's last OCR; ``busy``: every OCR worker was
-taken. The fraction gated off is gated / (gated + runs)."""
+taken; ``budget``: ``ocr.max_cpu`` was spent, or a fairer stream waits for it. The
+fraction gated off is gated / (gated + runs)."""
 OCR_RUNS = Counter("livemod_ocr_runs_total", "Sampled frames that went through OCR")
+OCR_CPU = Counter("livemod_ocr_cpu_seconds_total", "CPU seconds charged to OCR against ocr.max_cpu")
 OCR_GATED = Counter(
     "livemod_ocr_gated_total", "Sampled frames the OCR gate let pass unread, by reason", ["reason"]
 )

@@ -105,10 +105,13 @@ class GateCounts:
     """Due and changed, but every OCR worker was busy (counted by the caller)."""
     inflight: int = 0
     """Not checked: the stream's own background pass was still running (the caller)."""
+    budget: int = 0
+    """Due and changed, but OCR's CPU budget was spent or a fairer stream waited for it
+    (counted by the caller)."""
 
     @property
     def gated_fraction(self) -> float:
-        total = self.run + self.rate + self.unchanged + self.busy + self.inflight
+        total = self.run + self.rate + self.unchanged + self.busy + self.inflight + self.budget
         return (total - self.run) / total if total else 0.0
 
 

@@ -21,6 +21,11 @@ While a stream's pass is in flight its samples are not even checked (counted
 ``inflight``); the gate's next check compares against the frame being read, so text
 that appeared meanwhile still counts as a change. ``analyze`` awaits the reading
 (tools, tests, the ungated baseline).
+
+The passes ``offer`` starts share one CPU budget, all streams together (``ocr.max_cpu``,
+``OcrBudget``): a due pass over budget, or while a fairer stream waits for it, is skipped
+(counted ``budget``) and the stream keeps its place in the fair line. ``analyze`` (``livemod
+scan``, which awaits every reading) is never capped.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -39,6 +45,7 @@ import cv2
 from livemod import metrics
 from livemod.config import Config
 from livemod.messages import Decision, Image, VideoFrame
+from livemod.ocr.budget import OcrBudget
 from livemod.ocr.engine import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
 from livemod.ocr.gate import OcrGate, Thumb, WorkerTurns, text_cells, thumbnail
 from livemod.ocr.lines import LineMemory
@@ -79,6 +86,10 @@ class StageSettings:
     refresh_s: float = 30.0
     workers: int = 1
     qr: bool = True
+    max_cpu: float | None = None
+    """CPU seconds per second for the passes ``offer`` starts, all streams (None: no cap)."""
+    threads: int = 1
+    """ONNX Runtime threads per pass: a pass is charged at most wall time x threads."""
 
 
 class OcrStage:
@@ -91,12 +102,15 @@ class OcrStage:
         engine: OcrEngine,
         policy: TextPolicy,
         settings: StageSettings = StageSettings(),
+        budget: OcrBudget | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.settings = settings
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="livemod-ocr")
         self._turns = WorkerTurns(settings.workers)
+        self.budget = budget if budget is not None else OcrBudget(settings.max_cpu)
+        """All live streams' OCR CPU (``offer`` only; ``analyze`` is never capped)."""
         self._streams: dict[str, _Stream] = {}
         self._local = threading.local()
         self._tasks: set[asyncio.Task[AnalyzerResult]] = set()
@@ -105,6 +119,23 @@ class OcrStage:
         """The gate of a stream (its counts), while the stream is known."""
         state = self._streams.get(stream_id)
         return state.gate if state is not None else None
+
+    def stream_stats(self, stream_id: str) -> dict[str, int] | None:
+        """A stream's OCR counts: readings, samples gated off by reason, and ``skipped``:
+        due passes not run (``busy`` workers plus ``budget``)."""
+        state = self._streams.get(stream_id)
+        if state is None:
+            return None
+        c = state.gate.counts
+        return {
+            "run": c.run,
+            "rate": c.rate,
+            "unchanged": c.unchanged,
+            "busy": c.busy,
+            "budget": c.budget,
+            "inflight": c.inflight,
+            "skipped": c.busy + c.budget,
+        }
 
     async def analyze(self, frame: VideoFrame) -> AnalyzerResult:
         """The stream's signals for this sample: a new reading when the gate lets it
@@ -117,7 +148,7 @@ class OcrStage:
     def offer(self, frame: VideoFrame) -> AnalyzerResult:
         """The stream's latest reading, at once; a due pass starts as a side task whose
         reading the stream's next sample gets. Call on the event loop."""
-        admitted = self._admit(frame)
+        admitted = self._admit(frame, budgeted=True)
         if isinstance(admitted, AnalyzerResult):
             return admitted
         state, thumb = admitted
@@ -127,8 +158,11 @@ class OcrStage:
         task.add_done_callback(self._tasks.discard)
         return state.held
 
-    def _admit(self, frame: VideoFrame) -> tuple[_Stream, Thumb] | AnalyzerResult:
-        """The stream and thumbnail when a pass may start now, else the held result."""
+    def _admit(
+        self, frame: VideoFrame, *, budgeted: bool = False
+    ) -> tuple[_Stream, Thumb] | AnalyzerResult:
+        """The stream and thumbnail when a pass may start now, else the held result
+        (``budgeted``: the pass also needs the CPU budget's turn)."""
         state = self._streams.get(frame.stream_id)
         if state is None:
             s = self.settings
@@ -142,7 +176,12 @@ class OcrStage:
         outcome = state.gate.check(frame.media_time_s, thumb)
         if outcome != "run":
             self._turns.leave(frame.stream_id)
+            self.budget.leave(frame.stream_id)
             metrics.OCR_GATED.labels(outcome).inc()
+            return state.held
+        if budgeted and not self.budget.try_start(frame.stream_id):
+            state.gate.counts.budget += 1
+            metrics.OCR_GATED.labels("budget").inc()
             return state.held
         if not self._turns.try_start(frame.stream_id, time.monotonic()):
             state.gate.counts.busy += 1
@@ -154,7 +193,7 @@ class OcrStage:
         """One OCR pass on a worker (the caller holds a worker turn)."""
         try:
             loop = asyncio.get_running_loop()
-            kept, result = await loop.run_in_executor(self._pool, self._read, frame, state)
+            kept, result, cpu_s = await loop.run_in_executor(self._pool, self._read, frame, state)
         except Exception:  # a bad frame must cost one reading, not the stream
             log.exception("OCR pass failed", extra={"stream_id": frame.stream_id})
             metrics.DROPS.labels("ocr", "error").inc()
@@ -169,6 +208,10 @@ class OcrStage:
         size = (frame.width, frame.height)
         state.gate.ran(frame.media_time_s, thumb, text_cells(boxes, size, thumb))
         metrics.OCR_RUNS.inc()
+        metrics.OCR_CPU.inc(cpu_s)
+        self.budget.charge(frame.stream_id, cpu_s)
+        if result.signals:
+            self.budget.text_hit(frame.stream_id)
         log.debug(
             "ocr reading",
             extra={
@@ -186,8 +229,9 @@ class OcrStage:
         state.kept.append(kept)
         return result
 
-    def _read(self, frame: VideoFrame, state: _Stream) -> tuple[KeptReading, AnalyzerResult]:
-        started = time.perf_counter()
+    def _read(self, frame: VideoFrame, state: _Stream) -> tuple[KeptReading, AnalyzerResult, float]:
+        """One reading, and the CPU seconds it cost."""
+        started, cpu = time.perf_counter(), time.process_time()
         reading = self.engine.read(frame.image, state.memory)
         metrics.OCR_SECONDS.labels("det").observe(reading.det_ms / 1000.0)
         metrics.OCR_SECONDS.labels("rec").observe(reading.rec_ms / 1000.0)
@@ -206,8 +250,12 @@ class OcrStage:
             scores["ocr:qr"] = QR_SCORE
         image = frame.image if signals else None
         kept = KeptReading(frame.index, reading, hit_lines, qr, image)
-        metrics.STAGE_SECONDS.labels("ocr").observe(time.perf_counter() - started)
-        return kept, AnalyzerResult(tuple(signals), scores)
+        wall = time.perf_counter() - started
+        metrics.STAGE_SECONDS.labels("ocr").observe(wall)
+        # Process CPU counts the other threads too (decode, frame models): at most the
+        # pass's wall time on its threads.
+        cpu_s = min(wall * self.settings.threads, time.process_time() - cpu)
+        return kept, AnalyzerResult(tuple(signals), scores), cpu_s
 
     def _find_qr(self, image: Image) -> tuple[QrCode, ...]:
         # OpenCV detectors are not documented thread-safe: one per worker thread.
@@ -220,6 +268,9 @@ class OcrStage:
     def evidence(self, stream_id: str, decision: Decision) -> StageEvidence | None:
         """The frame of the reading behind ``decision`` with its boxes drawn (hits red,
         other text green, QR codes blue), and its text."""
+        if decision.state == "start":
+            # A policy hit on this stream (any source): its OCR passes go ahead in line.
+            self.budget.flag(stream_id)
         if not any(s == SOURCE or s.startswith(SOURCE + ":") for s in decision.sources):
             return None
         state = self._streams.get(stream_id)
@@ -238,6 +289,7 @@ class OcrStage:
     def forget(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
         self._turns.leave(stream_id)
+        self.budget.forget(stream_id)
 
     async def idle(self) -> None:
         """Wait for the passes ``offer`` started (shutdown, tests)."""
@@ -265,5 +317,11 @@ def build_ocr_stage(config: Config) -> OcrStage:
     engine = OcrEngine.from_manifest(load_manifest(config.vision.manifest), options, chosen)
     for name in (DET_MODEL, REC_MODEL):
         metrics.MODELS_LOADED.labels(name).set(1)
-    settings = StageSettings(c.fps, c.change_threshold, c.refresh_s, c.workers, c.qr)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    max_cpu = c.max_cpu * (cores or 1) if c.max_cpu > 0 else None
+    settings = StageSettings(
+        c.fps, c.change_threshold, c.refresh_s, c.workers, c.qr, max_cpu, c.threads
+    )
+    cap = "no cap on" if max_cpu is None else f"at most {max_cpu:.2f}"
+    log.info("ocr: %s CPU s/s, all live streams", cap)
     return OcrStage(engine, TextPolicy.load(), settings)

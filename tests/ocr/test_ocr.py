@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from livemod.messages import Decision, Image, VideoFrame
+from livemod.ocr.budget import OcrBudget
 from livemod.ocr.engine import OcrEngine, OcrOptions
 from livemod.ocr.gate import (
     OcrGate,
@@ -278,6 +279,41 @@ async def test_ocr_never_queues_behind_another_stream(
         # Stream b reads at its next sample instead.
         await stage.analyze(video_frame(image, 0.25, 1, "b"))
         assert gate_b.counts.run == 1
+    finally:
+        stage.close()
+
+
+async def test_offered_passes_share_the_cpu_budget_and_analyze_is_not_capped(
+    engine: OcrEngine, policy: TextPolicy
+) -> None:
+    now = [100.0]
+    budget = OcrBudget(0.5, burst_s=1.0, clock=lambda: now[0])
+    stage = OcrStage(engine, policy, StageSettings(fps=1.0, workers=2), budget)
+    try:
+        budget.charge("elsewhere", 5.0)  # other streams spent the budget: 9 s of debt
+        a, b = captioned(["Welcome back everyone"]), captioned(["Call me tonight 555-867-5309"])
+        # Due passes over budget are skipped, counted per stream, never queued.
+        assert stage.offer(video_frame(a, 0.0, 0, "a")).signals == ()
+        assert stage.offer(video_frame(b, 0.0, 0, "b")).signals == ()
+        await stage.idle()
+        assert stage.stream_stats("a") == {
+            "run": 0, "rate": 0, "unchanged": 0, "busy": 0, "budget": 1, "inflight": 0,
+            "skipped": 1,
+        }  # fmt: skip
+        # ``analyze`` (livemod scan awaits every reading) is not capped.
+        await stage.analyze(video_frame(a, 0.25, 1, "a"))
+        assert stage.stream_stats("a")["run"] == 1  # type: ignore[index]
+        # Once the debt is repaid, b (which kept its place) reads at its next due sample.
+        now[0] += 60.0
+        assert stage.offer(video_frame(b, 0.25, 1, "b")).signals == ()  # read at its next
+        await stage.idle()
+        (signal,) = stage.offer(video_frame(b, 0.5, 2, "b")).signals
+        assert signal.category == "contact"
+        stats_b = stage.stream_stats("b")
+        assert stats_b is not None and (stats_b["run"], stats_b["budget"]) == (1, 1)
+        assert budget.usage("b") > 0.0
+        stage.forget("b")
+        assert stage.stream_stats("b") is None
     finally:
         stage.close()
 

@@ -164,7 +164,7 @@ async def test_text_on_screen_acts_with_regions_at_the_right_time(
         runs = _metric(text, "livemod_ocr_runs_total")
         gated = sum(
             _metric(text, f'livemod_ocr_gated_total{{reason="{r}"}}')
-            for r in ("rate", "unchanged", "busy")
+            for r in ("rate", "unchanged", "busy", "budget")
         )
         # Two streams at 8 samples a second, OCR at 1 per second at most.
         assert runs > 0 and gated > 4 * runs
