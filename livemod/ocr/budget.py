@@ -82,7 +82,8 @@ class OcrBudget:
         self._text_until[stream_id] = self._clock() + self._hit_s
 
     def flag(self, stream_id: str) -> None:
-        """The stream had a policy hit (any source): ahead in line for ``hit_s``."""
+        """An action started on the stream (the stage hears of vision and OCR ones):
+        ahead in line for ``hit_s``."""
         self._line.flag(stream_id)
 
     def leave(self, stream_id: str) -> None:

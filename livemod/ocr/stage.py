@@ -269,7 +269,8 @@ class OcrStage:
         """The frame of the reading behind ``decision`` with its boxes drawn (hits red,
         other text green, QR codes blue), and its text."""
         if decision.state == "start":
-            # A policy hit on this stream (any source): its OCR passes go ahead in line.
+            # An action started on this stream (vision or OCR; the session asks every stage
+            # for evidence): its OCR passes go ahead in line.
             self.budget.flag(stream_id)
         if not any(s == SOURCE or s.startswith(SOURCE + ":") for s in decision.sources):
             return None
