@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from livemod import metrics
+from livemod.budget import CpuBudget, FairQueue
 from livemod.messages import AudioChunk, Samples
 from livemod.speech.batch import BatchItem
-from livemod.speech.budget import CpuBudget, FairQueue
 from livemod.speech.transcriber import Commit, StreamTranscriber, TranscriberOptions, Vad, Window
 from livemod.speech.whisper import WhisperEngine
 from livemod.speech.words import Decoded, Word

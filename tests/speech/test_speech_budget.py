@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from livemod.budget import CpuBudget, FairQueue
 from livemod.config import load_config
 from livemod.messages import AUDIO_RATE, AudioChunk
 from livemod.paths import CONFIGS_DIR
-from livemod.speech.budget import CpuBudget, FairQueue
 from livemod.speech.reading import TranscriptReader
 from livemod.speech.service import AsrService, Transcript
 from livemod.speech.whisper import SileroVad, WhisperEngine
