@@ -17,7 +17,8 @@ import pytest
 import websockets
 
 from livemod.cluster.node import PLACED_HEADER
-from tests.conftest import TIMEOUT_SCALE, DaemonProcess
+from tests.cluster.support import until
+from tests.conftest import DaemonProcess
 from tests.nginx import NginxRtmp
 
 pytestmark = pytest.mark.e2e
@@ -26,16 +27,6 @@ pytestmark = pytest.mark.e2e
 async def get(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(url) as resp:
         return await resp.json()
-
-
-async def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_kill_9_of_the_owner_moves_the_pull_with_its_votes_and_events(
@@ -63,13 +54,13 @@ async def test_kill_9_of_the_owner_moves_the_pull_with_its_votes_and_events(
             status = await get(http, f"{a.base}/v1/streams/{sid}")
             return status.get("standing_actions")
 
-        standing = await wait_for(standing_on_a, 40, "the known-bad picture to act on a")
+        standing = await until(standing_on_a, 40, "the known-bad picture to act on a")
 
         async def owned_by_a() -> bool:
             cluster = await get(http, f"{b.base}/v1/cluster")
             return any(i["id"] == "a" and sid in i["sessions"] for i in cluster["instances"])
 
-        await wait_for(owned_by_a, 10, "a's lease on the session")
+        await until(owned_by_a, 10, "a's lease on the session")
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait()
@@ -82,7 +73,7 @@ async def test_kill_9_of_the_owner_moves_the_pull_with_its_votes_and_events(
                 status = await resp.json()
             return status if status.get("samples", 0) > 0 and status["status"] == "live" else None
 
-        moved = await wait_for(live_on_b, 20, "b to take the session over")
+        moved = await until(live_on_b, 20, "b to take the session over")
         failover_s = time.monotonic() - killed
         assert moved["id"] == sid and moved["room_id"] == "room-9"
         # The vote state came along: b stops the action a started, which it could only
@@ -102,7 +93,7 @@ async def test_kill_9_of_the_owner_moves_the_pull_with_its_votes_and_events(
                 for e in seen[restarts[1] :]
             )  # fmt: skip
 
-        await wait_for(stopped_by_b, 30, "b to stop the action a started")
+        await until(stopped_by_b, 30, "b to stop the action a started")
         cluster = await get(http, f"{b.base}/v1/cluster")
         assert [i["id"] for i in cluster["instances"]] == ["b"]
         assert cluster["instances"][0]["sessions"] == [sid] and cluster["takeovers"] == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 
 from livemod.cluster.node import PLACED_HEADER
 from tests.cluster.conftest import FAST_ENV
-from tests.conftest import TIMEOUT_SCALE, DaemonProcess, free_port
+from tests.cluster.support import status, until
+from tests.conftest import DaemonProcess, free_port
 from tests.nginx import NginxRtmp
 from tests.redis_server import RedisServer
 
@@ -31,21 +31,6 @@ def test_redis_down_at_start_up_names_the_setting(tmp_path: Path, known_bad_dir:
         daemon.start()
     assert f"cluster.redis_url='{url}'" in daemon.log()
     assert "Redis does not answer" in daemon.log()
-
-
-async def status(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with http.get(url) as resp:
-        return resp.status, await resp.json()
-
-
-async def until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_a_paused_owner_finds_its_lease_taken_and_redis_loss_degrades(

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +22,8 @@ import websockets
 from aiohttp import web
 
 from tests.cluster.conftest import instance
-from tests.conftest import TIMEOUT_SCALE, free_port
+from tests.cluster.support import status, until
+from tests.conftest import free_port
 from tests.nginx import NginxRtmp
 from tests.redis_server import RedisServer
 
@@ -75,21 +75,6 @@ def publish(clip: Path, url: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
-    async with http.get(url) as resp:
-        return resp.status, await resp.json()
-
-
-async def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_hook_started_rtmp_pull_continues_on_the_survivor_after_kill_9(
     tmp_path: Path, known_bad_dir: Path, violation_clip: Path, redis_server: RedisServer
 ) -> None:
@@ -113,7 +98,7 @@ async def test_a_hook_started_rtmp_pull_continues_on_the_survivor_after_kill_9(
             publisher = publish(violation_clip, nginx.publish_url("stage", "user_id=alice"))
 
             async def live_on(base: str) -> Any:
-                code, streams = await get(http, f"{base}/v1/streams")
+                code, streams = await status(http, f"{base}/v1/streams")
                 if code != 200:
                     return None
                 items = streams if isinstance(streams, list) else streams.get("streams", [])
@@ -122,25 +107,25 @@ async def test_a_hook_started_rtmp_pull_continues_on_the_survivor_after_kill_9(
                 )
 
             # The hook reached a (the proxy's first choice): a pulls the stream.
-            on_a = await wait_for(lambda: live_on(a.base), 30, "the hook's session live on a")
+            on_a = await until(lambda: live_on(a.base), 30, "the hook's session live on a")
             sid = on_a["id"]
             assert on_a["user_id"] == "alice" and on_a["room_id"] == "stage"
             assert on_a["metadata"]["server"] == "nginx-rtmp"  # started by the hook
 
             async def owned_by_a() -> bool:
-                _, cluster = await get(http, f"{b.base}/v1/cluster")
+                _, cluster = await status(http, f"{b.base}/v1/cluster")
                 return any(i["id"] == "a" and sid in i["sessions"] for i in cluster["instances"])
 
-            await wait_for(owned_by_a, 10, "a's lease on the session")
+            await until(owned_by_a, 10, "a's lease on the session")
             assert a.proc is not None
             os.kill(a.proc.pid, signal.SIGKILL)
             a.proc.wait()
 
             # b plays the same stream from nginx (its on_play reaches b through the
             # proxy now), under the same session id.
-            on_b = await wait_for(lambda: live_on(b.base), 20, "b to continue the session")
+            on_b = await until(lambda: live_on(b.base), 20, "b to continue the session")
             assert on_b["id"] == sid and on_b["url"] == on_a["url"]
-            _, cluster = await get(http, f"{b.base}/v1/cluster")
+            _, cluster = await status(http, f"{b.base}/v1/cluster")
             assert cluster["instances"][0]["sessions"] == [sid] and cluster["takeovers"] == 1
             assert "stage" in await asyncio.to_thread(nginx.publishers)
             await asyncio.sleep(1.0)

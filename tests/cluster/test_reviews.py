@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from livemod.config import DEFAULT_POLICY
 from livemod.errors import RequestError
 from livemod.escalation.review import NewReview
 from tests.cluster.conftest import instance
-from tests.conftest import TIMEOUT_SCALE, DaemonProcess
+from tests.cluster.support import running, until
+from tests.conftest import DaemonProcess
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -41,14 +41,8 @@ def pair(
     env = {"LIVEMOD_POLICY": str(path)}
     a = instance(tmp_path, "a", known_bad_dir, redis_server, **env)
     b = instance(tmp_path, "b", known_bad_dir, redis_server, **env)
-    try:
-        a.start()
-        b.start()
+    with running(a, b):
         yield a, b
-    finally:
-        for d in (a, b):
-            if d.proc is not None and d.proc.poll() is None:
-                d.stop()
 
 
 async def call(
@@ -56,16 +50,6 @@ async def call(
 ) -> tuple[int, Any]:
     async with http.request(method, url, json=body, **kw) as resp:
         return resp.status, await resp.json()
-
-
-async def until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_items_claims_and_decisions_are_cluster_wide(

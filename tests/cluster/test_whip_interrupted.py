@@ -18,6 +18,7 @@ from aiortc import VideoStreamTrack
 
 from livemod.ingest.whip.client import WhipClient
 from tests.cluster.conftest import instance
+from tests.cluster.support import running
 from tests.conftest import TIMEOUT_SCALE, DaemonProcess
 from tests.redis_server import RedisServer
 
@@ -33,14 +34,8 @@ def pair(
     env = {"LIVEMOD_WHIP__ICE_ADDRESSES": json.dumps(LOOPBACK)}
     a = instance(tmp_path, "a", known_bad_dir, redis_server, **env)
     b = instance(tmp_path, "b", known_bad_dir, redis_server, **env)
-    try:
-        a.start()
-        b.start()
+    with running(a, b):
         yield a, b
-    finally:
-        for d in (a, b):
-            if d.proc is not None and d.proc.poll() is None:
-                d.stop()
 
 
 async def next_event(ws: Any, state: str, timeout: float) -> dict[str, Any]:
