@@ -251,47 +251,59 @@ class Store:
         event as committed; raises ``StoreError`` when the database cannot take it.
         """
 
-        def work() -> dict[str, Any]:
-            out = dict(event)
-            evidence_id = out.get("evidence_id")
-            path: str | None = None
-            if evidence is not None and evidence_id:
-                try:
-                    path = self._write_evidence_file(str(evidence_id), evidence)
-                except OSError as exc:
-                    self.evidence_failure = f"cannot write evidence: {exc}"
-                    out["evidence"] = "unavailable"
-                else:
-                    self.evidence_failure = None
-            db = self.db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if evidence is not None and evidence_id:
-                    self._insert_evidence(str(evidence_id), evidence, path)
-                db.execute(
-                    "INSERT INTO events (seq, type, stream_id, user_id, room_id, created_at,"
-                    " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        out["seq"],
-                        out.get("type"),
-                        out.get("stream_id"),
-                        out.get("user_id"),
-                        out.get("room_id"),
-                        out.get("ts", time.time()),
-                        json.dumps(out),
-                    ),
-                )
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                if path is not None:
-                    # The spool keeps the picture; it is written again with the event.
-                    Path(path).unlink(missing_ok=True)
-                raise StoreError(f"cannot store event: {exc}") from exc
-            return out
+        def insert(out: dict[str, Any]) -> None:
+            self.db.execute(
+                "INSERT INTO events (seq, type, stream_id, user_id, room_id, created_at,"
+                " body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    out["seq"],
+                    out.get("type"),
+                    out.get("stream_id"),
+                    out.get("user_id"),
+                    out.get("room_id"),
+                    out.get("ts", time.time()),
+                    json.dumps(out),
+                ),
+            )
 
-        return await self._run(work)
+        return await self._run(lambda: self._commit(event, evidence, insert, "cannot store event"))
+
+    def _commit(
+        self,
+        event: dict[str, Any],
+        evidence: EvidenceInput | None,
+        insert: Callable[[dict[str, Any]], None],
+        failure: str,
+    ) -> dict[str, Any]:
+        """Write the evidence file (if any), then its row and the event (``insert``) in one
+        transaction. A picture that cannot be written marks the event ``"evidence":
+        "unavailable"``; a database error rolls back, removes the picture (a spool writes it
+        again with the event) and raises ``StoreError`` prefixed by ``failure``."""
+        out = dict(event)
+        evidence_id = out.get("evidence_id")
+        path: str | None = None
+        if evidence is not None and evidence_id:
+            try:
+                path = self._write_evidence_file(str(evidence_id), evidence)
+            except OSError as exc:
+                self.evidence_failure = f"cannot write evidence: {exc}"
+                out["evidence"] = "unavailable"
+            else:
+                self.evidence_failure = None
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if evidence is not None and evidence_id:
+                self._insert_evidence(str(evidence_id), evidence, path)
+            insert(out)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
+            raise StoreError(f"{failure}: {exc}") from exc
+        return out
 
     # -- the outbox of a shared log (events waiting for Redis) -------------------
 
@@ -303,35 +315,15 @@ class Store:
         event as kept (marked ``"evidence": "unavailable"`` when the picture could not
         be written); raises ``StoreError``."""
 
-        def work() -> dict[str, Any]:
-            out = dict(event)
-            evidence_id = out.get("evidence_id")
-            path: str | None = None
-            if evidence is not None and evidence_id:
-                try:
-                    path = self._write_evidence_file(str(evidence_id), evidence)
-                except OSError as exc:
-                    self.evidence_failure = f"cannot write evidence: {exc}"
-                    out["evidence"] = "unavailable"
-            db = self.db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if evidence is not None and evidence_id:
-                    self._insert_evidence(str(evidence_id), evidence, path)
-                db.execute(
-                    "INSERT INTO log_outbox (append_id, body, created_at) VALUES (?, ?, ?)",
-                    (append_id, json.dumps(out), time.time()),
-                )
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                if path is not None:
-                    Path(path).unlink(missing_ok=True)
-                raise StoreError(f"cannot keep event for the log: {exc}") from exc
-            return out
+        def insert(out: dict[str, Any]) -> None:
+            self.db.execute(
+                "INSERT INTO log_outbox (append_id, body, created_at) VALUES (?, ?, ?)",
+                (append_id, json.dumps(out), time.time()),
+            )
 
-        return await self._run(work)
+        return await self._run(
+            lambda: self._commit(event, evidence, insert, "cannot keep event for the log")
+        )
 
     async def outbox_peek(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
         """The oldest kept events, in the order they were kept: (append id, event)."""
