@@ -57,14 +57,7 @@ FPS_SAMPLE = 4.0
 K, N, CLEAR = 3, 5, 4
 ANALYSIS_LATENCY_S = 0.15
 ASR_LAG_S = 0.5
-REGION = Region(
-    marked.INSET[0],
-    marked.INSET[1],
-    marked.INSET[2] - marked.INSET[0],
-    marked.INSET[3] - marked.INSET[1],
-    "photo",
-    0.9,
-)
+REGION = marked.INSET_REGION
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import av
 import numpy as np
 
+from livemod.messages import Region
 from livemod.testing import media as testmedia
 
 FPS = 25
@@ -25,6 +26,8 @@ BITS = 12
 BAR_W, BAR_Y0, BAR_Y1, BAR_X0 = 24, 336, 356, 8
 INSET = (360, 30, 600, 190)
 """x0, y0, x1, y1 of the photo box."""
+INSET_REGION = Region(INSET[0], INSET[1], INSET[2] - INSET[0], INSET[3] - INSET[1], "photo", 0.9)
+"""The inset as the vision stage would report it (x, y, width, height, label, score)."""
 RATE = 48_000
 TONE_HZ = 440.0
 

@@ -28,14 +28,7 @@ from tests.conftest import TIMEOUT_SCALE
 from tests.relay import marked
 
 SAMPLE_FPS = 4.0
-REGION = Region(
-    marked.INSET[0],
-    marked.INSET[1],
-    marked.INSET[2] - marked.INSET[0],
-    marked.INSET[3] - marked.INSET[1],
-    "photo",
-    0.9,
-)
+REGION = marked.INSET_REGION
 INSET_S = (4.0, 7.0)
 MUTE_SPAN = (2.0, 3.0)
 PAUSE_S = (8.0, 9.0)
