@@ -91,6 +91,15 @@ class TranscriptReader:
                     if not (f[0].category == hit.category and lo <= f[1] and f[2] <= hi)
                 ]
             found += bridged
+            # A hit that starts at the new piece, right after a stop a window may have
+            # put there, covers the sentence before it too: the threat may have begun
+            # there even when the two halves, judged as one, score lower than the second.
+            if ctx[first_new].start_s - ctx[b].end_s <= self.bridge_gap_s:
+                head = _sentence_start(ctx, b)
+                found = [
+                    (h, head if lo == first_new and not self._repeats(h, ctx[head]) else lo, hi)
+                    for h, lo, hi in found
+                ]
         out: list[SpokenHit] = []
         for hit, lo, hi in found:
             ws = ctx[lo : hi + 1]
@@ -113,6 +122,14 @@ class TranscriptReader:
 def _ends_sentence(word: Word) -> bool:
     text = word.text.rstrip()
     return bool(text) and text[-1] in STOPS
+
+
+def _sentence_start(words: Sequence[Word], last: int) -> int:
+    """Index of the first word of the sentence that ends at ``words[last]``."""
+    i = last
+    while i > 0 and not _ends_sentence(words[i - 1]):
+        i -= 1
+    return i
 
 
 def _unstopped(word: Word) -> Word:

@@ -125,8 +125,14 @@ async def test_a_hook_started_rtmp_pull_continues_on_the_survivor_after_kill_9(
             # proxy now), under the same session id.
             on_b = await until(lambda: live_on(b.base), 20, "b to continue the session")
             assert on_b["id"] == sid and on_b["url"] == on_a["url"]
-            _, cluster = await status(http, f"{b.base}/v1/cluster")
-            assert cluster["instances"][0]["sessions"] == [sid] and cluster["takeovers"] == 1
+
+            async def owned_by_b() -> bool:
+                # a stays listed until its heartbeat expires: look b up by id.
+                _, cluster = await status(http, f"{b.base}/v1/cluster")
+                mine = [i for i in cluster["instances"] if i["id"] == "b"]
+                return bool(mine) and mine[0]["sessions"] == [sid] and cluster["takeovers"] == 1
+
+            await until(owned_by_b, 10, "b's lease on the session, counted as a takeover")
             assert "stage" in await asyncio.to_thread(nginx.publishers)
             await asyncio.sleep(1.0)
             listener.cancel()

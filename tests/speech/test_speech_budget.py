@@ -22,7 +22,7 @@ from livemod.speech.service import AsrService, Transcript
 from livemod.speech.whisper import SileroVad, WhisperEngine
 from livemod.speech.words import Word
 from livemod.testing import speech as ts
-from livemod.text.judge import TextPolicy
+from livemod.text.judge import TextHit, TextPolicy
 from tests.conftest import TIMEOUT_SCALE
 from tests.speech.test_transcriber import Feed
 
@@ -140,6 +140,29 @@ def test_a_sentence_split_across_windows_is_judged_whole_and_once(
     assert hits[0].start_s == pytest.approx(10.0)
     assert "found out" in hits[0].snippet
     assert reader.read(_words("Anyway, see you all tomorrow.", 20.0)) == []
+
+
+def second_half_only(text: str) -> list[TextHit]:
+    """A judge that scores the threat's second half as a sentence of its own and not
+    the joined sentence (as the learned heads sometimes do)."""
+    phrase = SECOND.rstrip(".")
+    at = text.find(phrase)
+    if at < 0 or (at > 0 and text[:at].rstrip()[-1:] != "."):
+        return []
+    return [TextHit("violence", 0.9, "judge", at, at + len(phrase))]
+
+
+def test_a_hit_on_the_second_half_of_a_split_sentence_starts_with_the_first() -> None:
+    reader = TranscriptReader(second_half_only)
+    first = _words(FIRST, 10.0)
+    assert reader.read(first) == []
+    hits = reader.read(_words(SECOND, first[-1].end_s + 0.4))
+    assert [h.start_s for h in hits] == [pytest.approx(10.0)]
+    # After a pause the pieces are separate utterances: the hit keeps its own start.
+    apart = TranscriptReader(second_half_only)
+    apart.read(_words(FIRST, 10.0))
+    apart.end_utterance()
+    assert [h.start_s for h in apart.read(_words(SECOND, 20.0))] == [pytest.approx(20.0)]
 
 
 def test_words_after_a_pause_are_not_joined_and_gaming_talk_stays_clean(
