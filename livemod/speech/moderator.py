@@ -60,7 +60,7 @@ class SpeechTimeline:
     def add(self, hit: SpokenHit) -> None:
         start = hit.start_s if self._next_s is None else max(hit.start_s, self._next_s)
         end = max(hit.end_s, start + self.min_span_s)
-        self._hits.append(replace(hit, start_s=start, end_s=end))
+        self._hits.append(replace(hit, start_s=start, end_s=end, said_s=hit.said_from_s))
 
     def advance(self, settled_s: float) -> list[tuple[float, list[SpokenHit]]]:
         """Samples whose interval is now final, with the hits spoken in each."""
@@ -301,7 +301,9 @@ class SpeechModerator:
             if hits:
                 log.debug("speech sample flagged", extra={"media_time_s": t, "hits": len(hits)})
             for h in hits:
-                self._flagged.setdefault(h.category, _Flagged(h.start_s, h.end_s, h.snippet)).add(h)
+                self._flagged.setdefault(
+                    h.category, _Flagged(h.said_from_s, h.end_s, h.snippet)
+                ).add(h)
             flagged = any(s.score >= self._floor(s.category) for s in signals)
             self._track(t, flagged)
             arrival = self._stream.arrival(t) or tr.t_committed
@@ -363,6 +365,6 @@ class _Flagged:
     terms: dict[str, float] = field(default_factory=dict)
 
     def add(self, hit: SpokenHit) -> None:
-        self.start_s = min(self.start_s, hit.start_s)
+        self.start_s = min(self.start_s, hit.said_from_s)
         self.end_s = max(self.end_s, hit.end_s)
         self.terms[hit.term] = max(self.terms.get(hit.term, 0.0), hit.score)

@@ -41,6 +41,14 @@ class SpokenHit:
     start_s: float
     end_s: float
     snippet: str
+    said_s: float | None = None
+    """Where the words began when the vote's samples had to start later (``start_s``
+    clamped to samples not yet decided); None: at ``start_s``."""
+
+    @property
+    def said_from_s(self) -> float:
+        """Media time the flagged words began: the start of a mute's span."""
+        return self.start_s if self.said_s is None else self.said_s
 
 
 class TranscriptReader:
@@ -91,10 +99,11 @@ class TranscriptReader:
                     if not (f[0].category == hit.category and lo <= f[1] and f[2] <= hi)
                 ]
             found += bridged
-            # A hit that starts at the new piece, right after a stop a window may have
-            # put there, covers the sentence before it too: the threat may have begun
-            # there even when the two halves, judged as one, score lower than the second.
-            if ctx[first_new].start_s - ctx[b].end_s <= self.bridge_gap_s:
+            # A hit that starts at the new piece, right after a stop a window put there
+            # (the piece goes on in lower case, with no pause), covers the sentence
+            # before it too: the threat began there even when the two halves, judged as
+            # one, score lower than the second alone.
+            if _continues(ctx[b], ctx[first_new]):
                 head = _sentence_start(ctx, b)
                 found = [
                     (h, head if lo == first_new and not self._repeats(h, ctx[head]) else lo, hi)
@@ -122,6 +131,17 @@ class TranscriptReader:
 def _ends_sentence(word: Word) -> bool:
     text = word.text.rstrip()
     return bool(text) and text[-1] in STOPS
+
+
+CONTINUATION_GAP_S = 0.5
+"""Longest pause between a stop and the next word for a sentence still going on."""
+
+
+def _continues(stop: Word, nxt: Word) -> bool:
+    """Whether the word after a stop carries on the same sentence: it follows without a
+    pause and starts in lower case (Whisper capitalises a sentence it starts)."""
+    text = nxt.text.lstrip()
+    return nxt.start_s - stop.end_s <= CONTINUATION_GAP_S and text[:1].islower()
 
 
 def _sentence_start(words: Sequence[Word], last: int) -> int:

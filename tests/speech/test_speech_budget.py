@@ -146,7 +146,7 @@ def second_half_only(text: str) -> list[TextHit]:
     """A judge that scores the threat's second half as a sentence of its own and not
     the joined sentence (as the learned heads sometimes do)."""
     phrase = SECOND.rstrip(".")
-    at = text.find(phrase)
+    at = text.lower().find(phrase)
     if at < 0 or (at > 0 and text[:at].rstrip()[-1:] != "."):
         return []
     return [TextHit("violence", 0.9, "judge", at, at + len(phrase))]
@@ -158,6 +158,12 @@ def test_a_hit_on_the_second_half_of_a_split_sentence_starts_with_the_first() ->
     assert reader.read(first) == []
     hits = reader.read(_words(SECOND, first[-1].end_s + 0.4))
     assert [h.start_s for h in hits] == [pytest.approx(10.0)]
+    # A capitalised sentence after a pause is a sentence of its own: it keeps its start.
+    own = TranscriptReader(second_half_only)
+    own.read(_words(FIRST, 10.0))
+    later = first[-1].end_s + 1.2
+    hits = own.read(_words(SECOND.capitalize(), later))
+    assert [h.start_s for h in hits] == [pytest.approx(later)]
     # After a pause the pieces are separate utterances: the hit keeps its own start.
     apart = TranscriptReader(second_half_only)
     apart.read(_words(FIRST, 10.0))
