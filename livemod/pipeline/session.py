@@ -241,7 +241,7 @@ class Session:
                 self.info.id,
                 self.info.key,
                 self._engine,
-                self._emit,
+                self._emit_spoken,
                 self._track_speech,
                 blocking=self._blocking,
             )
@@ -334,10 +334,15 @@ class Session:
         if flagged and len(self.flagged) < MAX_FLAGGED:
             self.flagged.append(round(media_time_s, 3))
 
-    async def _emit(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
-        started = time.perf_counter()
+    async def _emit_spoken(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
+        """A decision of the speech vote: the relay hears it here (vision decisions reach
+        it with their sample, in ``_process``, before the sample lets frames go)."""
         if self.relay is not None:
             self.relay.decided(decision)
+        await self._emit(decision, speech)
+
+    async def _emit(self, decision: Decision, speech: EvidenceInput | None = None) -> None:
+        started = time.perf_counter()
         info = self.info
         body = ActionEvent.of(
             decision, stream_id=info.id, user_id=info.user_id, room_id=info.room_id
