@@ -293,7 +293,19 @@ class GatingConfig(_Section):
         0.5, ge=0, le=1, description="Fraction changed that counts as a scene cut"
     )
     max_reuse_s: float = Field(
-        2.0, ge=0, le=60, description="Run the models anyway once the reused scores are this old"
+        4.0, ge=0, le=60, description="Run the models anyway once the reused scores are this old"
+    )
+    motion_reuse: bool = Field(
+        True, description="A picture that moved but shows nothing new reuses the scores too"
+    )
+    content_delta: float = Field(
+        24.0,
+        ge=0,
+        le=255,
+        description="Levels a region's colour mean or spread must move to count as new content",
+    )
+    motion_reuse_s: float = Field(
+        2.0, ge=0, le=60, description="Scores reused over motion are kept at most this long"
     )
     always: list[str] = Field(
         default_factory=lambda: ["hash"], description="Analyzers that run on every sample"

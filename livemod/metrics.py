@@ -156,7 +156,7 @@ for _event in REVIEW_EVENTS:
 for _result in WEBHOOK_RESULTS:
     WEBHOOK_DELIVERIES.labels(_result)
 
-OCR_GATE_REASONS = ("rate", "unchanged", "busy", "budget")
+OCR_GATE_REASONS = ("rate", "unchanged", "busy", "budget", "motion")
 """``rate``: sooner than ``ocr.fps`` allows; ``unchanged``: the picture moved less than
 ``ocr.change_threshold`` since the stream's last OCR; ``busy``: every OCR worker was
 taken; ``budget``: ``ocr.max_cpu`` was spent, or a fairer stream waits for it. The

@@ -108,10 +108,21 @@ class GateCounts:
     budget: int = 0
     """Due and changed, but OCR's CPU budget was spent or a fairer stream waited for it
     (counted by the caller)."""
+    motion: int = 0
+    """Not checked: the picture moved but showed nothing new (the change gate's ``motion``
+    reuse, counted by the caller)."""
 
     @property
     def gated_fraction(self) -> float:
-        total = self.run + self.rate + self.unchanged + self.busy + self.inflight + self.budget
+        total = (
+            self.run
+            + self.rate
+            + self.unchanged
+            + self.busy
+            + self.inflight
+            + self.budget
+            + self.motion
+        )
         return (total - self.run) / total if total else 0.0
 
 

@@ -134,6 +134,7 @@ class OcrStage:
             "busy": c.busy,
             "budget": c.budget,
             "inflight": c.inflight,
+            "motion": c.motion,
             "skipped": c.busy + c.budget,
         }
 
@@ -145,9 +146,19 @@ class OcrStage:
             return admitted
         return await self._pass(frame, admitted[0], admitted[1])
 
-    def offer(self, frame: VideoFrame) -> AnalyzerResult:
+    def offer(self, frame: VideoFrame, *, moving: bool = False) -> AnalyzerResult:
         """The stream's latest reading, at once; a due pass starts as a side task whose
-        reading the stream's next sample gets. Call on the event loop."""
+        reading the stream's next sample gets. ``moving``: the picture moved but showed
+        nothing new since the models' last look, so no pass starts (a moving picture would
+        keep the text gate open; its next fresh sample, at most
+        ``capacity.gating.motion_reuse_s`` later, is offered as usual). Call on the event
+        loop."""
+        if moving:
+            state = self._streams.get(frame.stream_id)
+            if state is not None:
+                state.gate.counts.motion += 1
+                metrics.OCR_GATED.labels("motion").inc()
+                return state.held
         admitted = self._admit(frame, budgeted=True)
         if isinstance(admitted, AnalyzerResult):
             return admitted

@@ -39,8 +39,9 @@ ENDED_KEPT = 1024
 class BackgroundStage(Protocol):
     """A stage that starts its work as a side task and answers at once."""
 
-    def offer(self, frame: VideoFrame) -> AnalyzerResult:
-        """The stream's latest result; may start a pass whose result a later sample gets."""
+    def offer(self, frame: VideoFrame, *, moving: bool = False) -> AnalyzerResult:
+        """The stream's latest result; may start a pass whose result a later sample gets
+        (never when ``moving``: the picture moved but showed nothing new)."""
         ...
 
 
@@ -88,7 +89,13 @@ class AnalysisService:
     def _plan(self, capacity: CapacityConfig) -> None:
         g, c = capacity.gating, capacity.cascade
         self._gate_policy = GatePolicy(
-            g.enabled, g.change_threshold, g.cut_threshold, g.max_reuse_s
+            g.enabled,
+            g.change_threshold,
+            g.cut_threshold,
+            g.max_reuse_s,
+            g.motion_reuse,
+            g.content_delta,
+            g.motion_reuse_s,
         )
         self._cascade_policy = CascadePolicy(
             c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s
@@ -189,11 +196,12 @@ class AnalysisService:
         last = self._last.get(sid)
         if not isinstance(decision, Fresh) and last is not None:
             gated = (*self._classifiers, *self._detectors)
+            moving = decision.reason == "motion"
             if self._reuse_always and all(i in last for i in self._always):
                 gate.always_reused += 1
-                _, staged = await self._run(frame, ())
+                _, staged = await self._run(frame, (), moving=moving)
                 return [*(last[i] for i in (*self._always, *gated)), *staged]
-            ran, staged = await self._run(frame, self._always)
+            ran, staged = await self._run(frame, self._always, moving=moving)
             return [*ran, *(last[i] for i in gated), *staged]
         fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
@@ -227,7 +235,12 @@ class AnalysisService:
         return [*(by_index[i] for i in range(len(self._analyzers))), *staged]
 
     async def _run(
-        self, frame: VideoFrame, indices: Sequence[int], *, stages: bool = True
+        self,
+        frame: VideoFrame,
+        indices: Sequence[int],
+        *,
+        stages: bool = True,
+        moving: bool = False,
     ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
         """The chosen analyzers (and the stages) on one frame, side by side."""
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
@@ -235,7 +248,7 @@ class AnalysisService:
         staged: list[Awaitable[AnalyzerResult]] = []
         for stage in self._stages if stages else ():
             if self._background and isinstance(stage, BackgroundStage):
-                offered.append(stage.offer(frame))  # never waits: a side task
+                offered.append(stage.offer(frame, moving=moving))  # never waits
             else:
                 staged.append(stage.analyze(frame))
         self._pending += len(jobs)

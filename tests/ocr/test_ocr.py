@@ -298,7 +298,7 @@ async def test_offered_passes_share_the_cpu_budget_and_analyze_is_not_capped(
         await stage.idle()
         assert stage.stream_stats("a") == {
             "run": 0, "rate": 0, "unchanged": 0, "busy": 0, "budget": 1, "inflight": 0,
-            "skipped": 1,
+            "motion": 0, "skipped": 1,
         }  # fmt: skip
         # ``analyze`` (livemod scan awaits every reading) is not capped.
         await stage.analyze(video_frame(a, 0.25, 1, "a"))

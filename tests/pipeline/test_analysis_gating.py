@@ -103,3 +103,40 @@ async def test_ocr_never_holds_a_sample_and_joins_the_next() -> None:
         assert gate is not None and gate.counts.run == 1
     finally:
         service.close()
+
+
+async def test_ocr_does_not_reread_a_picture_that_only_moves() -> None:
+    config = load_config(None, environ={})
+    stage = build_ocr_stage(config)
+    service = AnalysisService(
+        build_analyzers(config),
+        workers=2,
+        stages=[stage],
+        capacity=config.capacity,
+        background_stages=True,
+    )
+    captioned_frame = captioned(["Call me tonight 555-867-5309"])
+
+    def panned(i: int) -> np.ndarray:
+        """The camera pans over the picture (8 px a sample); the caption stays."""
+        image = captioned_frame.copy()
+        image[:250] = np.roll(captioned_frame[:250], 8 * i, axis=1)
+        return image
+
+    try:
+        seen = []
+        for i in range(7):
+            analysis = await service.analyze(VideoFrame("s", i, i / 4, 1000.0 + i / 4, panned(i)))
+            read = [s for s in analysis.signals if s.source == "ocr"]
+            seen.append(any(s.category == "contact" for s in read))
+            await stage.idle()
+        stats = service.stream_stats("s")
+        gate = stage.stream_gate("s")
+    finally:
+        service.close()
+    assert stats is not None and gate is not None
+    # The pan changes much of the picture on every sample but shows nothing new: the
+    # models and OCR keep their last look, and the reading joins every later sample's vote.
+    assert stats["motion_reused"] >= 4
+    assert gate.counts.run == 1 and gate.counts.motion == stats["motion_reused"]
+    assert seen == [False] + [True] * 6

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import pytest
 
@@ -59,8 +62,8 @@ def test_unchanged_samples_reuse_until_the_reuse_age() -> None:
     assert all(isinstance(d, Reuse) and d.age_s < 2.0 for d in decisions[1:8])
 
 
-def test_motion_and_cuts_always_run_the_models() -> None:
-    gate = StreamGate(GATE, CASCADE)
+def test_without_motion_reuse_motion_and_cuts_always_run_the_models() -> None:
+    gate = StreamGate(replace(GATE, motion_reuse=False), CASCADE)
     # A 60x60 box moving 30 px a sample (1.6 % of the picture): never two reuses in a row.
     moving = [gate.decide(i / 4, thumbnail(pattern(i / 4))) for i in range(12)]
     runs = "".join("f" if isinstance(d, Fresh) else "r" for d in moving)
@@ -70,8 +73,46 @@ def test_motion_and_cuts_always_run_the_models() -> None:
     assert isinstance(cut, Fresh) and cut.reason == "cut" and cut.cut
 
 
-def test_a_slow_drift_adds_up_against_the_last_fresh_reference() -> None:
-    gate = StreamGate(GatePolicy(max_reuse_s=60.0), CASCADE)
+def scrolled(t: float, inset: float = 0.0) -> np.ndarray:
+    """A real texture scrolling 80 px a second (gameplay), with a real photograph cut in
+    over ``inset`` of the frame."""
+    tile = cv2.resize(photo("brick"), (360, 360))
+    strip = np.concatenate([tile] * 3, axis=1)
+    off = int(80 * t) % 360
+    img = np.ascontiguousarray(strip[:, off : off + 640])
+    if inset:
+        h, w = round(360 * inset**0.5), round(640 * inset**0.5)
+        y, x = (360 - h) // 2, (640 - w) // 2
+        img[y : y + h, x : x + w] = cv2.resize(photo("coffee"), (w, h))
+    return img
+
+
+def test_motion_without_new_content_reuses_until_the_reuse_age() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    decisions = [gate.decide(i / 4, thumbnail(scrolled(i / 4))) for i in range(17)]
+    # The samples moved (20 px) and most of the picture changed, but nothing new showed.
+    assert sum(d.change >= GATE.change_threshold for d in decisions[1:]) >= 12
+    fresh_at = [i / 4 for i, d in enumerate(decisions) if isinstance(d, Fresh)]
+    assert fresh_at == [0.0, 2.0, 4.0]
+    reused = [d.reason for d in decisions if isinstance(d, Reuse)]
+    assert set(reused) <= {"motion", "unchanged"} and reused.count("motion") >= 10
+    assert gate.stats()["motion_reused"] == reused.count("motion")
+
+
+@pytest.mark.parametrize("inset", [0.1, 0.25, 1.0])
+def test_new_content_in_a_moving_picture_runs_the_models_at_once(inset: float) -> None:
+    gate = StreamGate(GATE, CASCADE)
+    for i in range(3):
+        gate.decide(i / 4, thumbnail(scrolled(i / 4)))
+    d = gate.decide(0.75, thumbnail(scrolled(0.75, inset)))
+    assert isinstance(d, Fresh) and d.reason in ("change", "cut")
+
+
+@pytest.mark.parametrize(("motion_reuse", "runs", "longest"), [(False, 5, 2), (True, 3, 10)])
+def test_a_slow_drift_adds_up_against_the_last_fresh_reference(
+    motion_reuse: bool, runs: int, longest: int
+) -> None:
+    gate = StreamGate(GatePolicy(max_reuse_s=60.0, motion_reuse=motion_reuse), CASCADE)
     base = fit(photo("astronaut")).astype(np.int16)
     reasons = []
     for i in range(30):
@@ -80,14 +121,9 @@ def test_a_slow_drift_adds_up_against_the_last_fresh_reference() -> None:
         img[: 12 * i] += 40
         d = gate.decide(i / 4, thumbnail(np.clip(img, 0, 255).astype(np.uint8)))
         reasons.append(d.reason)
-    assert reasons.count("change") >= 5
-    assert (
-        max(
-            len(run)
-            for run in "".join("r" if r == "unchanged" else "f" for r in reasons).split("f")
-        )
-        <= 2
-    )
+    assert reasons.count("change") >= runs
+    reused = "".join("r" if r in ("unchanged", "motion") else "f" for r in reasons)
+    assert max(len(run) for run in reused.split("f")) <= longest
 
 
 def test_gating_off_runs_every_sample() -> None:
@@ -122,3 +158,5 @@ def test_policies_are_validated() -> None:
         GatePolicy(change_threshold=0.6, cut_threshold=0.5)
     with pytest.raises(ValueError):
         CascadePolicy(every_s=0.0)
+    with pytest.raises(ValueError):
+        GatePolicy(content_delta=-1.0)
