@@ -1,9 +1,15 @@
 """benchmarks/capacity.py --quick: one stream of the mix on a daemon with the capacity
-defaults and one with gating, cascade and rates off; the JSON's shape, not its numbers."""
+defaults and one with gating, cascade and rates off; ``--quick --talking``: one talking
+stream with speech, ASR on. The JSON's shape, not its numbers."""
 
 from __future__ import annotations
 
-from tests.bench.test_benchmarks import assert_percentiles, run_quick
+import json
+import subprocess
+import sys
+
+from tests.bench.test_benchmarks import BENCH, assert_percentiles, run_quick
+from tests.conftest import TIMEOUT_SCALE
 
 
 def test_capacity_quick() -> None:
@@ -34,3 +40,34 @@ def test_capacity_quick() -> None:
     delays = out["gating_delay_scan"]
     assert not delays["missed_by_gated"] and not delays["missed_by_baseline"]
     assert_percentiles(delays["by_category"]["known_bad"])
+
+
+def test_capacity_talking_quick() -> None:
+    """``--quick --talking``: one 15 s talking head with espeak-ng speech on a daemon with
+    ASR on (the embedded default); the spoken threat is muted, the insert caught."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "capacity.py"), "--quick", "--talking", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240 * TIMEOUT_SCALE,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    setting = out["setting"]
+    assert setting["quick"] is True and setting["levels"] == [1]
+    assert {"machine", "clips", "daemon", "sustained_rule"} <= set(setting)
+    (level,) = out["levels"]
+    assert level["streams"] == 1 and level["started"] == 1
+    speech = level["speech"]
+    assert speech["threats"] == 1 and speech["threats_muted"] == 1, speech["missed_threats"]
+    assert_percentiles(speech["sentence_end_to_mute_s"])
+    assert speech["transcript_lag_s"]["n"] > 0 and speech["whisper_cpu_s_per_speech_s"] > 0
+    # Each commit's lag read from the daemon's log, as many as the histogram observed.
+    assert speech["transcript_lag_s"]["source"] == "log"
+    assert speech["transcript_lag_s"]["n"] == speech["transcript_lag_histogram_s"]["n"]
+    assert speech["words"] > 0 and speech["skipped_windows"] >= 0
+    video = level["video"]
+    assert video["violations"] == 1 and video["caught"] == 1, video["misses"]
+    assert video["samples"] > 0 and "whisper" in video["work_ms_per_stream_s"]
+    assert isinstance(out["summary"]["sustained_talking_streams"], int)
