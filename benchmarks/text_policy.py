@@ -9,7 +9,10 @@
    livemod's Whisper engine (tiny.en int8, one call per sentence), then judged as above:
    recall on the spoken threats and hits on the spoken hard negatives.
 
-    .venv/bin/python benchmarks/text_policy.py [--quick]
+    .venv/bin/python benchmarks/text_policy.py [--quick] [--heads PATH]
+
+``--heads`` judges with another heads file (its encoder is the one the file names: e.g. heads
+trained for the frozen MiniLM with ``scripts/train_text_judge.py --encoder base``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from livemod.text.dataset import CATEGORIES, load_labelled
 from livemod.text.judge import TextPolicy
+from livemod.text.learned import DEFAULT_HEADS, TextJudge
 
 Judge = Callable[[str], set[str]]
 
@@ -133,12 +138,19 @@ def evaluate_speech(full: TextPolicy, voices: Sequence[tuple[str, int]]) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one voice for the speech part")
+    parser.add_argument("--heads", type=Path, default=None, help="another heads file")
     args = parser.parse_args()
     full = TextPolicy.load()
+    if args.heads is not None:
+        full = full.with_judge(TextJudge.load(args.heads))
+    learned = full.judge
+    assert learned is not None, "the shipped text policy has the judge on"
     result: dict[str, Any] = {
         "setting": {
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.system()}",
-            "encoder": "all-MiniLM-L6-v2 int8 ONNX, 1 thread, unpadded",
+            "encoder": f"{learned.heads.meta.get('model')}, 1 thread, unpadded",
+            "encoder_name": learned.encoder.name,
+            "heads": str(args.heads or DEFAULT_HEADS),
             "asr": "whisper tiny.en int8 (faster-whisper), 2 threads",
             "voices": [f"{v}@{w}" for v, w in (VOICES[:1] if args.quick else VOICES)],
             "quick": args.quick,

@@ -3,13 +3,19 @@
 
     .venv/bin/python scripts/train_text_judge.py            # writes models/text/heads.json
     .venv/bin/python scripts/train_text_judge.py --out X    # writes elsewhere (the test does)
+    .venv/bin/python scripts/train_text_judge.py --encoder base --out X   # the frozen MiniLM
 
 Reads ``data/text_judge/labelled.txt``, embeds the training split (never the held-back one)
-with the same encoder the daemon runs, and fits one L2-regularised logistic regression per
+with the encoder the heads are for, and fits one L2-regularised logistic regression per
 category (one category against every other line, hard negatives included) by Newton's
-method: no randomness, so the same data gives the same heads. Each head's threshold is
-calibrated on out-of-fold probabilities of the training split: the lowest one whose
-out-of-fold precision reaches ``PRECISION`` and that no hard negative reaches.
+method: no randomness, so the same data gives the same heads. Each head's threshold is the
+lowest one whose precision reaches ``PRECISION`` and that no hard negative reaches, on
+probabilities of lines the model being calibrated did not see:
+
+- ``judge`` encoder (fine-tuned, the default): the heads are fitted on the lines the encoder
+  was fine-tuned on and calibrated on the calibration slice, which neither saw;
+- ``base`` encoder (frozen): fitted on the whole training split, calibrated on out-of-fold
+  probabilities of it.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import numpy as np
 
 from livemod.text.dataset import CATEGORIES, Example, load_labelled
 from livemod.text.encoder import (
+    DEFAULT_ENCODER,
+    ENCODERS,
     MODEL_PACKAGE,
-    MODEL_SHA256,
     TOKENIZER_SHA256,
     SentenceEncoder,
 )
@@ -87,28 +94,42 @@ def calibrate(p: np.ndarray, y: np.ndarray, negative: np.ndarray) -> float:
     return hi
 
 
+MODELS = {
+    "judge": "all-MiniLM-L6-v2 fine-tuned for the judge, int8 ONNX (models/text)",
+    "base": f"all-MiniLM-L6-v2 int8 ONNX ({MODEL_PACKAGE})",
+}
+
+
 def train(encoder: SentenceEncoder) -> dict[str, object]:
     data = load_labelled()
     train_set = data.split(held_back=False)
     x = encoder.embed_many([e.text for e in train_set]).astype(np.float64)
     folds = np.asarray([fold_of(e) for e in train_set])
     negative = np.asarray([e.negative for e in train_set])
+    calib = np.asarray([e.calibration for e in train_set])
     heads: dict[str, object] = {}
     for category in CATEGORIES:
         y = np.asarray([1.0 if e.label == category else 0.0 for e in train_set])
-        threshold = calibrate(out_of_fold(x, y, folds), y, negative)
-        w, b = fit(x, y)
+        if encoder.name == "base":
+            threshold = calibrate(out_of_fold(x, y, folds), y, negative)
+            w, b = fit(x, y)
+        else:
+            w, b = fit(x[~calib], y[~calib])
+            p = 1.0 / (1.0 + np.exp(-(x[calib] @ w + b)))
+            threshold = calibrate(p, y[calib], negative[calib])
         heads[category] = {
             "threshold": threshold,
             "bias": round(b, DECIMALS),
             "weights": [round(float(v), DECIMALS) for v in w],
         }
     return {
-        "model": f"all-MiniLM-L6-v2 int8 ONNX ({MODEL_PACKAGE})",
-        "model_sha256": MODEL_SHA256,
+        "encoder": encoder.name,
+        "model": MODELS[encoder.name],
+        "model_sha256": encoder.sha256,
         "tokenizer_sha256": TOKENIZER_SHA256,
         "data_sha256": data.sha256,
         "train_examples": len(train_set),
+        "calibration_examples": int(calib.sum()) if encoder.name != "base" else 0,
         "held_back_examples": len(data.examples) - len(train_set),
         "l2": L2,
         "heads": heads,
@@ -118,8 +139,9 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_HEADS)
+    parser.add_argument("--encoder", choices=ENCODERS, default=DEFAULT_ENCODER)
     args = parser.parse_args(argv)
-    result = train(SentenceEncoder(threads=1))
+    result = train(SentenceEncoder(args.encoder, threads=1))
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     thresholds = {k: v["threshold"] for k, v in result["heads"].items()}  # type: ignore[attr-defined]
     print(json.dumps({"out": str(args.out), "thresholds": thresholds}))

@@ -22,6 +22,10 @@ CATEGORIES = ("violence", "harassment", "hate", "self_harm", "sexual", "contact"
 NEGATIVE_PREFIX = "benign_"
 HELD_BACK_ONE_IN = 4
 """About a quarter of the lines are held back for evaluation and never trained on."""
+CALIBRATION_ONE_IN = 5
+"""About a fifth of the training lines form the calibration slice: the fine-tuned encoder
+never sees them (``scripts/finetune_text_encoder.py``), so the heads' thresholds are picked
+on scores of lines neither the encoder nor the heads were fitted on."""
 _HEADER = re.compile(r"^\[([a-z][a-z0-9_]*)\]$")
 
 
@@ -34,6 +38,12 @@ class Example:
     def held_back(self) -> bool:
         digest = hashlib.sha256(self.text.encode("utf-8")).digest()
         return int.from_bytes(digest[:4], "big") % HELD_BACK_ONE_IN == 0
+
+    @property
+    def calibration(self) -> bool:
+        """In the training split's calibration slice (by another byte of the sha256)."""
+        digest = hashlib.sha256(self.text.encode("utf-8")).digest()
+        return not self.held_back and digest[5] % CALIBRATION_ONE_IN == 0
 
     @property
     def negative(self) -> bool:

@@ -182,6 +182,10 @@ class TextPolicy:
         """The same lists and patterns with the judge off (evaluation, comparisons)."""
         return TextPolicy(list(self._rules))
 
+    def with_judge(self, judge: TextJudge | None) -> TextPolicy:
+        """The same lists and patterns with another judge (evaluation, comparisons)."""
+        return TextPolicy(list(self._rules), judge)
+
     @classmethod
     def load(cls, path: Path | None = None) -> TextPolicy:
         """Read a text policy file (default ``configs/text_policy.yaml``)."""

@@ -1,8 +1,9 @@
 """The learned text judge: sentence embeddings scored by small per-category heads.
 
 A head is a logistic regression on the 384-float MiniLM sentence vector with its own
-threshold, calibrated on held-out folds of the training data (``scripts/train_text_judge.py``
-writes ``models/text/heads.json`` with the sha256 of the labelled set it came from). The
+threshold, calibrated on training lines the encoder and heads did not see
+(``scripts/train_text_judge.py`` writes ``models/text/heads.json`` with the encoder it is for
+and the sha256 of the labelled set it came from; the heads pick their encoder). The
 judge reads text a sentence at a time, so a hit's span is the sentence that carries it and
 a long transcript does not dilute one threatening sentence. Thread-safe.
 """
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from livemod.errors import ConfigError
-from livemod.text.encoder import DIMENSION, TEXT_MODELS_DIR, SentenceEncoder
+from livemod.text.encoder import DEFAULT_ENCODER, DIMENSION, TEXT_MODELS_DIR, SentenceEncoder
 
 DEFAULT_HEADS = TEXT_MODELS_DIR / "heads.json"
 TERM = "judge"
@@ -68,6 +69,11 @@ class Heads:
     @property
     def categories(self) -> tuple[str, ...]:
         return tuple(h.category for h in self.heads)
+
+    @property
+    def encoder(self) -> str:
+        """The encoder the heads were trained for (``judge`` unless the file says)."""
+        return str(self.meta.get("encoder", DEFAULT_ENCODER))
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Per row of ``vectors`` (n, 384), per head, P(category)."""
@@ -118,7 +124,8 @@ class TextJudge:
 
     @classmethod
     def load(cls, heads_path: Path = DEFAULT_HEADS, *, threads: int = 1) -> TextJudge:
-        return cls(SentenceEncoder(threads=threads), Heads.load(heads_path))
+        heads = Heads.load(heads_path)
+        return cls(SentenceEncoder(heads.encoder, threads=threads), heads)
 
     @property
     def categories(self) -> frozenset[str]:

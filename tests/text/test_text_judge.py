@@ -13,9 +13,16 @@ import pytest
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 from livemod.text.dataset import CATEGORIES, load_labelled
-from livemod.text.encoder import MODEL_SHA256, TOKENIZER_PATH, TOKENIZER_SHA256, sha256_file
+from livemod.text.encoder import (
+    JUDGE_MODEL_PATH,
+    JUDGE_MODEL_SHA256,
+    MODEL_SHA256,
+    TOKENIZER_PATH,
+    TOKENIZER_SHA256,
+    sha256_file,
+)
 from livemod.text.judge import TextPolicy
-from livemod.text.learned import DEFAULT_HEADS, TERM, Heads, segments
+from livemod.text.learned import DEFAULT_HEADS, TERM, Heads, TextJudge, segments
 from tests.conftest import TIMEOUT_SCALE
 
 
@@ -40,7 +47,8 @@ def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
     committed = json.loads(DEFAULT_HEADS.read_text())
     # The heads came from the labelled set as it is now, and from these model files.
     assert committed["data_sha256"] == load_labelled().sha256 == fresh["data_sha256"]
-    assert committed["model_sha256"] == MODEL_SHA256 == fresh["model_sha256"]
+    assert committed["encoder"] == "judge" == fresh["encoder"]
+    assert committed["model_sha256"] == JUDGE_MODEL_SHA256 == fresh["model_sha256"]
     assert committed["tokenizer_sha256"] == TOKENIZER_SHA256 == sha256_file(TOKENIZER_PATH)
     assert list(committed["heads"]) == list(fresh["heads"]) == list(CATEGORIES)
     for category in CATEGORIES:
@@ -50,6 +58,31 @@ def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
         assert a["threshold"] == pytest.approx(b["threshold"], abs=2e-3), category
         assert a["bias"] == pytest.approx(b["bias"], abs=1e-3), category
         np.testing.assert_allclose(a["weights"], b["weights"], atol=1e-3)
+
+
+def test_committed_encoder_is_the_fine_tuned_one_for_this_data() -> None:
+    # scripts/finetune_text_encoder.py wrote the file and its record; it was fine-tuned on
+    # the labelled set as it is now (re-run the script, then train_text_judge.py, after an
+    # edit). The record is the script's own account of what it trained on.
+    record = json.loads(JUDGE_MODEL_PATH.with_suffix(".json").read_text())
+    assert sha256_file(JUDGE_MODEL_PATH) == JUDGE_MODEL_SHA256 == record["sha256"]
+    assert record["data_sha256"] == load_labelled().sha256
+    data = load_labelled()
+    assert record["fine_tuned_on"] == sum(
+        1 for e in data.split(held_back=False) if not e.calibration
+    )
+    assert record["held_back"] == len(data.split(held_back=True))
+
+
+def test_heads_choose_their_encoder(tmp_path: Path) -> None:
+    heads = json.loads(DEFAULT_HEADS.read_text())
+    (tmp_path / "base.json").write_text(json.dumps({**heads, "encoder": "base"}))
+    judge = TextJudge.load(tmp_path / "base.json")
+    assert judge.encoder.name == "base" and judge.encoder.sha256 == MODEL_SHA256
+    assert TextJudge.load(DEFAULT_HEADS).encoder.sha256 == JUDGE_MODEL_SHA256
+    (tmp_path / "odd.json").write_text(json.dumps({**heads, "encoder": "odd"}))
+    with pytest.raises(ConfigError, match="unknown encoder 'odd'"):
+        TextJudge.load(tmp_path / "odd.json")
 
 
 @pytest.mark.parametrize(
