@@ -185,24 +185,36 @@ GENERATORS = {
 }
 
 
-def make_mix(folder: Path, seconds: float, variants: int) -> tuple[list[dict[str, Any]], Path]:
-    """The clips of the mix (each kind in ``variants`` phases) and the known-bad folder."""
-    pictures = _pictures()
+def _known_bad(folder: Path) -> tuple[Image, Path]:
+    """The known-bad picture and a folder listing it."""
     bad = testmedia.photo(testmedia.KNOWN_BAD_PHOTO)
     known_bad = folder / "known_bad"
     known_bad.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(known_bad / "bad.png"), bad[:, :, ::-1])
+    return bad, known_bad
+
+
+def _insert_windows(n: int, seconds: float) -> tuple[list[float], list[Window]]:
+    """Clip ``n``'s insert onsets (off the sampling grid, on frame times) and windows."""
+    phase = PHASES[n % len(PHASES)]
+    starts = [4.0 + phase] if seconds < 16 else [6.0 + phase, 15.0 + phase]
+    onsets = [round(round(s * FPS) / FPS, 2) for s in starts]
+    windows = [
+        Window("known_bad", s, s + INSERT_S, ("full", "fit")[(n + j) % 2])
+        for j, s in enumerate(onsets)
+    ]
+    return onsets, windows
+
+
+def make_mix(folder: Path, seconds: float, variants: int) -> tuple[list[dict[str, Any]], Path]:
+    """The clips of the mix (each kind in ``variants`` phases) and the known-bad folder."""
+    pictures = _pictures()
+    bad, known_bad = _known_bad(folder)
     clips: list[dict[str, Any]] = []
     for v in range(variants):
         for k, kind in enumerate(KINDS):
             n = v * len(KINDS) + k
-            phase = PHASES[n % len(PHASES)]
-            starts = [4.0 + phase] if seconds < 16 else [6.0 + phase, 15.0 + phase]
-            onsets = [round(round(s * FPS) / FPS, 2) for s in starts]
-            windows = [
-                Window("known_bad", s, s + INSERT_S, ("full", "fit")[(n + j) % 2])
-                for j, s in enumerate(onsets)
-            ]
+            onsets, windows = _insert_windows(n, seconds)
             path = folder / f"{kind}-{v}.mp4"
             frames = GENERATORS[kind](pictures, seconds, n)
             duration = write_clip(path, with_inserts(frames, windows, bad), FPS)
@@ -577,19 +589,10 @@ def make_talking(folder: Path, seconds: float, count: int) -> tuple[list[dict[st
     """``count`` talking-head clips (known-bad inserts as in the mix) with speech tracks,
     each its own person, phase and voice, and the known-bad folder."""
     pictures = _pictures()
-    bad = testmedia.photo(testmedia.KNOWN_BAD_PHOTO)
-    known_bad = folder / "known_bad"
-    known_bad.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(known_bad / "bad.png"), bad[:, :, ::-1])
+    bad, known_bad = _known_bad(folder)
     clips: list[dict[str, Any]] = []
     for n in range(count):
-        phase = PHASES[n % len(PHASES)]
-        starts = [4.0 + phase] if seconds < 16 else [6.0 + phase, 15.0 + phase]
-        onsets = [round(round(s * FPS) / FPS, 2) for s in starts]
-        windows = [
-            Window("known_bad", s, s + INSERT_S, ("full", "fit")[(n + j) % 2])
-            for j, s in enumerate(onsets)
-        ]
+        onsets, windows = _insert_windows(n, seconds)
         path = folder / f"talking-{n}.mp4"
         video = folder / f"talking-{n}.video.mp4"
         frames = talking_head(pictures, seconds, n)

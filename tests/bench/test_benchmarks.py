@@ -19,9 +19,9 @@ from tests.conftest import TIMEOUT_SCALE
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def run_quick(name: str, timeout: float) -> dict[str, Any]:
+def run_quick(name: str, timeout: float, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / f"{name}.py"), "--quick"],
+        [sys.executable, str(BENCH / f"{name}.py"), "--quick", *args],
         capture_output=True,
         text=True,
         timeout=timeout * TIMEOUT_SCALE,

@@ -4,12 +4,7 @@ stream with speech, ASR on. The JSON's shape, not its numbers."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.bench.test_benchmarks import BENCH, assert_percentiles, run_quick
-from tests.conftest import TIMEOUT_SCALE
+from tests.bench.test_benchmarks import assert_percentiles, run_quick
 
 
 def test_capacity_quick() -> None:
@@ -45,15 +40,7 @@ def test_capacity_quick() -> None:
 def test_capacity_talking_quick() -> None:
     """``--quick --talking``: one 15 s talking head with espeak-ng speech on a daemon with
     ASR on (the embedded default); the spoken threat is muted, the insert caught."""
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "capacity.py"), "--quick", "--talking", "1"],
-        capture_output=True,
-        text=True,
-        timeout=240 * TIMEOUT_SCALE,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
+    out = run_quick("capacity", 240, "--talking", "1")
     setting = out["setting"]
     assert setting["quick"] is True and setting["levels"] == [1]
     assert {"machine", "clips", "daemon", "sustained_rule"} <= set(setting)
