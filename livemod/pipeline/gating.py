@@ -18,12 +18,12 @@ Motion is not new content: a scrolling game or a person moving changes most cell
 sample while showing the same things. With ``motion_reuse``, a change below a scene cut
 whose coarse content did not move (the colour mean and spread of each of 3x4 regions of the
 thumbnail, each within ``content_delta`` levels of the reference's) reuses the last scores
-as well. Anything new in view shifts its region's
-statistics: a picture cut in over a tenth of the frame moves them 30-90 levels, one over a
-twentieth 22-36 (measured on the capacity benchmark's mix, where motion moves them 9-20 at
-p95), so it runs the models at once. Scores reused over motion are kept for at most
-``motion_reuse_s`` (2 s), over an unchanged picture for ``max_reuse_s`` (4 s: the models
-would see the same picture; the age is a safety net).
+as well. Anything new in view shifts its region's statistics: a picture cut in over a tenth
+of the frame moves them 30-90 levels, one over a twentieth 22-36 (measured on the capacity
+benchmark's mix, where motion moves them 9-20 at p95), so it runs the models at once.
+Scores reused over motion are kept for at most ``motion_reuse_s`` (2 s), over an unchanged
+picture for ``max_reuse_s`` (4 s: the models would see the same picture; the age is a
+safety net).
 
 The cascade: a detector that exists to give regions (NudeNet's boxes) runs on a fresh
 sample only when a whole-frame score passes its gate, after a scene cut, while its
