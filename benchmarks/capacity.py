@@ -280,6 +280,38 @@ async def _metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
         return _metric_sums(await resp.text())
 
 
+async def _play(
+    http: aiohttp.ClientSession,
+    base: str,
+    feed: Feed,
+    clips: list[dict[str, Any]],
+    n: int,
+    prefix: str,
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """Start ``n`` streams of ``clips`` through ``POST /v1/streams`` at once, wait until
+    each has ended (or a minute past the longest clip) and read their summaries."""
+    streams: list[tuple[str, dict[str, Any]]] = []
+    for i in range(n):
+        clip = clips[i % len(clips)]
+        body = {"url": clip["path"], "user_id": f"{prefix}{n}-{i}", "room_id": f"r{n}-{i}"}
+        async with http.post(f"{base}/v1/streams", json={**body, "realtime": True}) as resp:
+            data = await resp.json()
+            if resp.status == 201:
+                streams.append((data["id"], clip))
+    ended: set[str] = set()
+    deadline = time.monotonic() + max(c["duration_s"] for c in clips) + 60.0
+    while len(ended) < len(streams) and time.monotonic() < deadline:
+        for _, e in feed.events:
+            if e.get("type") == "session" and e.get("state") in ("ended", "error"):
+                ended.add(e["stream_id"])
+        await asyncio.sleep(0.2)
+    summaries = {}
+    for sid, _ in streams:
+        async with http.get(f"{base}/v1/streams/{sid}") as resp:
+            summaries[sid] = await resp.json()
+    return streams, summaries
+
+
 async def run_level(daemon: DaemonProcess, clips: list[dict[str, Any]], n: int) -> dict[str, Any]:
     """N streams of the mix started at once; waits for all to end."""
     assert daemon.proc is not None
@@ -287,26 +319,7 @@ async def run_level(daemon: DaemonProcess, clips: list[dict[str, Any]], n: int) 
     async with websockets.connect(daemon.ws) as ws, aiohttp.ClientSession() as http:
         feed = Feed(ws)
         before, cpu0, t0 = await _metrics(http, base), _cpu_s(daemon.proc.pid), time.time()
-        streams: list[tuple[str, dict[str, Any]]] = []
-        for i in range(n):
-            clip = clips[i % len(clips)]
-            body = {"url": clip["path"], "user_id": f"u{n}-{i}", "room_id": f"r{n}-{i}"}
-            async with http.post(f"{base}/v1/streams", json={**body, "realtime": True}) as resp:
-                data = await resp.json()
-                if resp.status == 201:
-                    streams.append((data["id"], clip))
-        longest = max(c["duration_s"] for c in clips)
-        ended: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + longest + 60.0
-        while len(ended) < len(streams) and time.monotonic() < deadline:
-            for _, e in feed.events:
-                if e.get("type") == "session" and e.get("state") in ("ended", "error"):
-                    ended[e["stream_id"]] = e
-            await asyncio.sleep(0.2)
-        summaries = {}
-        for sid, _ in streams:
-            async with http.get(f"{base}/v1/streams/{sid}") as resp:
-                summaries[sid] = await resp.json()
+        streams, summaries = await _play(http, base, feed, clips, n, "u")
         after, cpu1 = await _metrics(http, base), _cpu_s(daemon.proc.pid)
     stream_s = sum(c["duration_s"] for _, c in streams) or 1.0
     return _summarize(n, streams, feed, summaries, (before, after), cpu1 - cpu0, stream_s) | {
@@ -777,25 +790,7 @@ async def run_talking_level(
         log = daemon.workdir / "daemon.log"
         log_at = log.stat().st_size if log.exists() else 0
         cpu0, t0 = _cpu_s(daemon.proc.pid), time.time()
-        streams: list[tuple[str, dict[str, Any]]] = []
-        for i in range(n):
-            clip = clips[i % len(clips)]
-            body = {"url": clip["path"], "user_id": f"t{n}-{i}", "room_id": f"r{n}-{i}"}
-            async with http.post(f"{base}/v1/streams", json={**body, "realtime": True}) as resp:
-                data = await resp.json()
-                if resp.status == 201:
-                    streams.append((data["id"], clip))
-        ended: set[str] = set()
-        deadline = time.monotonic() + max(c["duration_s"] for c in clips) + 60.0
-        while len(ended) < len(streams) and time.monotonic() < deadline:
-            for _, e in feed.events:
-                if e.get("type") == "session" and e.get("state") in ("ended", "error"):
-                    ended.add(e["stream_id"])
-            await asyncio.sleep(0.2)
-        summaries = {}
-        for sid, _ in streams:
-            async with http.get(f"{base}/v1/streams/{sid}") as resp:
-                summaries[sid] = await resp.json()
+        streams, summaries = await _play(http, base, feed, clips, n, "t")
         async with http.get(f"{base}/metrics") as resp:
             text1 = await resp.text()
         cpu1 = _cpu_s(daemon.proc.pid)
