@@ -49,13 +49,13 @@ _MIN_SIDE: Final = 0.15
 _MIN_OUTLINE: Final = 0.6
 """Fraction of each side of a rectangle that must lie on edges for it to be a candidate."""
 _EDGE: Final = 24
+"""Grey step across two pixels of the small copy that counts as an edge."""
 _FRAME_SIDE: Final = 0.85
 _SNAP_STEP: Final = 12
 _MIN_INSET: Final = 0.2
 """Corner insets narrower or shorter than this fraction of the frame are not looked for."""
 _MARGIN: Final = 0.08
 """How far from the frame's edge a corner inset's outer sides are looked for."""
-"""Grey step across two pixels of the small copy that counts as an edge."""
 _MAX_LINES: Final = 12
 """Strongest vertical and horizontal lines combined into rectangles (66 x 66 pairs)."""
 
