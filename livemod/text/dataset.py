@@ -34,16 +34,22 @@ class Example:
     text: str
     label: str
 
+    def _digest(self) -> bytes:
+        return hashlib.sha256(self.text.encode("utf-8")).digest()
+
+    @staticmethod
+    def _held_back(digest: bytes) -> bool:
+        return int.from_bytes(digest[:4], "big") % HELD_BACK_ONE_IN == 0
+
     @property
     def held_back(self) -> bool:
-        digest = hashlib.sha256(self.text.encode("utf-8")).digest()
-        return int.from_bytes(digest[:4], "big") % HELD_BACK_ONE_IN == 0
+        return self._held_back(self._digest())
 
     @property
     def calibration(self) -> bool:
         """In the training split's calibration slice (by another byte of the sha256)."""
-        digest = hashlib.sha256(self.text.encode("utf-8")).digest()
-        return not self.held_back and digest[5] % CALIBRATION_ONE_IN == 0
+        digest = self._digest()
+        return not self._held_back(digest) and digest[5] % CALIBRATION_ONE_IN == 0
 
     @property
     def negative(self) -> bool:

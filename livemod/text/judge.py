@@ -180,7 +180,7 @@ class TextPolicy:
 
     def without_judge(self) -> TextPolicy:
         """The same lists and patterns with the judge off (evaluation, comparisons)."""
-        return TextPolicy(list(self._rules))
+        return self.with_judge(None)
 
     def with_judge(self, judge: TextJudge | None) -> TextPolicy:
         """The same lists and patterns with another judge (evaluation, comparisons)."""
