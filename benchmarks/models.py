@@ -3,7 +3,8 @@
 Prints one JSON document: the setting (machine, ONNX Runtime, threads, frames), then for
 each model and batch size the per-frame preprocessing and inference times (p50/p95/p99)
 and frames/s, and a naive baseline (the reference wrapper, one frame at a time, with the
-same thread count) measured in the same run, with the ratio against it.
+same thread count) measured in the same run, with the ratio against it (models with no
+reference wrapper say so).
 
     .venv/bin/python benchmarks/models.py [--quick] [--threads N] [--precision fp32|fp16]
         [--io-binding auto|on|off]
@@ -31,7 +32,9 @@ import onnxruntime as ort
 from skimage import data
 
 from livemod.messages import Image
+from livemod.vision.classifier import ImageClassifierAnalyzer
 from livemod.vision.inference import make_session, session_device, use_io_binding
+from livemod.vision.kinds import ANALYZER_KINDS
 from livemod.vision.manifest import ModelFile, ModelSpec, load_manifest, verify
 from livemod.vision.nudenet import NudeNetAnalyzer
 from livemod.vision.opennsfw import OpenNsfwAnalyzer
@@ -166,16 +169,22 @@ def bench_model(
         "model": model,
         "io_binding": use_io_binding(args.io_binding, device),
     }
+    session: ort.InferenceSession
     if spec.kind == "yolov8-detector":
         nude = NudeNetAnalyzer(spec, **options)
-        pre, infer = nude.preprocess, (lambda x: nude.infer(*x))
+        pre, infer, session = nude.preprocess, (lambda x: nude.infer(*x)), nude.session
         baseline = nudenet_baseline(spec, args.threads, args.provider_list)
         stage = "session.run + decode + NMS"
-    else:
-        clf = OpenNsfwAnalyzer(spec, **options)
-        pre, infer = clf.preprocess, clf.infer
+    elif spec.kind == "nsfw-classifier":
+        nsfw = OpenNsfwAnalyzer(spec, **options)
+        pre, infer, session = nsfw.preprocess, nsfw.infer, nsfw.session
         baseline = opennsfw_baseline(spec, args.threads, args.provider_list)
         stage = "session.run"
+    else:
+        clf = ImageClassifierAnalyzer(spec, **options)
+        pre, infer, session = clf.preprocess, clf.raw, clf.session
+        baseline = "no reference wrapper ships with this model"
+        stage = "session.run (+ softmax where the manifest asks)"
     sizes = [int(b) for b in args.batches.split(",")] if args.batches else BATCH_SIZES
     rows = [bench_batches(pre, infer, frames, bs, iterations_for(bs), warmup) for bs in sizes]
     result: dict[str, Any] = {
@@ -184,7 +193,7 @@ def bench_model(
         "inference_is": stage,
         "precision": model.precision,
         "io_binding": options["io_binding"],
-        "provider": (nude if spec.kind == "yolov8-detector" else clf).session.get_providers()[0],
+        "provider": session.get_providers()[0],
     }
     if check:
         result["fp16_check"] = check
@@ -222,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     frames = load_frames()
-    # The vision models this benchmark knows how to drive; OCR has its own costs.
-    specs = [s for s in load_manifest() if s.kind in ("yolov8-detector", "nsfw-classifier")]
+    # The vision models (every analyzer kind); OCR has its own costs.
+    specs = [s for s in load_manifest() if s.kind in ANALYZER_KINDS]
     setting = {
         "machine": {
             "cpu_count": os.cpu_count(),

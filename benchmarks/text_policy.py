@@ -1,9 +1,11 @@
 """The text judge against the word list: precision and recall per category.
 
 1. Text: the held-back part of ``data/text_judge/labelled.txt`` (never trained on; the split
-   is fixed by each line's sha256). A line counts as flagged for a category when any hit of
-   that category falls in it. Three judges: the shipped word list and patterns alone
-   (``list``), the learned heads alone (``judge``), both (``both``, what the daemon runs).
+   is fixed by each line's sha256), and every line of ``data/text_judge/blind.txt``
+   (evaluation only, written by writers who never saw the labelled set; ``text_blind``).
+   A line counts as flagged for a category when any hit of that category falls in it.
+   Three judges: the shipped word list and patterns alone (``list``), the learned heads
+   alone (``judge``), both (``both``, what the daemon runs).
    Hard negatives (gaming, sports, cooking, news, quotes, chat) must get no hit at all.
 2. Speech: sentences spoken by espeak-ng with several voices and speeds, transcribed by
    livemod's Whisper engine (tiny.en int8, one call per sentence), then judged as above:
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from livemod.text.dataset import CATEGORIES, load_labelled
+from livemod.text.dataset import BLIND_SET, CATEGORIES, Example, load_labelled
 from livemod.text.judge import TextPolicy
 from livemod.text.learned import DEFAULT_HEADS, TextJudge
 
@@ -79,33 +81,49 @@ def judges(full: TextPolicy) -> dict[str, Judge]:
     }
 
 
-def evaluate_text(full: TextPolicy) -> dict[str, Any]:
-    data = load_labelled()
-    held = data.split(held_back=True)
+def judge_lines(full: TextPolicy, lines: Sequence[Example]) -> dict[str, Any]:
+    """Each judge's precision and recall per category over ``lines``, its hard-negative
+    hits and its misses."""
     out: dict[str, Any] = {}
     for name, judge in judges(full).items():
         started = time.perf_counter()
-        found = [judge(e.text) for e in held]
-        ms = (time.perf_counter() - started) * 1000 / max(len(held), 1)
-        per = {c: prf([c in f for f in found], [e.label == c for e in held]) for c in CATEGORIES}
-        negatives = [(e, f) for e, f in zip(held, found, strict=True) if e.negative]
+        found = [judge(e.text) for e in lines]
+        ms = (time.perf_counter() - started) * 1000 / max(len(lines), 1)
+        per = {c: prf([c in f for f in found], [e.label == c for e in lines]) for c in CATEGORIES}
+        negatives = [(e, f) for e, f in zip(lines, found, strict=True) if e.negative]
         out[name] = {
             "per_category": per,
             "hard_negative_lines_hit": sum(1 for _, f in negatives if f),
             "hard_negatives_hit": sorted(e.text for e, f in negatives if f),
             "missed": sorted(
                 f"{e.label}: {e.text}"
-                for e, f in zip(held, found, strict=True)
+                for e, f in zip(lines, found, strict=True)
                 if not e.negative and e.label not in f
             ),
             "ms_per_line": round(ms, 2),
         }
+    return out
+
+
+def evaluate_text(full: TextPolicy) -> dict[str, Any]:
+    data = load_labelled()
+    held = data.split(held_back=True)
     return {
         "held_back_lines": len(held),
         "held_back_hard_negatives": sum(1 for e in held if e.negative),
         "labelled_set_lines": len(data.examples),
         "labelled_set_sha256": data.sha256,
-        **out,
+        **judge_lines(full, held),
+    }
+
+
+def evaluate_blind(full: TextPolicy) -> dict[str, Any]:
+    blind = load_labelled(BLIND_SET)
+    return {
+        "lines": len(blind.examples),
+        "hard_negatives": sum(1 for e in blind.examples if e.negative),
+        "sha256": blind.sha256,
+        **judge_lines(full, blind.examples),
     }
 
 
@@ -156,6 +174,7 @@ def main() -> None:
             "quick": args.quick,
         },
         "text": evaluate_text(full),
+        "text_blind": evaluate_blind(full),
         "speech": evaluate_speech(full, VOICES[:1] if args.quick else VOICES),
     }
     print(json.dumps(result, indent=1))

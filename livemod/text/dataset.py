@@ -17,6 +17,10 @@ from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 
 LABELLED_SET = REPO_ROOT / "data" / "text_judge" / "labelled.txt"
+BLIND_SET = REPO_ROOT / "data" / "text_judge" / "blind.txt"
+"""Evaluation only, every line: sentences written from the category definitions alone by
+writers who never opened the labelled set, so they test the judge on phrasings its
+authors did not choose (``benchmarks/text_policy.py``); never trained on."""
 CATEGORIES = ("violence", "harassment", "hate", "self_harm", "sexual", "contact")
 """The categories the judge scores, in the order of the heads."""
 NEGATIVE_PREFIX = "benign_"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from livemod.vision.kinds import ANALYZER_KINDS
+from livemod.vision.manifest import load_manifest
 from tests.conftest import TIMEOUT_SCALE
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -117,6 +119,9 @@ def test_gpu_mode_quick() -> None:
     gpu = out["setting"]["gpu"]
     assert gpu["available"] or gpu["reason"]
     summary = out["summary"]
+    # Every vision model of the manifest, whatever its kind (not only NudeNet and open_nsfw).
+    vision = {spec.name for spec in load_manifest() if spec.kind in ANALYZER_KINDS}
+    assert set(summary["models"]["cpu"]) == vision
     for model, by_batch in summary["models"]["cpu"].items():
         assert set(by_batch) == {"1", "2"}, model
         assert all(fps > 0 for fps in by_batch.values())

@@ -24,6 +24,9 @@ def test_text_policy_quick() -> None:
         text["both"]["per_category"]["violence"]["recall"]
         > (text["list"]["per_category"]["violence"]["recall"])
     )
+    blind = out["text_blind"]
+    assert blind["lines"] > 1000 and blind["hard_negatives"] > 300
+    assert set(blind["judge"]["per_category"]) == set(CATEGORIES)
     speech = out["speech"]
     assert speech["sentences"] == len(speech["transcripts"]) > 0
     assert 0.0 <= speech["both"]["harmful_recall"] <= 1.0

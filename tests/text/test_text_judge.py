@@ -12,7 +12,7 @@ import pytest
 
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
-from livemod.text.dataset import CATEGORIES, load_labelled
+from livemod.text.dataset import BLIND_SET, CATEGORIES, load_labelled
 from livemod.text.encoder import (
     JUDGE_MODEL_PATH,
     JUDGE_MODEL_SHA256,
@@ -228,3 +228,12 @@ def test_heads_parse_rejects_a_bad_threshold() -> None:
     head = {"weights": [0.0] * 384, "bias": 0.0, "threshold": 1.5}
     with pytest.raises(ConfigError, match="threshold"):
         Heads.parse({"heads": {"hate": head}})
+
+
+def test_the_blind_set_shares_no_sentence_with_the_labelled_set() -> None:
+    # It is evaluation data only: a sentence of it in the labelled set would be trained on.
+    labelled = {e.text.casefold() for e in load_labelled().examples}
+    blind = load_labelled(BLIND_SET)
+    assert len(blind.examples) > 2000
+    assert [e.text for e in blind.examples if e.text.casefold() in labelled] == []
+    assert {e.label for e in blind.examples} >= set(CATEGORIES)
