@@ -79,6 +79,8 @@ class ImageClassifierAnalyzer:
         # Either a 0..255 input (normalisation baked into the graph) or mean/std on 0..1.
         self.mean = np.asarray(spec.input.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
         self.std = np.asarray(spec.input.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+        # Skipped when it is the identity (normalisation in the graph): the same floats.
+        self.normalise = bool(np.any(self.mean != 0.0) or np.any(self.std != 1.0))
         self.unit = list(spec.input.get("scale", [0.0, 255.0])) == [0.0, 1.0]
         self.softmax = bool(spec.input.get("softmax", False))
         self.classes = mapped_classes(spec)
@@ -99,7 +101,8 @@ class ImageClassifierAnalyzer:
             batch = batch[..., ::-1]
         if self.unit:
             batch *= np.float32(1.0 / 255.0)
-        batch = (batch - self.mean) / self.std
+        if self.normalise:
+            batch = (batch - self.mean) / self.std
         if self.layout == "NCHW":
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch, dtype=np.float32)
