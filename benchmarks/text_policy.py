@@ -1,8 +1,8 @@
 """The text judge against the word list: precision and recall per category.
 
-1. Text: the held-back part of ``data/text_judge/labelled.txt`` and ``labelled-2.txt`` (never
-   trained on; the split is fixed by each line's sha256), all of it and each file's part
-   (``by_source``: the second file's writers never saw the first).
+1. Text: the held-back part of ``data/text_judge/labelled.txt`` (never trained on; the split
+   is fixed by each line's sha256), and every line of ``data/text_judge/blind.txt``
+   (evaluation only, written by writers who never saw the labelled set; ``text_blind``).
    A line counts as flagged for a category when any hit of that category falls in it.
    Three judges: the shipped word list and patterns alone (``list``), the learned heads
    alone (``judge``), both (``both``, what the daemon runs).
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from livemod.text.dataset import CATEGORIES, Example, load_sets
+from livemod.text.dataset import BLIND_SET, CATEGORIES, Example, load_labelled
 from livemod.text.judge import TextPolicy
 from livemod.text.learned import DEFAULT_HEADS, TextJudge
 
@@ -106,22 +106,24 @@ def judge_lines(full: TextPolicy, lines: Sequence[Example]) -> dict[str, Any]:
 
 
 def evaluate_text(full: TextPolicy) -> dict[str, Any]:
-    data = load_sets()
+    data = load_labelled()
     held = data.split(held_back=True)
-    sources = sorted({e.source for e in held})
     return {
         "held_back_lines": len(held),
         "held_back_hard_negatives": sum(1 for e in held if e.negative),
         "labelled_set_lines": len(data.examples),
         "labelled_set_sha256": data.sha256,
         **judge_lines(full, held),
-        "by_source": {
-            source: {
-                "held_back_lines": sum(1 for e in held if e.source == source),
-                **judge_lines(full, [e for e in held if e.source == source]),
-            }
-            for source in sources
-        },
+    }
+
+
+def evaluate_blind(full: TextPolicy) -> dict[str, Any]:
+    blind = load_labelled(BLIND_SET)
+    return {
+        "lines": len(blind.examples),
+        "hard_negatives": sum(1 for e in blind.examples if e.negative),
+        "sha256": blind.sha256,
+        **judge_lines(full, blind.examples),
     }
 
 
@@ -172,6 +174,7 @@ def main() -> None:
             "quick": args.quick,
         },
         "text": evaluate_text(full),
+        "text_blind": evaluate_blind(full),
         "speech": evaluate_speech(full, VOICES[:1] if args.quick else VOICES),
     }
     print(json.dumps(result, indent=1))

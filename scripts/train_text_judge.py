@@ -5,17 +5,15 @@
     .venv/bin/python scripts/train_text_judge.py --out X    # writes elsewhere (the test does)
     .venv/bin/python scripts/train_text_judge.py --encoder base --out X   # the frozen MiniLM
 
-Reads both labelled files (``data/text_judge/labelled.txt`` and ``labelled-2.txt``), embeds
-their training splits (never the held-back lines) with the encoder the heads are for, and
-fits one L2-regularised logistic regression per category (one category against every other
-line, hard negatives included) by Newton's method: no randomness, so the same data gives
-the same heads. Each head's threshold is the lowest one whose precision reaches
-``PRECISION`` and that no hard negative reaches, on probabilities of lines the model being
-calibrated did not see:
+Reads ``data/text_judge/labelled.txt``, embeds the training split (never the held-back one)
+with the encoder the heads are for, and fits one L2-regularised logistic regression per
+category (one category against every other line, hard negatives included) by Newton's
+method: no randomness, so the same data gives the same heads. Each head's threshold is the
+lowest one whose precision reaches ``PRECISION`` and that no hard negative reaches, on
+probabilities of lines the model being calibrated did not see:
 
-- ``judge`` encoder (fine-tuned, the default): the heads are fitted on the training lines
-  outside the calibration slice (the encoder was fine-tuned on the first file's) and
-  calibrated on the calibration slice, which neither the encoder nor the heads saw;
+- ``judge`` encoder (fine-tuned, the default): the heads are fitted on the lines the encoder
+  was fine-tuned on and calibrated on the calibration slice, which neither saw;
 - ``base`` encoder (frozen): fitted on the whole training split, calibrated on out-of-fold
   probabilities of it.
 """
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livemod.text.dataset import CATEGORIES, Example, load_sets
+from livemod.text.dataset import CATEGORIES, Example, load_labelled
 from livemod.text.encoder import (
     DEFAULT_ENCODER,
     ENCODERS,
@@ -103,7 +101,7 @@ MODELS = {
 
 
 def train(encoder: SentenceEncoder) -> dict[str, object]:
-    data = load_sets()
+    data = load_labelled()
     train_set = data.split(held_back=False)
     x = encoder.embed_many([e.text for e in train_set]).astype(np.float64)
     folds = np.asarray([fold_of(e) for e in train_set])

@@ -1,4 +1,4 @@
-"""The text judge's labelled sets (``data/text_judge/*.txt``) and their fixed split.
+"""The text judge's labelled set (``data/text_judge/labelled.txt``) and its fixed split.
 
 One sentence a line under a ``[label]`` header; ``#`` starts a comment line. Labels are
 the policy categories the judge scores and hard negatives (``benign_<topic>``). A line is
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 
 LABELLED_SET = REPO_ROOT / "data" / "text_judge" / "labelled.txt"
-"""The first file: the encoder is fine-tuned on its training split."""
-SECOND_SET = REPO_ROOT / "data" / "text_judge" / "labelled-2.txt"
-"""Written from the category definitions alone by writers who never opened the first
-file: phrasings the first file's authors did not choose."""
-HEADS_SETS = (LABELLED_SET, SECOND_SET)
-"""The heads are fitted and calibrated on the training splits of both files."""
+BLIND_SET = REPO_ROOT / "data" / "text_judge" / "blind.txt"
+"""Evaluation only, every line: sentences written from the category definitions alone by
+writers who never opened the labelled set, so they test the judge on phrasings its
+authors did not choose (``benchmarks/text_policy.py``); never trained on."""
 CATEGORIES = ("violence", "harassment", "hate", "self_harm", "sexual", "contact")
 """The categories the judge scores, in the order of the heads."""
 NEGATIVE_PREFIX = "benign_"
@@ -40,8 +37,6 @@ _HEADER = re.compile(r"^\[([a-z][a-z0-9_]*)\]$")
 class Example:
     text: str
     label: str
-    source: str = ""
-    """The name of the file the line is in."""
 
     def _digest(self) -> bytes:
         return hashlib.sha256(self.text.encode("utf-8")).digest()
@@ -95,19 +90,5 @@ def load_labelled(path: Path = LABELLED_SET) -> LabelledSet:
         if line.casefold() in seen:
             raise ConfigError(f"{path}:{n}: duplicate sentence {line!r}")
         seen.add(line.casefold())
-        examples.append(Example(line, label, path.name))
+        examples.append(Example(line, label))
     return LabelledSet(tuple(examples), hashlib.sha256(raw).hexdigest())
-
-
-def load_sets(paths: Sequence[Path] = HEADS_SETS) -> LabelledSet:
-    """Several files as one set (a sentence may be in one of them only); its sha256 is
-    of the files' own sha256s, in order."""
-    sets = [load_labelled(path) for path in paths]
-    seen: dict[str, str] = {}
-    for labelled in sets:
-        for e in labelled.examples:
-            other = seen.setdefault(e.text.casefold(), e.source)
-            if other != e.source:
-                raise ConfigError(f"{e.source}: {e.text!r} is also in {other}")
-    digest = hashlib.sha256(" ".join(s.sha256 for s in sets).encode("ascii")).hexdigest()
-    return LabelledSet(tuple(e for s in sets for e in s.examples), digest)

@@ -24,10 +24,9 @@ def test_text_policy_quick() -> None:
         text["both"]["per_category"]["violence"]["recall"]
         > (text["list"]["per_category"]["violence"]["recall"])
     )
-    # Each labelled file's held-back lines apart (the second file's writers never saw the first).
-    assert set(text["by_source"]) == {"labelled.txt", "labelled-2.txt"}
-    parts = text["by_source"].values()
-    assert sum(part["held_back_lines"] for part in parts) == text["held_back_lines"]
+    blind = out["text_blind"]
+    assert blind["lines"] > 1000 and blind["hard_negatives"] > 300
+    assert set(blind["judge"]["per_category"]) == set(CATEGORIES)
     speech = out["speech"]
     assert speech["sentences"] == len(speech["transcripts"]) > 0
     assert 0.0 <= speech["both"]["harmful_recall"] <= 1.0

@@ -12,13 +12,7 @@ import pytest
 
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
-from livemod.text.dataset import (
-    CATEGORIES,
-    HEADS_SETS,
-    SECOND_SET,
-    load_labelled,
-    load_sets,
-)
+from livemod.text.dataset import BLIND_SET, CATEGORIES, load_labelled
 from livemod.text.encoder import (
     JUDGE_MODEL_PATH,
     JUDGE_MODEL_SHA256,
@@ -52,7 +46,7 @@ def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
     fresh = json.loads(out.read_text())
     committed = json.loads(DEFAULT_HEADS.read_text())
     # The heads came from the labelled set as it is now, and from these model files.
-    assert committed["data_sha256"] == load_sets().sha256 == fresh["data_sha256"]
+    assert committed["data_sha256"] == load_labelled().sha256 == fresh["data_sha256"]
     assert committed["encoder"] == "judge" == fresh["encoder"]
     assert committed["model_sha256"] == JUDGE_MODEL_SHA256 == fresh["model_sha256"]
     assert committed["tokenizer_sha256"] == TOKENIZER_SHA256 == sha256_file(TOKENIZER_PATH)
@@ -147,21 +141,6 @@ def test_a_list_hit_covers_the_judge_in_its_category(policy: TextPolicy) -> None
     assert [(h.category, h.term) for h in hits] == [("violence", "threat_intent")]
 
 
-KNOWN_HARD_NEGATIVE_HITS = {
-    "Bisexual people are valid, no need to pick a side.",
-    "Calling bisexuality greedy is just biphobia, plain and simple.",
-    "Mixed race kids don't have to choose one side.",
-    "No religion makes someone a bad person, people do.",
-    "Nonbinary people have always existed and they belong here.",
-    "Not all Christians think the same way about politics, it's a huge and varied group.",
-    "Saying Black people are lazy is a racist myth and it's not welcome here.",
-    "Transgender people aren't confused, they know exactly who they are.",
-    "refugees are people just like us, looking for a safe home",
-    "so like i'm just gonna run in and shoot everyone you know",
-    "young people aren't lazy, a lot of them are working two jobs",
-}
-
-
 def test_no_held_back_hard_negative_topic_is_flagged_by_the_judge(policy: TextPolicy) -> None:
     # The issue's hard negatives and benign sentences naming groups. benign_chat and
     # benign_health hold deliberate near-misses (recovery talk, "I know where you live,
@@ -177,14 +156,9 @@ def test_no_held_back_hard_negative_topic_is_flagged_by_the_judge(policy: TextPo
     }
     judge = policy.judge
     assert judge is not None
-    held = [e for e in load_sets().split(held_back=True) if e.label in topics]
-    assert len(held) > 300
-    flagged = {e.text for e in held if judge.judge(e.text)}
-    # Known hits (docs/speech.md): supportive sentences about groups and counter-speech
-    # read as hate, and one gaming line that reads as a threat out of context. The heads
-    # fitted on the first file alone hit 12 of the second file's 265 such lines, these
-    # heads 10 of them (and 1 of the first file's 109). Any other hit fails.
-    assert flagged <= KNOWN_HARD_NEGATIVE_HITS, flagged - KNOWN_HARD_NEGATIVE_HITS
+    held = [e for e in load_labelled().split(held_back=True) if e.label in topics]
+    assert len(held) > 40
+    assert [e.text for e in held if judge.judge(e.text)] == []
 
 
 def test_segments_split_sentences_and_lines() -> None:
@@ -256,12 +230,10 @@ def test_heads_parse_rejects_a_bad_threshold() -> None:
         Heads.parse({"heads": {"hate": head}})
 
 
-def test_the_heads_data_is_both_files_and_a_sentence_is_in_one_only(tmp_path: Path) -> None:
-    data = load_sets()
-    assert {e.source for e in data.examples} == {p.name for p in HEADS_SETS}
-    assert {e.label for e in data.examples if e.source == SECOND_SET.name} >= set(CATEGORIES)
-    # A sentence in two files would be trained on from one and evaluated from the other.
-    (tmp_path / "a.txt").write_text("[violence]\nI will find you\n")
-    (tmp_path / "b.txt").write_text("[benign_chat]\ni will FIND you\n")
-    with pytest.raises(ConfigError, match=r"also in a\.txt"):
-        load_sets((tmp_path / "a.txt", tmp_path / "b.txt"))
+def test_the_blind_set_shares_no_sentence_with_the_labelled_set() -> None:
+    # It is evaluation data only: a sentence of it in the labelled set would be trained on.
+    labelled = {e.text.casefold() for e in load_labelled().examples}
+    blind = load_labelled(BLIND_SET)
+    assert len(blind.examples) > 2000
+    assert [e.text for e in blind.examples if e.text.casefold() in labelled] == []
+    assert {e.label for e in blind.examples} >= set(CATEGORIES)
