@@ -93,6 +93,10 @@ class Timeline:
             self._tracks[track] = state
         else:
             delta = source_s - state.last_source_s
+            # A step too small to move the session clock (lost to rounding) repeats the
+            # last timestamp: it is rejoined like an equal one, so time still increases.
+            if source_s + self._runs[state.run].offset_s <= state.last_session_s:
+                delta = min(delta, 0.0)
             if not 0 < delta <= self._max_jump:
                 state.run = self._rejoin(state, source_s, delta, track)
         run = self._runs[state.run]
