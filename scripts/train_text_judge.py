@@ -43,7 +43,9 @@ L2 = 1.0
 ITERATIONS = 30
 FOLDS = 5
 PRECISION = 0.95
-THRESHOLD_RANGE = (0.3, 0.95)
+THRESHOLD_RANGE = (0.8, 0.95)
+"""A head acts on a confident score only: below 0.8 a benign sentence cut at a transcript
+window ("Please open the window before dinner My": sexual 0.70) could pass the threshold."""
 DECIMALS = 6
 
 
