@@ -66,8 +66,8 @@ def test_committed_encoder_is_the_fine_tuned_one_for_this_data() -> None:
     # edit). The record is the script's own account of what it trained on.
     record = json.loads(JUDGE_MODEL_PATH.with_suffix(".json").read_text())
     assert sha256_file(JUDGE_MODEL_PATH) == JUDGE_MODEL_SHA256 == record["sha256"]
-    assert record["data_sha256"] == load_labelled().sha256
     data = load_labelled()
+    assert record["data_sha256"] == data.sha256
     assert record["fine_tuned_on"] == sum(
         1 for e in data.split(held_back=False) if not e.calibration
     )
