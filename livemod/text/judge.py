@@ -13,8 +13,9 @@ still mean what they say. The lexicon ships in ``configs/text_policy.yaml``.
 
 With ``judge:`` on (the shipped file), a learned judge (``livemod.text.learned``: MiniLM
 sentence vectors, one small head per category) also scores every sentence, so a threat
-phrased in words no list holds is still caught. A judge hit spans its sentence and is left
-out where a list or pattern hit of the same category at least as strong covers it.
+phrased in words no list holds is still caught. A judge hit spans its sentence (a long one
+from near the words that carry it) and is left out where a list or pattern hit of the same
+category at least as strong covers it.
 """
 
 from __future__ import annotations

@@ -136,6 +136,20 @@ def test_one_sentence_is_judged_on_its_own(policy: TextPolicy) -> None:
     assert [text[h.start : h.end] for h in hits] == [threat]
 
 
+def test_a_run_on_sentence_is_flagged_from_near_the_threat(policy: TextPolicy) -> None:
+    # Whisper runs sentences together; the mute starts where the hit's span starts, so
+    # the span starts near the threat, not with the everyday words before it.
+    before = "the weather today is sunny and"
+    threat = "I am going to find you and break every bone in your body"
+    text = f"{before} warm {threat.lower()}"
+    hits = [h for h in policy.evaluate(text) if h.category == "violence"]
+    assert [h.term for h in hits] == [TERM]
+    assert text[hits[0].start :].startswith(f"warm {threat.lower()}")
+    # A sentence shorter than NARROW_FROM_WORDS keeps its whole span.
+    short = "I know your address, see you tonight."
+    assert all(h.start == 0 for h in policy.evaluate(short))
+
+
 def test_a_list_hit_covers_the_judge_in_its_category(policy: TextPolicy) -> None:
     hits = policy.evaluate("I will kill you tonight.")
     assert [(h.category, h.term) for h in hits] == [("violence", "threat_intent")]
