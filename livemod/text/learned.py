@@ -42,7 +42,7 @@ the hit start: Whisper runs sentences together ("the weather is warm we found ou
 live"), and a speech mute starts where the hit's span starts."""
 NARROW_KEEP_WORDS = 4
 """Narrowing never leaves fewer words than this."""
-NARROW_MIN_GAIN = 0.5
+NARROW_MIN_GAIN = 1.5
 """Log-odds the words before the best start must cost for the span to be narrowed."""
 CACHE_SIZE = 2048
 # A sentence ends at . ! ? ; followed by a space, or at a line break (OCR reads lines).
@@ -173,10 +173,10 @@ class TextJudge:
         head ``index`` scores the rest highest, when words before it lower the score by
         ``NARROW_MIN_GAIN`` in log-odds or more (everyday words run into a threat dilute it;
         the threat's own first words do not). Measured on `labelled.txt`'s harmful lines
-        with a benign sentence run into them: the span starts a word before the threat at the
-        median (p95: two words late), where it started with the benign sentence (7 words
-        early); on the harmful lines alone, 3 % lose two or more leading words. A run of
-        the encoder per word, on hits only."""
+        with a benign sentence run into them: the span starts a word before the threat at
+        the median (p95: three words late), where it started with the benign sentence; on
+        the harmful lines alone, 2 % lose two or more leading words. A run of the encoder
+        per word, on hits only."""
         words = [m.span() for m in _WORD.finditer(text, start, end)]
         if len(words) < NARROW_FROM_WORDS:
             return start, end

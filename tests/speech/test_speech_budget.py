@@ -120,8 +120,8 @@ def _words(text: str, start_s: float, step_s: float = 0.3) -> list[Word]:
     ]
 
 
-FIRST = "We found out where you live."
-SECOND = "and we are coming for you tonight."
+FIRST = "I saw you leave the gym tonight."
+SECOND = "next time I will follow you home and hurt you."
 
 
 @pytest.mark.parametrize("utterance_ended", [False, True])
@@ -138,14 +138,14 @@ def test_a_sentence_split_across_windows_is_judged_whole_and_once(
     # One hit, from the start of the sentence: not a second one for its second half.
     assert [(h.category, h.term) for h in hits] == [("violence", "judge")]
     assert hits[0].start_s == pytest.approx(10.0)
-    assert "found out" in hits[0].snippet
+    assert "saw you leave" in hits[0].snippet
     assert reader.read(_words("Anyway, see you all tomorrow.", 20.0)) == []
 
 
 def second_half_only(text: str) -> list[TextHit]:
     """A judge that scores the threat's second half as a sentence of its own and not
     the joined sentence (as the learned heads sometimes do)."""
-    phrase = SECOND.rstrip(".")
+    phrase = SECOND.rstrip(".").lower()
     at = text.lower().find(phrase)
     if at < 0 or (at > 0 and text[:at].rstrip()[-1:] != "."):
         return []
