@@ -44,12 +44,12 @@ ITERATIONS = 30
 FOLDS = 5
 PRECISION = 0.95
 THRESHOLD_RANGE = (0.9, 0.97)
-"""A head acts on a confident score only: below 0.8 a benign sentence cut at a transcript
-window ("Please open the window before dinner My": sexual 0.70) could pass the threshold,
-and with the second round of data the sexual head's lowest (0.8) took "k1ll yourself" as
-sexual (0.83). The top: the calibration rule asks for 0.98-0.99 on four heads (one
-calibration hard negative scores that high), which halves their recall; 0.97 was picked
-among 0.95 / 0.97 / 0.98 / 0.99 on the held-back and blind figures (docs/speech.md)."""
+"""A head acts on a confident score only. The floor: a benign sentence cut at a transcript
+window ("Please open the window before dinner My") scored sexual 0.70 with earlier heads,
+and with the second round of data the sexual head's 0.8 took "k1ll yourself" (0.83). The
+top: the calibration rule asks for 0.98-0.99 on four heads (one calibration hard negative
+scores that high), which halves their recall; 0.97 was picked among 0.95 / 0.97 / 0.98 /
+0.99 on the held-back and blind figures (docs/speech.md)."""
 DECIMALS = 6
 
 
