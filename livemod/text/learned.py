@@ -184,7 +184,8 @@ class TextJudge:
             _logit(self.probabilities(text[words[lo][0] : end])[index])
             for lo in range(len(words) - NARROW_KEEP_WORDS + 1)
         ]
-        best = max(i for i, z in enumerate(logits) if z == max(logits))
+        top = max(logits)
+        best = max(i for i, z in enumerate(logits) if z == top)
         if logits[best] - logits[0] < NARROW_MIN_GAIN:
             return start, end
         return words[max(0, best - 1)][0], end
