@@ -8,9 +8,12 @@
 Reads ``data/text_judge/labelled.txt``, embeds the training split (never the held-back one)
 with the encoder the heads are for, and fits one L2-regularised logistic regression per
 category (one category against every other line, hard negatives included) by Newton's
-method: no randomness, so the same data gives the same heads. Each head's threshold is the
-lowest one whose precision reaches ``PRECISION`` and that no hard negative reaches, on
-probabilities of lines the model being calibrated did not see:
+method: no randomness, so the same data gives the same heads. The pieces of the benign
+training lines that a transcript shows the judge (``fragments``: a sentence's first or last
+words, where Whisper commits a piece or a window ends it) join the negatives at a lower
+weight, except those holding a word typical of the harmful lines (``charged_words``).
+Each head's threshold is the lowest one whose precision reaches ``PRECISION`` and that no
+hard negative reaches, on probabilities of lines the model being calibrated did not see:
 
 - ``judge`` encoder (fine-tuned, the default): the heads are fitted on the lines the encoder
   was fine-tuned on and calibrated on the calibration slice, which neither saw;
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +48,77 @@ L2 = 1.0
 ITERATIONS = 30
 FOLDS = 5
 PRECISION = 0.95
-THRESHOLD_RANGE = (0.9, 0.97)
-"""A head acts on a confident score only. The floor: a benign sentence cut at a transcript
-window ("Please open the window before dinner My") scored sexual 0.70 with earlier heads,
-and with the second round of data the sexual head's 0.8 took "k1ll yourself" (0.83). The
-top: the calibration rule asks for 0.98-0.99 on four heads (one calibration hard negative
-scores that high), which halves their recall; 0.97 was picked among 0.95 / 0.97 / 0.98 /
-0.99 on the held-back and blind figures (docs/speech.md)."""
+THRESHOLD_RANGE = (0.95, 0.97)
+"""A head acts on a confident score only. The floor: benign speech as Whisper cuts it came
+close below 0.9 ("Turn left at the second traffic light She": sexual 0.88, with heads that
+learned fragments; a piece of it muted a test stream as sexual at 0.90 with heads that had
+not), and 0.95 costs the sexual head 0.03 of blind recall (0.65 -> 0.62), nothing held back.
+The top: the calibration rule asks for 0.98-0.99 on four heads (one calibration hard
+negative scores that high), which halves their recall; 0.97 was picked among 0.95 / 0.97 /
+0.98 / 0.99 on the held-back and blind figures (docs/speech.md)."""
 DECIMALS = 6
+FRAGMENT_WEIGHT = 0.15
+"""Weight of a benign fragment against a whole line's 1 (each line gives a dozen). Measured
+on the held-back and blind sets (docs/speech.md): heads trained on whole lines alone flagged
+4.8 % of the benign lines' fragments at 0.97 ("the second traffic light": violence 0.99, a
+cut "turn left at the second traffic light" took a spoken test's stream to a sexual mute),
+with the fragments 1.7 %, at a recall cost on indirect self-harm."""
+FRAGMENT_MIN_WORDS = 2
+CHARGED_MIN_LINES = 3
+CHARGED_RATIO = 2.0
+"""A word is charged when at least ``CHARGED_MIN_LINES`` harmful training lines hold it, in
+a share at least ``CHARGED_RATIO`` times its (add-one) share of the benign lines: a benign
+line's piece holding one ("I want to die" of "I want to die of embarrassment") may carry the
+harm its line's other words deny, so it is not taught as benign."""
+_TOKEN = re.compile(r"[a-z']+")
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Class-balanced L2 logistic regression by Newton's method (deterministic)."""
+def fragments(text: str) -> list[str]:
+    """The first and the last 2 .. n-1 words of ``text``, as a transcript may cut it."""
+    words = text.split()
+    out: dict[str, None] = {}
+    for k in range(FRAGMENT_MIN_WORDS, len(words)):
+        out[" ".join(words[:k]).rstrip(",;:")] = None
+        out[" ".join(words[-k:])] = None
+    return list(out)
+
+
+def charged_words(examples: list[Example]) -> frozenset[str]:
+    """Words typical of the harmful lines (``CHARGED_RATIO``)."""
+    harmful: Counter[str] = Counter()
+    benign: Counter[str] = Counter()
+    for e in examples:
+        (benign if e.negative else harmful).update(set(_TOKEN.findall(e.text.lower())))
+    n_harmful = max(sum(1 for e in examples if not e.negative), 1)
+    n_benign = max(sum(1 for e in examples if e.negative), 1)
+    return frozenset(
+        w
+        for w, c in harmful.items()
+        if c >= CHARGED_MIN_LINES and c / n_harmful >= CHARGED_RATIO * (benign[w] + 1) / n_benign
+    )
+
+
+def benign_fragments(lines: list[Example], charged: frozenset[str]) -> dict[str, Example]:
+    """The fragments of the benign ``lines`` that hold no charged word, each once, with the
+    line it came from."""
+    out: dict[str, Example] = {}
+    for e in lines:
+        if e.negative:
+            for f in fragments(e.text):
+                if f not in out and not charged & set(_TOKEN.findall(f.lower())):
+                    out[f] = e
+    return out
+
+
+def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Class-balanced L2 logistic regression by Newton's method (deterministic); ``weight``
+    scales each example (1 when absent) before the classes are balanced."""
     n, d = x.shape
-    pos = max(float(y.sum()), 1.0)
-    neg = max(float(n - y.sum()), 1.0)
-    sample_w = np.where(y > 0, n / (2 * pos), n / (2 * neg))
+    w = np.ones(n) if weight is None else weight
+    total = float(w.sum())
+    pos = max(float((w * y).sum()), 1.0)
+    neg = max(float((w * (1 - y)).sum()), 1.0)
+    sample_w = w * np.where(y > 0, total / (2 * pos), total / (2 * neg))
     xb = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
     theta = np.zeros(d + 1)
     penalty = np.full(d + 1, L2)
@@ -78,13 +138,17 @@ def fold_of(e: Example) -> int:
     return hashlib.sha256(e.text.encode("utf-8")).digest()[5] % FOLDS
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def out_of_fold(
+    x: np.ndarray, y: np.ndarray, folds: np.ndarray, weight: np.ndarray, line: np.ndarray
+) -> np.ndarray:
+    """Probabilities of the ``line`` rows, each from heads fitted on the other folds."""
     p = np.zeros(len(y))
     for k in range(FOLDS):
         test = folds == k
-        w, b = fit(x[~test], y[~test])
+        w, b = fit(x[~test], y[~test], weight[~test])
         p[test] = 1.0 / (1.0 + np.exp(-(x[test] @ w + b)))
-    return p
+    line_p: np.ndarray = p[line]
+    return line_p
 
 
 def calibrate(p: np.ndarray, y: np.ndarray, negative: np.ndarray) -> float:
@@ -109,20 +173,33 @@ MODELS = {
 def train(encoder: SentenceEncoder) -> dict[str, object]:
     data = load_labelled()
     train_set = data.split(held_back=False)
-    x = encoder.embed_many([e.text for e in train_set]).astype(np.float64)
-    folds = np.asarray([fold_of(e) for e in train_set])
+    # The fine-tuned encoder's heads are calibrated on lines they never saw, whole: the
+    # calibration slice gives no fragments.
+    fitted = [e for e in train_set if encoder.name == "base" or not e.calibration]
+    pieces = benign_fragments(fitted, charged_words(fitted))
+    rows = [*train_set, *pieces.values()]
+    x = encoder.embed_many([*(e.text for e in train_set), *pieces]).astype(np.float64)
+    line = np.arange(len(rows)) < len(train_set)
+    weight = np.where(line, 1.0, FRAGMENT_WEIGHT)
+    folds = np.asarray([fold_of(e) for e in rows])
     negative = np.asarray([e.negative for e in train_set])
-    calib = np.asarray([e.calibration for e in train_set])
+    calib = np.asarray([e.calibration and is_line for e, is_line in zip(rows, line, strict=True)])
     heads: dict[str, object] = {}
     for category in CATEGORIES:
-        y = np.asarray([1.0 if e.label == category else 0.0 for e in train_set])
+        y = np.asarray(
+            [
+                1.0 if e.label == category and is_line else 0.0
+                for e, is_line in zip(rows, line, strict=True)
+            ]
+        )
         if encoder.name == "base":
-            threshold = calibrate(out_of_fold(x, y, folds), y, negative)
-            w, b = fit(x, y)
+            p = out_of_fold(x, y, folds, weight, line)
+            threshold = calibrate(p, y[line], negative)
+            w, b = fit(x, y, weight)
         else:
-            w, b = fit(x[~calib], y[~calib])
+            w, b = fit(x[~calib], y[~calib], weight[~calib])
             p = 1.0 / (1.0 + np.exp(-(x[calib] @ w + b)))
-            threshold = calibrate(p, y[calib], negative[calib])
+            threshold = calibrate(p, y[calib], negative[calib[line]])
         heads[category] = {
             "threshold": threshold,
             "bias": round(b, DECIMALS),
@@ -135,6 +212,8 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
         "tokenizer_sha256": TOKENIZER_SHA256,
         "data_sha256": data.sha256,
         "train_examples": len(train_set),
+        "benign_fragments": len(pieces),
+        "fragment_weight": FRAGMENT_WEIGHT,
         "calibration_examples": int(calib.sum()) if encoder.name != "base" else 0,
         "held_back_examples": len(data.examples) - len(train_set),
         "l2": L2,

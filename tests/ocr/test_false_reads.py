@@ -38,13 +38,12 @@ def test_the_cartoon_frame_raises_nothing(policy: TextPolicy) -> None:
     image = np.ascontiguousarray(bgr[:, :, ::-1])
     engine = OcrEngine.from_manifest(load_manifest())
     reading = engine.read(image)
-    # The replay still holds: the recognizer reads the glyph the benchmark saw, and the
-    # judge's hate head still leans towards it (0.77 with the heads retrained on the larger
-    # labelled set, just under its threshold); only the policy's gate keeps it out.
+    # The replay still holds: the recognizer reads the glyph the benchmark saw. The judge's
+    # hate head scored it 0.76, then 0.77, then 0.31 (heads trained on sentence fragments
+    # too); whatever a head says, the policy's gate keeps a text without Latin words out.
     assert "人" in reading.text, reading.text
     assert policy.judge is not None
-    hate = policy.judge.heads.categories.index("hate")
-    assert policy.judge.probabilities(reading.text)[hate] > 0.5
+    assert not judgeable(reading.text)
     assert policy.evaluate(reading.text) == []
 
     async def through_the_stage() -> tuple[object, ...]:

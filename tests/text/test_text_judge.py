@@ -12,6 +12,7 @@ import pytest
 
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
+from livemod.testing import speech as ts
 from livemod.text.dataset import BLIND_SET, CATEGORIES, load_labelled
 from livemod.text.encoder import (
     JUDGE_MODEL_PATH,
@@ -101,6 +102,36 @@ def test_threats_without_listed_words_are_violence(policy: TextPolicy, text: str
     # A judge hit spans its sentence and lands in the medium tier, never the high one.
     assert text[hit.start : hit.end].rstrip(".") == text.rstrip(".")
     assert 0.7 <= hit.score <= 0.9
+
+
+# Whisper (tiny.en) on the speech tests' espeak-ng sentences, as the clean-clone suite and
+# reruns of tests/app/test_scan_speech.py saw them: misheard, run together, cut at a window.
+WHISPER_EVERYDAY = (
+    "But whether today is sunny and warm Please open the window before dinner.",
+    "My brother plays nuggetar every evening We walked along the river to",
+    "We walked along the river to the old bridge The Kill -Rideing books in the library.",
+    "The Kill -Rideing books in the library turn left at the second traffic light",
+    "turn left at the second traffic light She won't fresh rent at the market The train",
+    "The train to the city leave that room Our neighbors",
+    "Our neighbors plan to draw this in the garden He fixed the old clock on the kitchen wall.",
+)
+
+
+def test_pieces_of_everyday_speech_stay_clean(policy: TextPolicy) -> None:
+    # The reader judges a sentence as Whisper commits it, from its first word (a window's
+    # stop may cut a sentence, so the everyday sentences' last words start one too).
+    # Heads trained on whole lines alone flagged "the second traffic light" (violence
+    # 0.99) and, on the CI machine, a piece of "Turn left at the second traffic light." as
+    # sexual, muting a benign stream.
+    pieces: set[str] = set()
+    for sentence in (*ts.EVERYDAY, *WHISPER_EVERYDAY):
+        words = sentence.split()
+        for k in range(1, len(words) + 1):
+            pieces.add(" ".join(words[:k]))
+            if sentence in ts.EVERYDAY:
+                pieces.add(" ".join(words[-k:]))
+    flagged = {p: policy.evaluate(p) for p in sorted(pieces) if policy.evaluate(p)}
+    assert not flagged, flagged
 
 
 @pytest.mark.parametrize(
