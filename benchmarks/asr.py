@@ -286,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-cpu", type=float, default=None, help="asr.max_cpu (share of cores; 0: no cap)"
     )
     parser.add_argument("--skip-decoding", action="store_true", help="leave out run_decoding")
+    parser.add_argument(
+        "--judge-hold-s", type=float, default=None, help="asr.judge_hold_s (0: act at once)"
+    )
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",") if x] or ([1] if args.quick else [1, 2, 3, 4])
     seconds = 12.0 if args.quick else 30.0
@@ -294,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["LIVEMOD_ASR__SIZED_WINDOWS"] = "false"
     if args.max_cpu is not None:
         env["LIVEMOD_ASR__MAX_CPU"] = str(args.max_cpu)
+    if args.judge_hold_s is not None:
+        env["LIVEMOD_ASR__JUDGE_HOLD_S"] = str(args.judge_hold_s)
     config = load_config(None, environ=env)
     setup = build_speech(config, load_policy(config.policy))
     assert setup is not None
@@ -330,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decode_interval_s": config.asr.decode_interval_s,
             "sized_windows": config.asr.sized_windows,
             "max_cpu_share_of_cores": config.asr.max_cpu,
+            "judge_hold_s": config.asr.judge_hold_s,
             "max_delay_s": config.asr.max_delay_s,
             "track_s": round(len(track) / AUDIO_RATE, 2),
             "speech_s_per_stream": round(voiced_seconds(placed), 2),

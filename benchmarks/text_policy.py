@@ -10,6 +10,11 @@
 2. Speech: sentences spoken by espeak-ng with several voices and speeds, transcribed by
    livemod's Whisper engine (tiny.en int8, one call per sentence), then judged as above:
    recall on the spoken threats and hits on the spoken hard negatives.
+3. Pieces (``benign_pieces``): the judge on the first and last words of every hard-negative
+   line, held back and blind, as a transcript shows them (``--quick``: every 10th line).
+4. A benign stream (``benign_stream``): every 6th blind hard-negative line (``--quick``:
+   every 120th) spoken one after another and scanned through the speech path; the mutes
+   per hour of benign speech.
 
     .venv/bin/python benchmarks/text_policy.py [--quick] [--heads PATH]
 
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from livemod.text.dataset import BLIND_SET, CATEGORIES, Example, load_labelled
+from livemod.text.dataset import BLIND_SET, CATEGORIES, Example, load_labelled, pieces
 from livemod.text.judge import TextPolicy
 from livemod.text.learned import DEFAULT_HEADS, TextJudge
 
@@ -127,6 +132,109 @@ def evaluate_blind(full: TextPolicy) -> dict[str, Any]:
     }
 
 
+def evaluate_pieces(full: TextPolicy, every: int) -> dict[str, Any]:
+    """The judge on the pieces of the hard-negative lines (held back and blind) that a
+    transcript shows it (``pieces``: first and last words), every ``every``-th line."""
+    learned = full.judge
+    assert learned is not None
+    out: dict[str, Any] = {"lines_taken": f"every {every}"}
+    for name, lines in (
+        ("held_back", load_labelled().split(held_back=True)),
+        ("blind", load_labelled(BLIND_SET).examples),
+    ):
+        negatives = [e for e in lines if e.negative][::every]
+        hit: list[str] = []
+        lines_hit = 0
+        total = 0
+        for e in negatives:
+            flagged = [p for p in pieces(e.text) if learned.judge(p)]
+            total += len(pieces(e.text))
+            hit += flagged
+            lines_hit += bool(flagged)
+        out[name] = {
+            "hard_negative_lines": len(negatives),
+            "pieces": total,
+            "pieces_hit": len(hit),
+            "pieces_hit_rate": round(len(hit) / max(total, 1), 4),
+            "lines_with_a_piece_hit": lines_hit,
+            "sample_hits": hit[:: max(1, len(hit) // 25)][:25],
+        }
+    return out
+
+
+def evaluate_stream(full: TextPolicy, heads: Path | None, every: int) -> dict[str, Any]:
+    """Hard-negative lines of the blind set (every ``every``-th), spoken one after another by
+    espeak-ng with short pauses (Whisper runs some together), scanned through the daemon's
+    speech path (``livemod scan``: streaming Whisper, the transcript reader, the vote): the
+    mutes per hour of benign speech, each with what was heard."""
+    import asyncio
+    import tempfile
+
+    import yaml
+
+    from livemod.app.scan import scan
+    from livemod.config import load_config
+    from livemod.messages import AUDIO_RATE
+    from livemod.paths import REPO_ROOT
+    from livemod.testing import speech as ts
+
+    lines = [e.text for e in load_labelled(BLIND_SET).examples if e.negative][::every]
+    parts = [ts.Part(seconds=1.0)]
+    for i, text in enumerate(lines):
+        parts += [ts.Part(text), ts.Part(seconds=0.4 if i % 2 else 1.0, noise=0.01)]
+    track, placed = ts.compose(parts)
+    with tempfile.TemporaryDirectory(prefix="livemod-textbench-") as tmp:
+        clip = Path(tmp) / "benign.mp4"
+        ts.mux_clip(clip, track)
+        environ = {"LIVEMOD_ASR__ENABLED": "true", "LIVEMOD_VISION__MODELS": "[]"}
+        if heads is not None:
+            policy = yaml.safe_load((REPO_ROOT / "configs" / "text_policy.yaml").read_text())
+            policy["judge"] = {"heads": str(heads.resolve())}
+            path = Path(tmp) / "text_policy.yaml"
+            path.write_text(yaml.safe_dump(policy))
+            environ["LIVEMOD_ASR__TEXT_POLICY"] = str(path)
+        started = time.perf_counter()
+        report = asyncio.run(scan(load_config(None, environ=environ), str(clip)))
+    speech_s = sum(p.speech_end_s - p.speech_start_s for p in placed if p.part.text)
+    mutes = [a for a in report["actions"] if a["action"] == "mute" and a["state"] == "start"]
+
+    def said(span: list[float]) -> list[str]:
+        """The lines the muted span overlaps."""
+        lo, hi = span
+        return [p.part.text for p in placed if p.part.text and p.start_s < hi and lo < p.end_s]
+
+    lexicon = full.without_judge()
+    learned = full.judge
+    assert learned is not None
+
+    def event(m: dict[str, Any]) -> dict[str, Any]:
+        heard = said(m["span_s"]) if m.get("span_s") else []
+        return {
+            "category": m["category"],
+            "span_s": m["span_s"],
+            "said": " | ".join(heard),
+            # What each part finds in the lines as written (not as Whisper heard them).
+            "word_list_flags": sorted({h.category for t in heard for h in lexicon.evaluate(t)}),
+            "judge_flags": sorted({h.category for t in heard for h in learned.judge(t)}),
+        }
+
+    events = [event(m) for m in mutes]
+    return {
+        "lines": len(lines),
+        "voice": "en-us@160 (espeak-ng default)",
+        "clip_s": round(len(track) / AUDIO_RATE, 1),
+        "speech_s": round(speech_s, 1),
+        "words_heard": report["speech"]["words"],
+        "scan_s": round(time.perf_counter() - started, 1),
+        "mutes": len(mutes),
+        "mutes_per_speech_hour": round(len(mutes) * 3600.0 / max(speech_s, 1e-9), 1),
+        "mutes_the_word_list_explains": sum(
+            1 for e in events if e["category"] in e["word_list_flags"]
+        ),
+        "mute_events": events,
+    }
+
+
 def evaluate_speech(full: TextPolicy, voices: Sequence[tuple[str, int]]) -> dict[str, Any]:
     from livemod.speech.whisper import WhisperEngine
     from livemod.testing import speech as ts
@@ -175,6 +283,8 @@ def main() -> None:
         },
         "text": evaluate_text(full),
         "text_blind": evaluate_blind(full),
+        "benign_pieces": evaluate_pieces(full, 10 if args.quick else 1),
+        "benign_stream": evaluate_stream(full, args.heads, 120 if args.quick else 6),
         "speech": evaluate_speech(full, VOICES[:1] if args.quick else VOICES),
     }
     print(json.dumps(result, indent=1))

@@ -452,6 +452,13 @@ class AsrConfig(_Section):
         8.0, ge=2, le=30, description="Live speech waiting longer for Whisper is skipped, counted"
     )
     text_policy: Path | None = Field(None, description="Lexicon and patterns (text_policy.yaml)")
+    judge_hold_s: float = Field(
+        1.5,
+        ge=0,
+        le=10,
+        description="A text judge hit on an unfinished sentence waits this much more speech for "
+        "its end, which may unsay it (0: act at once)",
+    )
     decode_interval_s: float = Field(1.0, ge=0.2, le=10, description="Decode this often in speech")
     min_silence_s: float = Field(0.5, ge=0.1, le=5, description="Silence that ends an utterance")
     speech_pad_s: float = Field(0.8, ge=0, le=2, description="Audio kept before speech starts")

@@ -9,7 +9,7 @@ Reads ``data/text_judge/labelled.txt``, embeds the training split (never the hel
 with the encoder the heads are for, and fits one L2-regularised logistic regression per
 category (one category against every other line, hard negatives included) by Newton's
 method: no randomness, so the same data gives the same heads. The pieces of the benign
-training lines that a transcript shows the judge (``fragments``: a sentence's first or last
+training lines that a transcript shows the judge (``pieces``: a sentence's first or last
 words, where Whisper commits a piece or a window ends it) join the negatives at a lower
 weight, except those holding a word typical of the harmful lines (``charged_words``).
 Each head's threshold is the lowest one whose precision reaches ``PRECISION`` and that no
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livemod.text.dataset import CATEGORIES, Example, load_labelled
+from livemod.text.dataset import CATEGORIES, Example, load_labelled, pieces
 from livemod.text.encoder import (
     DEFAULT_ENCODER,
     ENCODERS,
@@ -63,7 +63,6 @@ on the held-back and blind sets (docs/speech.md): heads trained on whole lines a
 4.8 % of the benign lines' fragments at 0.97 ("the second traffic light": violence 0.99, a
 cut "turn left at the second traffic light" took a spoken test's stream to a sexual mute),
 with the fragments 1.7 %, at a recall cost on indirect self-harm."""
-FRAGMENT_MIN_WORDS = 2
 CHARGED_MIN_LINES = 3
 CHARGED_RATIO = 2.0
 """A word is charged when at least ``CHARGED_MIN_LINES`` harmful training lines hold it, in
@@ -71,16 +70,6 @@ a share at least ``CHARGED_RATIO`` times its (add-one) share of the benign lines
 line's piece holding one ("I want to die" of "I want to die of embarrassment") may carry the
 harm its line's other words deny, so it is not taught as benign."""
 _TOKEN = re.compile(r"[a-z']+")
-
-
-def fragments(text: str) -> list[str]:
-    """The first and the last 2 .. n-1 words of ``text``, as a transcript may cut it."""
-    words = text.split()
-    out: dict[str, None] = {}
-    for k in range(FRAGMENT_MIN_WORDS, len(words)):
-        out[" ".join(words[:k]).rstrip(",;:")] = None
-        out[" ".join(words[-k:])] = None
-    return list(out)
 
 
 def charged_words(examples: list[Example]) -> frozenset[str]:
@@ -104,7 +93,7 @@ def benign_fragments(lines: list[Example], charged: frozenset[str]) -> dict[str,
     out: dict[str, Example] = {}
     for e in lines:
         if e.negative:
-            for f in fragments(e.text):
+            for f in pieces(e.text):
                 if f not in out and not charged & set(_TOKEN.findall(f.lower())):
                     out[f] = e
     return out
@@ -176,9 +165,9 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
     # The fine-tuned encoder's heads are calibrated on lines they never saw, whole: the
     # calibration slice gives no fragments.
     fitted = [e for e in train_set if encoder.name == "base" or not e.calibration]
-    pieces = benign_fragments(fitted, charged_words(fitted))
-    rows = [*train_set, *pieces.values()]
-    x = encoder.embed_many([*(e.text for e in train_set), *pieces]).astype(np.float64)
+    benign = benign_fragments(fitted, charged_words(fitted))
+    rows = [*train_set, *benign.values()]
+    x = encoder.embed_many([*(e.text for e in train_set), *benign]).astype(np.float64)
     line = np.arange(len(rows)) < len(train_set)
     weight = np.where(line, 1.0, FRAGMENT_WEIGHT)
     folds = np.asarray([fold_of(e) for e in rows])
@@ -212,7 +201,7 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
         "tokenizer_sha256": TOKENIZER_SHA256,
         "data_sha256": data.sha256,
         "train_examples": len(train_set),
-        "benign_fragments": len(pieces),
+        "benign_fragments": len(benign),
         "fragment_weight": FRAGMENT_WEIGHT,
         "calibration_examples": int(calib.sum()) if encoder.name != "base" else 0,
         "held_back_examples": len(data.examples) - len(train_set),

@@ -26,7 +26,7 @@ from livemod.errors import ConfigError
 from livemod.messages import AudioChunk, Decision, Signal
 from livemod.policy.taxonomy import Policy
 from livemod.policy.vote import SPEECH, VoteEngine
-from livemod.speech.reading import SpokenHit, TranscriptReader
+from livemod.speech.reading import HOLD_MAX_S, SpokenHit, TranscriptReader
 from livemod.speech.service import AsrService, AsrStream, Transcript
 from livemod.speech.transcriber import TranscriberOptions
 from livemod.speech.whisper import SileroVad, WhisperEngine
@@ -84,6 +84,8 @@ class SpeechSetup:
     policy: TextPolicy
     drain_timeout_s: float = 30.0
     """At the end of a stream, wait at most this long for its last words to be judged."""
+    judge_hold_s: float = HOLD_MAX_S
+    """How long a judge hit on an unfinished sentence waits for its end (``asr.judge_hold_s``)."""
 
     def moderator(
         self,
@@ -107,6 +109,7 @@ class SpeechSetup:
             track,
             asyncio.get_running_loop(),
             drain_timeout_s=self.drain_timeout_s,
+            judge_hold_s=self.judge_hold_s,
             blocking=blocking,
         )
 
@@ -165,7 +168,7 @@ def build_speech(config: Config, policy: Policy) -> SpeechSetup | None:
         "no cap on" if max_cpu is None else f"at most {max_cpu:.2f}",
     )
     metrics.MODELS_LOADED.labels("whisper").set(1)
-    return SpeechSetup(service, text_policy)
+    return SpeechSetup(service, text_policy, judge_hold_s=cfg.judge_hold_s)
 
 
 class SpeechModerator:
@@ -183,6 +186,7 @@ class SpeechModerator:
         loop: asyncio.AbstractEventLoop,
         *,
         drain_timeout_s: float = 30.0,
+        judge_hold_s: float = HOLD_MAX_S,
         blocking: bool = False,
     ) -> None:
         self._drain_timeout_s = drain_timeout_s
@@ -197,7 +201,7 @@ class SpeechModerator:
         self._queue: asyncio.Queue[Transcript] = asyncio.Queue(QUEUE_TRANSCRIPTS)
         self._stream: AsrStream = asr.open(stream_id, self._from_thread, live=not blocking)
         self._timeline = SpeechTimeline()
-        self._reader = TranscriptReader(policy.evaluate)
+        self._reader = TranscriptReader(policy.evaluate, hold_max_s=judge_hold_s)
         self._flagged: dict[str, _Flagged] = {}
         """Per category, what was said since its hits began (span, snippet, terms)."""
         self._done = asyncio.Event()
@@ -293,7 +297,8 @@ class SpeechModerator:
             )
         if tr.words:
             self.lags.append(tr.lag_s)
-            await self._read(tr.words)
+        if tr.words or tr.final:
+            await self._read(tr.words, tr.final)
         if tr.final:
             self._reader.end_utterance()
         for t, hits in self._timeline.advance(tr.settled_s):
@@ -319,14 +324,14 @@ class SpeechModerator:
         cat = self._engine.policy.categories.get(category)
         return cat.floor if cat is not None else 1.0
 
-    async def _read(self, words: tuple[Word, ...]) -> None:
+    async def _read(self, words: tuple[Word, ...], final: bool) -> None:
         self.words += len(words)
         started = time.perf_counter()
         # The learned judge runs a sentence encoder (ms per sentence): off the event loop.
         hits = (
-            await asyncio.to_thread(self._reader.read, words)
+            await asyncio.to_thread(self._reader.read, words, final=final)
             if self._policy.judge is not None
-            else self._reader.read(words)
+            else self._reader.read(words, final=final)
         )
         for hit in hits:
             self.hits += 1

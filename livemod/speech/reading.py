@@ -12,6 +12,13 @@ before the new piece end with a sentence stop, it also judges the two sentences 
 that overlaps one already counted with the same category and term (the same sentence
 judged again as it grows, or joined to the next) is not counted again, and a kept hit
 of the joined sentence replaces the hits of the same category inside it.
+
+A learned-judge hit on a sentence still open (no stop after it, the utterance going on) is
+held: the judge scores a sentence whole, and its first words may say what the rest unsays
+("two years ago I tried to end my life" ... "and I'm so glad I'm still here"). The reader
+judges the sentence again as it grows and counts the hit once the sentence closes (a stop,
+or the end of the utterance) if it still stands, or once ``hold_max_s`` of speech has
+followed it (``asr.judge_hold_s``; 0 acts at once). Word-list and pattern hits are not held.
 """
 
 from __future__ import annotations
@@ -21,12 +28,18 @@ from dataclasses import dataclass
 
 from livemod.speech.words import Word
 from livemod.text.judge import TextHit
+from livemod.text.learned import TERM
 
 CONTEXT_WORDS = 40
 """Words of the current utterance kept so a phrase committed in pieces still matches."""
 TAIL_WORDS = 20
 """Most words of an ended utterance's last sentence carried into the next judgment."""
 STOPS = ".!?;"
+HOLD_MAX_S = 1.5
+"""Longest run of further speech a judge hit on an open sentence waits for its stop, by
+default. Measured on the blind set's hard negatives spoken as one stream
+(benchmarks/text_policy.py, ``benign_stream``), where most false mutes came from a
+sentence's first words."""
 
 Evaluate = Callable[[str], list[TextHit]]
 
@@ -54,32 +67,46 @@ class SpokenHit:
 class TranscriptReader:
     """One stream's committed words, judged as they come. Not thread-safe."""
 
-    def __init__(self, evaluate: Evaluate, *, bridge_gap_s: float = 2.0) -> None:
+    def __init__(
+        self, evaluate: Evaluate, *, bridge_gap_s: float = 2.0, hold_max_s: float = HOLD_MAX_S
+    ) -> None:
         self._evaluate = evaluate
         self.bridge_gap_s = bridge_gap_s
+        self.hold_max_s = hold_max_s
         self._context: list[Word] = []
         self._carried = False
         """The context holds only the last sentence of an ended utterance."""
         self._counted: dict[tuple[str, str], float] = {}
         """Per (category, term), the end of the latest hit counted."""
+        self._held_from: int | None = None
+        """First word (in the context) of a judge hit held for its sentence's stop."""
+        self._hold_since: float | None = None
+        """Media time of the latest word when the current hold began."""
 
     def end_utterance(self) -> None:
         """The utterance ended: keep only its last sentence, for the next words."""
+        self._held_from = None
+        self._hold_since = None
         ctx = self._context
         stops = [i for i, w in enumerate(ctx[:-1]) if _ends_sentence(w)]
         start = stops[-1] + 1 if stops else 0
         self._context = ctx[max(start, len(ctx) - TAIL_WORDS) :]
         self._carried = bool(self._context)
 
-    def read(self, words: Sequence[Word]) -> list[SpokenHit]:
-        """Judge newly committed words (blocking: the policy may run a model)."""
+    def read(self, words: Sequence[Word], *, final: bool = False) -> list[SpokenHit]:
+        """Judge newly committed words (blocking: the policy may run a model); ``final``:
+        they end the utterance (with no words: judge again what a hold kept back)."""
         if not words:
-            return []
-        if self._carried and words[0].start_s - self._context[-1].end_s > self.bridge_gap_s:
-            self._context = []  # a new utterance after a pause: nothing to join
-        self._carried = False
-        first_new = len(self._context)
-        self._context.extend(words)
+            if not final or self._held_from is None:
+                return []
+            first_new = self._held_from
+        else:
+            if self._carried and words[0].start_s - self._context[-1].end_s > self.bridge_gap_s:
+                self._context = []  # a new utterance after a pause: nothing to join
+                self._held_from = self._hold_since = None
+            self._carried = False
+            first_new = len(self._context)
+            self._context.extend(words)
         ctx = self._context
         found = _spans(ctx, self._evaluate, first_new)
         b = first_new - 1
@@ -109,6 +136,7 @@ class TranscriptReader:
                     (h, head if lo == first_new and not self._repeats(h, ctx[head]) else lo, hi)
                     for h, lo, hi in found
                 ]
+        found = self._hold(ctx, found, final)
         out: list[SpokenHit] = []
         for hit, lo, hi in found:
             ws = ctx[lo : hi + 1]
@@ -121,11 +149,34 @@ class TranscriptReader:
             )
         if len(ctx) > CONTEXT_WORDS:
             self._context = ctx[-CONTEXT_WORDS:]
+            if self._held_from is not None:
+                self._held_from = max(0, self._held_from - (len(ctx) - CONTEXT_WORDS))
         return out
+
+    def _hold(
+        self, ctx: Sequence[Word], found: list[tuple[TextHit, int, int]], final: bool
+    ) -> list[tuple[TextHit, int, int]]:
+        """``found`` less the judge hits held for their sentence's stop (module docstring)."""
+        held = [] if final else [f for f in found if f[0].term == TERM and not _closed(ctx, f[2])]
+        if not held:
+            self._held_from = self._hold_since = None
+            return found
+        if self._hold_since is None:
+            self._hold_since = ctx[-1].end_s
+        if ctx[-1].end_s - self._hold_since >= self.hold_max_s:
+            self._held_from = self._hold_since = None
+            return found
+        self._held_from = min(lo for _, lo, _ in held)
+        return [f for f in found if f not in held]
 
     def _repeats(self, hit: TextHit, first: Word) -> bool:
         """The hit overlaps one counted before with the same category and term."""
         return first.start_s < self._counted.get((hit.category, hit.term), float("-inf"))
+
+
+def _closed(words: Sequence[Word], last: int) -> bool:
+    """Whether a stop ends the sentence of ``words[last]`` (at it or after it)."""
+    return any(_ends_sentence(w) for w in words[last:])
 
 
 def _ends_sentence(word: Word) -> bool:

@@ -92,3 +92,18 @@ def load_labelled(path: Path = LABELLED_SET) -> LabelledSet:
         seen.add(line.casefold())
         examples.append(Example(line, label))
     return LabelledSet(tuple(examples), hashlib.sha256(raw).hexdigest())
+
+
+PIECE_MIN_WORDS = 2
+
+
+def pieces(text: str) -> list[str]:
+    """The first and the last ``PIECE_MIN_WORDS`` .. n-1 words of ``text``, each once: the
+    pieces of a sentence a transcript shows the judge (Whisper commits a sentence word by
+    word, and a window may end it with a stop, so its last words start a sentence too)."""
+    words = text.split()
+    out: dict[str, None] = {}
+    for k in range(PIECE_MIN_WORDS, len(words)):
+        out[" ".join(words[:k]).rstrip(",;:")] = None
+        out[" ".join(words[-k:])] = None
+    return list(out)

@@ -30,3 +30,12 @@ def test_text_policy_quick() -> None:
     speech = out["speech"]
     assert speech["sentences"] == len(speech["transcripts"]) > 0
     assert 0.0 <= speech["both"]["harmful_recall"] <= 1.0
+    pieces = out["benign_pieces"]
+    for name in ("held_back", "blind"):
+        row = pieces[name]
+        assert row["hard_negative_lines"] > 10 and row["pieces"] > row["hard_negative_lines"]
+        assert 0 <= row["pieces_hit"] <= row["pieces"]
+        assert row["lines_with_a_piece_hit"] <= row["hard_negative_lines"]
+    stream = out["benign_stream"]
+    assert stream["lines"] > 5 and stream["words_heard"] > 0
+    assert stream["mutes"] == len(stream["mute_events"])

@@ -17,7 +17,7 @@ from livemod.budget import CpuBudget, FairQueue
 from livemod.config import load_config
 from livemod.messages import AUDIO_RATE, AudioChunk
 from livemod.paths import CONFIGS_DIR
-from livemod.speech.reading import TranscriptReader
+from livemod.speech.reading import HOLD_MAX_S, SpokenHit, TranscriptReader
 from livemod.speech.service import AsrService, Transcript
 from livemod.speech.whisper import SileroVad, WhisperEngine
 from livemod.speech.words import Word
@@ -243,3 +243,61 @@ def test_speech_is_on_by_default_within_a_cpu_budget() -> None:
     documented = load_config(CONFIGS_DIR / "livemod.yaml", environ={}).asr
     assert defaults.enabled and 0 < defaults.max_cpu <= 1 and defaults.max_delay_s > 0
     assert documented == defaults
+
+
+def opening_words_judge(text: str) -> list[TextHit]:
+    """A judge that flags "I tried to end my life" unless the sentence goes on to say it
+    is over (as the learned heads do on a sentence's first words), and a word list that
+    flags "suicide" wherever it is."""
+    hits = []
+    at = text.lower().find("suicide")
+    if at >= 0:
+        hits.append(TextHit("self_harm", 0.95, "suicide", at, at + len("suicide")))
+    sentence = text.rstrip(".").lower()
+    if "tried to end my life" in sentence and "glad" not in sentence:
+        hits.append(TextHit("self_harm", 0.8, "judge", 0, len(text)))
+    return hits
+
+
+OPENING = "Two years ago I tried to end my life"
+RECOVERY = "and I'm so glad I'm still here."
+
+
+def test_a_judge_hit_on_an_open_sentence_waits_for_the_rest_of_it() -> None:
+    reader = TranscriptReader(opening_words_judge)
+    first = _words(OPENING, 10.0)
+    assert reader.read(first) == []  # held: the sentence has no stop yet
+    assert reader.read(_words(RECOVERY, first[-1].end_s + 0.1)) == []  # and it unsaid it
+    # The sentence closes with the hit still standing: counted then, from its start.
+    again = TranscriptReader(opening_words_judge)
+    assert again.read(first) == []
+    hits = again.read(_words("again last night.", first[-1].end_s + 0.1))
+    assert [(h.category, h.term, h.start_s) for h in hits] == [
+        ("self_harm", "judge", pytest.approx(10.0))
+    ]
+
+
+def test_a_held_hit_counts_at_the_end_of_the_utterance_or_after_the_longest_wait() -> None:
+    reader = TranscriptReader(opening_words_judge)
+    assert reader.read(_words(OPENING, 10.0)) == []
+    # The utterance ends with no more words: what was held is judged again and counted.
+    hits = reader.read([], final=True)
+    assert [(h.category, h.start_s) for h in hits] == [("self_harm", pytest.approx(10.0))]
+    # A sentence that never stops: counted once HOLD_MAX_S of speech followed the hold.
+    endless = TranscriptReader(opening_words_judge)
+    words = _words(OPENING + " " + " ".join(["and then"] * 6), 30.0, step_s=0.2)
+    held_at = 9  # through the word "life"
+    assert endless.read(words[:held_at]) == []
+    out: list[SpokenHit] = []
+    for i in range(held_at, len(words)):
+        out += endless.read(words[i : i + 1])
+        if out:
+            break
+    assert [h.start_s for h in out] == [pytest.approx(30.0)]
+    assert words[i].end_s - words[held_at - 1].end_s >= HOLD_MAX_S
+
+
+def test_word_list_hits_are_not_held() -> None:
+    reader = TranscriptReader(opening_words_judge)
+    hits = reader.read(_words("my friend died by suicide and", 5.0))
+    assert [h.term for h in hits] == ["suicide"]
