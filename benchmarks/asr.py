@@ -76,6 +76,16 @@ def percentiles(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def said_at(decision: Decision) -> float:
+    """Media time a speech action's words began (its span), else its first sample."""
+    return decision.span_s[0] if decision.span_s else decision.media_time_s
+
+
+def _join_all(threads: Sequence[threading.Thread]) -> None:
+    for th in threads:
+        th.join()
+
+
 def talk_track(seconds: float) -> tuple[Samples, list[ts.Placed]]:
     """Benign sentences with short pauses and a threat every ~10 s."""
     parts: list[ts.Part] = [ts.Part(seconds=0.5)]
@@ -134,7 +144,7 @@ async def run_livemod(
     ]
     for th in threads:
         th.start()
-    await asyncio.to_thread(lambda: [th.join() for th in threads])
+    await asyncio.to_thread(_join_all, threads)
     await asyncio.gather(*(m.finish() for m in mods))
     cpu = time.process_time() - cpu0
     wall = time.time() - t_start
@@ -144,9 +154,10 @@ async def run_livemod(
     detected = 0
     for i in range(streams):
         for p in threats:
-            hits = [
-                t for s, t, d in mutes if s == i and abs(d.media_time_s - p.speech_start_s) < 1.5
-            ]
+            # Matched on the span the mute covers (where the words began), not on its first
+            # flagged sample: a judge hit held for its sentence's end is placed on samples
+            # after the ones already decided.
+            hits = [t for s, t, d in mutes if s == i and abs(said_at(d) - p.speech_start_s) < 1.5]
             if hits:
                 detected += 1
                 latencies.append(min(hits) - (t0s[i] + p.speech_end_s))
@@ -278,6 +289,7 @@ def run_baseline(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global THREAT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one stream, a 14 s track")
     parser.add_argument("--streams", default="", help="stream counts to try, e.g. 1,2,3")
@@ -289,7 +301,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--judge-hold-s", type=float, default=None, help="asr.judge_hold_s (0: act at once)"
     )
+    parser.add_argument(
+        "--threat", default=THREAT, help="the threat spoken every ~10 s (default: a word-list hit)"
+    )
     args = parser.parse_args(argv)
+    THREAT = args.threat
     counts = [int(x) for x in args.streams.split(",") if x] or ([1] if args.quick else [1, 2, 3, 4])
     seconds = 12.0 if args.quick else 30.0
     env = {"LIVEMOD_ASR__ENABLED": "true"}
@@ -336,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sized_windows": config.asr.sized_windows,
             "max_cpu_share_of_cores": config.asr.max_cpu,
             "judge_hold_s": config.asr.judge_hold_s,
+            "threat": THREAT,
             "max_delay_s": config.asr.max_delay_s,
             "track_s": round(len(track) / AUDIO_RATE, 2),
             "speech_s_per_stream": round(voiced_seconds(placed), 2),
