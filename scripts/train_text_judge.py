@@ -51,18 +51,19 @@ PRECISION = 0.95
 THRESHOLD_RANGE = (0.95, 0.97)
 """A head acts on a confident score only. The floor: benign speech as Whisper cuts it came
 close below 0.9 ("Turn left at the second traffic light She": sexual 0.88, with heads that
-learned fragments; a piece of it muted a test stream as sexual at 0.90 with heads that had
-not), and 0.95 costs the sexual head 0.03 of blind recall (0.65 -> 0.62), nothing held back.
+learned fragments; with heads that had not, the clean-clone suite saw a benign test stream of
+these sentences muted as sexual at the 0.90 threshold), and 0.95 costs the sexual head 0.03
+of blind recall (0.65 -> 0.62), nothing held back.
 The top: the calibration rule asks for 0.98-0.99 on four heads (one calibration hard
 negative scores that high), which halves their recall; 0.97 was picked among 0.95 / 0.97 /
 0.98 / 0.99 on the held-back and blind figures (docs/speech.md)."""
 DECIMALS = 6
 FRAGMENT_WEIGHT = 0.15
-"""Weight of a benign fragment against a whole line's 1 (each line gives a dozen). Measured
-on the held-back and blind sets (docs/speech.md): heads trained on whole lines alone flagged
-4.8 % of the benign lines' fragments at 0.97 ("the second traffic light": violence 0.99, a
-cut "turn left at the second traffic light" took a spoken test's stream to a sexual mute),
-with the fragments 1.7 %, at a recall cost on indirect self-harm."""
+"""Weight of a benign fragment (``pieces``) against a whole line's 1 (each line gives a
+dozen). Measured with benchmarks/text_policy.py (``benign_pieces``, docs/speech.md): heads
+trained on whole lines alone flagged 5.1 % of the held-back hard negatives' pieces ("the
+second traffic light": violence 0.99), these heads 1.8 %, at a recall cost on indirect
+self-harm."""
 CHARGED_MIN_LINES = 3
 CHARGED_RATIO = 2.0
 """A word is charged when at least ``CHARGED_MIN_LINES`` harmful training lines hold it, in
