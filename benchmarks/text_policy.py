@@ -147,8 +147,9 @@ def evaluate_pieces(full: TextPolicy, every: int) -> dict[str, Any]:
         lines_hit = 0
         total = 0
         for e in negatives:
-            flagged = [p for p in pieces(e.text) if learned.judge(p)]
-            total += len(pieces(e.text))
+            cut = pieces(e.text)
+            flagged = [p for p in cut if learned.judge(p)]
+            total += len(cut)
             hit += flagged
             lines_hit += bool(flagged)
         out[name] = {

@@ -297,7 +297,7 @@ class SpeechModerator:
             )
         if tr.words:
             self.lags.append(tr.lag_s)
-        if tr.words or tr.final:
+        if tr.words or (tr.final and self._reader.holding):
             await self._read(tr.words, tr.final)
         if tr.final:
             self._reader.end_utterance()

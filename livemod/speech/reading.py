@@ -85,8 +85,7 @@ class TranscriptReader:
 
     def end_utterance(self) -> None:
         """The utterance ended: keep only its last sentence, for the next words."""
-        self._held_from = None
-        self._hold_since = None
+        self._release()
         ctx = self._context
         stops = [i for i, w in enumerate(ctx[:-1]) if _ends_sentence(w)]
         start = stops[-1] + 1 if stops else 0
@@ -103,7 +102,7 @@ class TranscriptReader:
         else:
             if self._carried and words[0].start_s - self._context[-1].end_s > self.bridge_gap_s:
                 self._context = []  # a new utterance after a pause: nothing to join
-                self._held_from = self._hold_since = None
+                self._release()
             self._carried = False
             first_new = len(self._context)
             self._context.extend(words)
@@ -159,15 +158,23 @@ class TranscriptReader:
         """``found`` less the judge hits held for their sentence's stop (module docstring)."""
         held = [] if final else [f for f in found if f[0].term == TERM and not _closed(ctx, f[2])]
         if not held:
-            self._held_from = self._hold_since = None
+            self._release()
             return found
         if self._hold_since is None:
             self._hold_since = ctx[-1].end_s
         if ctx[-1].end_s - self._hold_since >= self.hold_max_s:
-            self._held_from = self._hold_since = None
+            self._release()
             return found
         self._held_from = min(lo for _, lo, _ in held)
         return [f for f in found if f not in held]
+
+    @property
+    def holding(self) -> bool:
+        """A judge hit waits for its sentence's end (``read(..., final=True)`` settles it)."""
+        return self._held_from is not None
+
+    def _release(self) -> None:
+        self._held_from = self._hold_since = None
 
     def _repeats(self, hit: TextHit, first: Word) -> bool:
         """The hit overlaps one counted before with the same category and term."""
