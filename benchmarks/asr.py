@@ -86,14 +86,14 @@ def _join_all(threads: Sequence[threading.Thread]) -> None:
         th.join()
 
 
-def talk_track(seconds: float) -> tuple[Samples, list[ts.Placed]]:
-    """Benign sentences with short pauses and a threat every ~10 s."""
+def talk_track(seconds: float, threat: str = THREAT) -> tuple[Samples, list[ts.Placed]]:
+    """Benign sentences with short pauses and ``threat`` every ~10 s."""
     parts: list[ts.Part] = [ts.Part(seconds=0.5)]
     t, i = 0.5, 0
     next_threat = 4.0
     while t < seconds:
         if t >= next_threat:
-            parts.append(ts.Part(THREAT))
+            parts.append(ts.Part(threat))
             next_threat += 10.0
         else:
             parts.append(ts.Part(BENIGN[i % len(BENIGN)]))
@@ -119,7 +119,11 @@ def feed_realtime(
 
 
 async def run_livemod(
-    setup: SpeechSetup, streams: int, track: Samples, placed: Sequence[ts.Placed]
+    setup: SpeechSetup,
+    streams: int,
+    track: Samples,
+    placed: Sequence[ts.Placed],
+    threat: str = THREAT,
 ) -> dict[str, Any]:
     engine = VoteEngine(load_policy(load_config(None, environ={}).policy))
     mutes: list[tuple[int, float, Decision]] = []
@@ -149,7 +153,7 @@ async def run_livemod(
     cpu = time.process_time() - cpu0
     wall = time.time() - t_start
     coverage = [m.transcription() for m in mods]
-    threats = [p for p in placed if p.part.text == THREAT]
+    threats = [p for p in placed if p.part.text == threat]
     latencies: list[float] = []
     detected = 0
     for i in range(streams):
@@ -194,9 +198,9 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return row[len(hyp)]
 
 
-def run_decoding(config: Any, quick: bool) -> dict[str, Any]:
+def run_decoding(config: Any, quick: bool, threat: str = THREAT) -> dict[str, Any]:
     """Padded (30 s) against sized windows: the same sentences, one window each."""
-    sentences = [*ts.EVERYDAY[: 4 if quick else 10], THREAT]
+    sentences = [*ts.EVERYDAY[: 4 if quick else 10], threat]
     voices = [("en-us", 160)] if quick else [("en-us", 160), ("en-gb", 140)]
     clips = []
     for voice, wpm in voices:
@@ -233,13 +237,14 @@ def run_baseline(
     streams: int,
     track: Samples,
     placed: Sequence[ts.Placed],
+    threat: str = THREAT,
     chunk_s: float = 2.0,
 ) -> dict[str, Any]:
     """Fixed chunks per stream, transcribed when complete, one call at a time."""
     lock = threading.Lock()
     lags: list[float] = []
     latencies: list[float] = []
-    threats = [p for p in placed if p.part.text == THREAT]
+    threats = [p for p in placed if p.part.text == threat]
     detected = 0
     cpu0, t_start = time.process_time(), time.time()
     n = int(chunk_s * AUDIO_RATE)
@@ -289,7 +294,6 @@ def run_baseline(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    global THREAT
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one stream, a 14 s track")
     parser.add_argument("--streams", default="", help="stream counts to try, e.g. 1,2,3")
@@ -305,7 +309,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threat", default=THREAT, help="the threat spoken every ~10 s (default: a word-list hit)"
     )
     args = parser.parse_args(argv)
-    THREAT = args.threat
     counts = [int(x) for x in args.streams.split(",") if x] or ([1] if args.quick else [1, 2, 3, 4])
     seconds = 12.0 if args.quick else 30.0
     env = {"LIVEMOD_ASR__ENABLED": "true"}
@@ -318,13 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(None, environ=env)
     setup = build_speech(config, load_policy(config.policy))
     assert setup is not None
-    track, placed = talk_track(seconds)
+    track, placed = talk_track(seconds, args.threat)
     load_before = os.getloadavg()
-    runs = [asyncio.run(run_livemod(setup, k, track, placed)) for k in counts]
-    baseline = run_baseline(setup.asr.engine, setup.policy, counts[0], track, placed)
+    runs = [asyncio.run(run_livemod(setup, k, track, placed, args.threat)) for k in counts]
+    baseline = run_baseline(setup.asr.engine, setup.policy, counts[0], track, placed, args.threat)
     wer_ref = " ".join(p.part.text for p in placed if p.part.text)
     setup.close()
-    decoding = None if args.skip_decoding else run_decoding(config, args.quick)
+    decoding = None if args.skip_decoding else run_decoding(config, args.quick, args.threat)
     sustained = max(
         (
             r["streams"]
@@ -352,11 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sized_windows": config.asr.sized_windows,
             "max_cpu_share_of_cores": config.asr.max_cpu,
             "judge_hold_s": config.asr.judge_hold_s,
-            "threat": THREAT,
+            "threat": args.threat,
             "max_delay_s": config.asr.max_delay_s,
             "track_s": round(len(track) / AUDIO_RATE, 2),
             "speech_s_per_stream": round(voiced_seconds(placed), 2),
-            "threats_per_stream": sum(1 for p in placed if p.part.text == THREAT),
+            "threats_per_stream": sum(1 for p in placed if p.part.text == args.threat),
             "streams_tested": counts,
             "feed": "real time, 100 ms chunks, streams offset by 0.37 s",
             "quick": args.quick,

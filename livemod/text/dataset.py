@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +108,39 @@ def pieces(text: str) -> list[str]:
         out[" ".join(words[:k]).rstrip(",;:")] = None
         out[" ".join(words[-k:])] = None
     return list(out)
+
+
+CHARGED_MIN_LINES = 3
+CHARGED_RATIO = 2.0
+"""A word is charged when at least ``CHARGED_MIN_LINES`` harmful training lines hold it, in
+a share at least ``CHARGED_RATIO`` times its (add-one) share of the benign lines: a benign
+line's piece holding one ("I want to die" of "I want to die of embarrassment") may carry the
+harm its line's other words deny, so it is not taught as benign."""
+_TOKEN = re.compile(r"[a-z']+")
+
+
+def charged_words(examples: list[Example]) -> frozenset[str]:
+    """Words typical of the harmful lines (``CHARGED_RATIO``)."""
+    harmful: Counter[str] = Counter()
+    benign: Counter[str] = Counter()
+    for e in examples:
+        (benign if e.negative else harmful).update(set(_TOKEN.findall(e.text.lower())))
+    n_harmful = max(sum(1 for e in examples if not e.negative), 1)
+    n_benign = max(sum(1 for e in examples if e.negative), 1)
+    return frozenset(
+        w
+        for w, c in harmful.items()
+        if c >= CHARGED_MIN_LINES and c / n_harmful >= CHARGED_RATIO * (benign[w] + 1) / n_benign
+    )
+
+
+def benign_fragments(lines: list[Example], charged: frozenset[str]) -> dict[str, Example]:
+    """The fragments of the benign ``lines`` that hold no charged word, each once, with the
+    line it came from."""
+    out: dict[str, Example] = {}
+    for e in lines:
+        if e.negative:
+            for f in pieces(e.text):
+                if f not in out and not charged & set(_TOKEN.findall(f.lower())):
+                    out[f] = e
+    return out
