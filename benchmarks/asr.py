@@ -86,7 +86,7 @@ def _join_all(threads: Sequence[threading.Thread]) -> None:
         th.join()
 
 
-def talk_track(seconds: float, threat: str = THREAT) -> tuple[Samples, list[ts.Placed]]:
+def talk_track(seconds: float, threat: str) -> tuple[Samples, list[ts.Placed]]:
     """Benign sentences with short pauses and ``threat`` every ~10 s."""
     parts: list[ts.Part] = [ts.Part(seconds=0.5)]
     t, i = 0.5, 0
@@ -123,7 +123,7 @@ async def run_livemod(
     streams: int,
     track: Samples,
     placed: Sequence[ts.Placed],
-    threat: str = THREAT,
+    threat: str,
 ) -> dict[str, Any]:
     engine = VoteEngine(load_policy(load_config(None, environ={}).policy))
     mutes: list[tuple[int, float, Decision]] = []
@@ -198,7 +198,7 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return row[len(hyp)]
 
 
-def run_decoding(config: Any, quick: bool, threat: str = THREAT) -> dict[str, Any]:
+def run_decoding(config: Any, quick: bool, threat: str) -> dict[str, Any]:
     """Padded (30 s) against sized windows: the same sentences, one window each."""
     sentences = [*ts.EVERYDAY[: 4 if quick else 10], threat]
     voices = [("en-us", 160)] if quick else [("en-us", 160), ("en-gb", 140)]
@@ -237,7 +237,7 @@ def run_baseline(
     streams: int,
     track: Samples,
     placed: Sequence[ts.Placed],
-    threat: str = THREAT,
+    threat: str,
     chunk_s: float = 2.0,
 ) -> dict[str, Any]:
     """Fixed chunks per stream, transcribed when complete, one call at a time."""
