@@ -307,6 +307,12 @@ class GatingConfig(_Section):
     motion_reuse_s: float = Field(
         2.0, ge=0, le=60, description="Scores reused over motion are kept at most this long"
     )
+    return_refs: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="Earlier analysed pictures a cut back to may reuse (within max_reuse_s)",
+    )
     always: list[str] = Field(
         default_factory=lambda: ["hash"], description="Analyzers that run on every sample"
     )
@@ -329,6 +335,7 @@ class CascadeConfig(_Section):
     )
     every_s: float = Field(3.0, gt=0, le=600, description="Run the detectors at least this often")
     hold_s: float = Field(10.0, ge=0, description="Keep running them this long after a hit")
+    on_cut: bool = Field(False, description="Also run them on every scene cut (gate or not)")
 
 
 class RatesConfig(_Section):

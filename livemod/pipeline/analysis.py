@@ -81,7 +81,8 @@ class AnalysisService:
         self._classifiers: list[int] = []
         self._detectors: list[int] = []
         self._gates: dict[str, StreamGate] = {}
-        self._last: dict[str, dict[int, AnalyzerResult]] = {}
+        # Per stream, the results of the fresh analyses its gate may still reuse (by ref).
+        self._kept: dict[str, dict[int, dict[int, AnalyzerResult]]] = {}
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
         if capacity is not None:
             self._plan(capacity)
@@ -96,9 +97,10 @@ class AnalysisService:
             g.motion_reuse,
             g.content_delta,
             g.motion_reuse_s,
+            g.return_refs,
         )
         self._cascade_policy = CascadePolicy(
-            c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s
+            c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s, c.on_cut
         )
         self._reuse_always = g.enabled and g.reuse_always
         for i, analyzer in enumerate(self._analyzers):
@@ -147,7 +149,7 @@ class AnalysisService:
         for stage in self._stages:
             stage.forget(stream_id)
         gate = self._gates.pop(stream_id, None)
-        self._last.pop(stream_id, None)
+        self._kept.pop(stream_id, None)
         if gate is not None:
             # An ended stream's summary still reports its counts (bounded memory).
             self._ended[stream_id] = gate.stats()
@@ -193,7 +195,8 @@ class AnalysisService:
         metrics.STAGE_SECONDS.labels("gate").observe(time.perf_counter() - measured)
         outcome = "fresh" if isinstance(decision, Fresh) else "reused"
         metrics.SAMPLES_GATED.labels(outcome, decision.reason).inc()
-        last = self._last.get(sid)
+        kept = self._kept.setdefault(sid, {})
+        last = None if isinstance(decision, Fresh) else kept.get(decision.ref)
         if not isinstance(decision, Fresh) and last is not None:
             gated = (*self._classifiers, *self._detectors)
             moving = decision.reason == "motion"
@@ -229,9 +232,12 @@ class AnalysisService:
             by_index.update(zip(late, ran_late, strict=True))
         for i in (*early, *late):
             gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
-        self._last[sid] = {
+        kept[gate.ref] = {
             i: by_index[i] for i in (*self._always, *self._classifiers, *self._detectors)
         }
+        held = gate.held()
+        for ref in [ref for ref in kept if ref not in held]:
+            del kept[ref]
         return [*(by_index[i] for i in range(len(self._analyzers))), *staged]
 
     async def _run(

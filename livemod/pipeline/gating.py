@@ -25,9 +25,19 @@ Scores reused over motion are kept for at most ``motion_reuse_s`` (2 s), over an
 picture for ``max_reuse_s`` (4 s: the models would see the same picture; the age is a
 safety net).
 
+A cut back to a picture analysed moments ago (the show after an insert, a camera switched
+back, the slide before) is not new either. The gate keeps the last ``return_refs`` fresh
+references; a sample that differs from the current one but matches an earlier one (changed
+under ``change_threshold``, the same test as an unchanged picture) reuses that analysis,
+within the same ``max_reuse_s`` of when its models ran, so a chain of returns never keeps
+scores alive longer than one unchanged picture would.
+
 The cascade: a detector that exists to give regions (NudeNet's boxes) runs on a fresh
-sample only when a whole-frame score passes its gate, after a scene cut, while its
-own recent hits hold it open, or on its slow schedule (``every_s``).
+sample only when a whole-frame score passes its gate, while its own recent hits hold it
+open, or on its slow schedule (``every_s``; a stream's first sample is due at once), and
+after a scene cut only with ``on_cut``: a cut is where every stream of a synchronised
+event needs its models at once, and the whole-frame scores that open the gate are already
+computed there.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ REGIONS = (3, 4)
 
 Thumb = npt.NDArray[np.float32]
 FreshReason = Literal["first", "change", "cut", "age", "off"]
-ReuseReason = Literal["unchanged", "motion"]
+ReuseReason = Literal["unchanged", "motion", "return"]
 Stats = npt.NDArray[np.float32]
 DetectorReason = Literal["gate", "cut", "hold", "schedule", "off"]
 
@@ -108,12 +118,15 @@ class GatePolicy:
     motion_reuse: bool = True
     content_delta: float = 24.0
     motion_reuse_s: float = 2.0
+    return_refs: int = 3
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.change_threshold <= self.cut_threshold <= 1.0:
             raise ValueError("need 0 <= change_threshold <= cut_threshold <= 1")
         if self.max_reuse_s < 0:
             raise ValueError("max_reuse_s must be >= 0")
+        if self.return_refs < 0:
+            raise ValueError("return_refs must be >= 0")
         if self.content_delta < 0 or self.motion_reuse_s < 0:
             raise ValueError("content_delta and motion_reuse_s must be >= 0")
 
@@ -129,6 +142,7 @@ class CascadePolicy:
     )
     every_s: float = 3.0
     hold_s: float = 10.0
+    on_cut: bool = False
 
     def __post_init__(self) -> None:
         if self.every_s <= 0 or self.hold_s < 0:
@@ -149,11 +163,23 @@ class Fresh:
 
 @dataclass(frozen=True, slots=True)
 class Reuse:
-    """Reuse the last fresh analysis' scores: the picture did not change."""
+    """Reuse a fresh analysis' scores: the picture did not change (or came back)."""
 
     reason: ReuseReason
     change: float
     age_s: float
+    ref: int
+    """Which fresh analysis (``StreamGate.ref`` when it ran) is reused."""
+
+
+@dataclass(slots=True)
+class _Ref:
+    """A fresh analysis' reference picture: what later samples are compared with."""
+
+    thumb: Thumb
+    at: float
+    ref: int
+    stats: Stats | None = None
 
 
 class StreamGate:
@@ -162,9 +188,10 @@ class StreamGate:
     def __init__(self, gate: GatePolicy, cascade: CascadePolicy) -> None:
         self._gate = gate
         self._cascade = cascade
-        self._ref: Thumb | None = None
-        self._ref_stats: Stats | None = None
-        self._fresh_at = 0.0
+        self._ref: _Ref | None = None
+        self._earlier: list[_Ref] = []
+        """Earlier references, newest first (at most ``return_refs``)."""
+        self._count = 0
         self._detector_at: dict[str, float] = {}
         self._detector_hit_at: dict[str, float] = {}
         self.fresh = 0
@@ -175,47 +202,85 @@ class StreamGate:
         """Unchanged samples that reused the known-bad (``always``) result too."""
         self.motion_reused = 0
         """Samples that moved but showed nothing new (reused, ``motion``)."""
+        self.returns = 0
+        """Samples that cut back to an earlier analysed picture (reused, ``return``)."""
+
+    @property
+    def ref(self) -> int:
+        """The fresh analysis later samples reuse now (counts up from 1; 0: none yet)."""
+        return self._ref.ref if self._ref is not None else self._count
+
+    def held(self) -> set[int]:
+        """The fresh analyses a later sample may still reuse (the current and earlier)."""
+        return {self.ref, *(r.ref for r in self._earlier)}
 
     def decide(self, media_time_s: float, thumb: Thumb | None) -> Fresh | Reuse:
         """Whether the sample at ``media_time_s`` must run the gated models."""
         decision = self._decide(media_time_s, thumb)
         if isinstance(decision, Fresh):
             self.fresh += 1
-            self._fresh_at = media_time_s
+            self._count += 1
             if thumb is not None:
-                self._ref = thumb
-                self._ref_stats = None
+                self._swap(_Ref(thumb, media_time_s, self._count))
+            else:
+                self._ref, self._earlier = None, []
         else:
             self.reused += 1
             if decision.reason == "motion":
                 self.motion_reused += 1
+            elif decision.reason == "return":
+                self.returns += 1
         return decision
+
+    def _swap(self, new: _Ref) -> None:
+        """Make ``new`` the current reference; the current one becomes an earlier one."""
+        keep = self._gate.return_refs
+        earlier = [r for r in self._earlier if r is not new]
+        if self._ref is not None and keep:
+            earlier.insert(0, self._ref)
+        self._ref, self._earlier = new, earlier[:keep]
 
     def _decide(self, media_time_s: float, thumb: Thumb | None) -> Fresh | Reuse:
         gate = self._gate
         if not gate.enabled or thumb is None:
             return Fresh("off", 1.0)
-        if self._ref is None:
+        ref = self._ref
+        if ref is None:
             return Fresh("first", 1.0)
-        change = changed_fraction(self._ref, thumb)
-        if change >= gate.cut_threshold:
-            return Fresh("cut", change)
+        change = changed_fraction(ref.thumb, thumb)
         # abs(): a timeline restart must not make old scores look new forever.
-        age = abs(media_time_s - self._fresh_at)
-        if change >= gate.change_threshold:
+        age = abs(media_time_s - ref.at)
+        if change < gate.change_threshold:
+            if age >= gate.max_reuse_s:
+                return Fresh("age", change)
+            return Reuse("unchanged", change, age, ref.ref)
+        if change < gate.cut_threshold:
             fresh_enough = age < min(gate.motion_reuse_s, gate.max_reuse_s)
-            if gate.motion_reuse and fresh_enough and self._same_content(thumb):
-                return Reuse("motion", change, age)
-            return Fresh("change", change)
-        if age >= gate.max_reuse_s:
-            return Fresh("age", change)
-        return Reuse("unchanged", change, age)
+            if gate.motion_reuse and fresh_enough and self._same_content(ref, thumb):
+                return Reuse("motion", change, age, ref.ref)
+        # Only a sample that would run the models pays for the earlier references.
+        back = self._came_back(media_time_s, thumb)
+        if back is not None:
+            return back
+        return Fresh("cut" if change >= gate.cut_threshold else "change", change)
 
-    def _same_content(self, thumb: Thumb) -> bool:
-        assert self._ref is not None
-        if self._ref_stats is None:  # computed once per fresh reference, when first needed
-            self._ref_stats = region_stats(self._ref)
-        return content_shift(self._ref_stats, region_stats(thumb)) < self._gate.content_delta
+    def _came_back(self, media_time_s: float, thumb: Thumb) -> Reuse | None:
+        """A Reuse of the newest earlier reference the picture matches, if any is recent."""
+        gate = self._gate
+        for earlier in self._earlier:
+            age = abs(media_time_s - earlier.at)
+            if age >= gate.max_reuse_s:
+                continue
+            change = changed_fraction(earlier.thumb, thumb)
+            if change < gate.change_threshold:
+                self._swap(earlier)
+                return Reuse("return", change, age, earlier.ref)
+        return None
+
+    def _same_content(self, ref: _Ref, thumb: Thumb) -> bool:
+        if ref.stats is None:  # computed once per fresh reference, when first needed
+            ref.stats = region_stats(ref.thumb)
+        return content_shift(ref.stats, region_stats(thumb)) < self._gate.content_delta
 
     def detector_due(
         self, name: str, media_time_s: float, scores: Mapping[str, float], fresh: Fresh
@@ -226,7 +291,7 @@ class StreamGate:
             return "off"
         if any(scores.get(key, 0.0) >= floor for key, floor in cascade.gate_scores.items()):
             return "gate"
-        if fresh.cut:
+        if fresh.cut and cascade.on_cut:
             return "cut"
         hit = self._detector_hit_at.get(name)
         if hit is not None and abs(media_time_s - hit) < cascade.hold_s:
@@ -255,4 +320,5 @@ class StreamGate:
             "detector_skips": self.detector_skips,
             "always_reused": self.always_reused,
             "motion_reused": self.motion_reused,
+            "returns": self.returns,
         }

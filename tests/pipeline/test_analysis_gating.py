@@ -80,6 +80,45 @@ async def test_gated_analysis_decides_as_the_full_one(known_bad_dir: Path) -> No
     assert listed(got).index(True) == 10
 
 
+async def test_a_cut_back_reuses_the_earlier_analysis_and_decides_the_same(
+    known_bad_dir: Path,
+) -> None:
+    env = {"LIVEMOD_KNOWN_BAD__PATHS": json.dumps([str(known_bad_dir)])}
+    config = load_config(None, environ=env)
+    analyzers = build_analyzers(config)
+    full = AnalysisService(analyzers, workers=2)
+    gated = AnalysisService(analyzers, workers=2, capacity=config.capacity)
+    head, bad = fit(photo("astronaut")), fit(photo(KNOWN_BAD_PHOTO))
+    # The show, the listed picture cut in for 1.5 s, the show again (a return).
+    pictures = [noisy(head, i) for i in range(4)] + [noisy(bad, i) for i in range(6)]
+    pictures += [noisy(head, 10 + i) for i in range(6)]
+    items = [VideoFrame("s", i, i / 4, 1000.0 + i / 4, img) for i, img in enumerate(pictures)]
+    try:
+        reference = [await full.analyze(f) for f in items]
+        got = [await gated.analyze(f) for f in items]
+        stats = gated.stream_stats("s")
+    finally:
+        full.close()
+        gated.close()
+    assert stats is not None
+    assert stats["returns"] == 1 and stats["fresh"] == 2
+    assert decisions(reference) == decisions(got)
+    assert [d[:3] for d in decisions(got)] == [
+        ("known_bad", "pause", "start"),
+        ("known_bad", "pause", "stop"),
+    ]
+    # The returned sample carries the show's own scores, as a fresh analysis would.
+    assert got[10].scores == got[0].scores
+    for want, have in zip(reference[10:], got[10:], strict=True):
+        assert have.scores.keys() == want.scores.keys()
+        # Model scores as the fresh analysis gives them (sensor noise moves them a little)
+        # and no known-bad match: the hash distance stays far from a match.
+        models = [k for k in want.scores if k != "hash_distance"]
+        assert all(abs(have.scores[k] - want.scores[k]) < 0.05 for k in models)
+        assert min(have.scores["hash_distance"], want.scores["hash_distance"]) > 64
+        assert not any(s.category == "known_bad" for s in have.signals)
+
+
 async def test_ocr_never_holds_a_sample_and_joins_the_next() -> None:
     config = load_config(None, environ={})
     stage = build_ocr_stage(config)

@@ -131,15 +131,18 @@ def test_gating_off_runs_every_sample() -> None:
     assert all(isinstance(gate.decide(i / 4, None), Fresh) for i in range(10))
 
 
-def test_detector_runs_on_gate_cut_hold_and_schedule() -> None:
+def test_detector_runs_on_gate_hold_and_schedule() -> None:
     gate = StreamGate(GATE, CASCADE)
     first = Fresh("first", 1.0)
     change = Fresh("change", 0.1)
+    cut = Fresh("cut", 0.8)
     age = Fresh("age", 0.0)
-    assert gate.detector_due("nudenet-320n", 0.0, {"opennsfw": 0.01}, first) == "cut"
+    # A stream's first sample: the schedule is due at once.
+    assert gate.detector_due("nudenet-320n", 0.0, {"opennsfw": 0.01}, first) == "schedule"
     gate.detector_ran("nudenet-320n", 0.0, hit=False)
-    # Whole-frame score under the gate, no hit, schedule not due: skipped.
+    # Whole-frame score under the gate, no hit, schedule not due: skipped, a cut too.
     assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.01}, change) is None
+    assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.01}, cut) is None
     assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.2}, change) == "gate"
     assert gate.detector_due("nudenet-320n", 3.0, {"opennsfw": 0.01}, age) == "schedule"
     gate.detector_ran("nudenet-320n", 3.0, hit=True)
@@ -153,6 +156,73 @@ def test_detector_runs_on_gate_cut_hold_and_schedule() -> None:
     assert off.detector_due("nudenet-320n", 1.0, {}, change) == "off"
 
 
+def test_detector_runs_on_every_cut_with_on_cut() -> None:
+    gate = StreamGate(GATE, replace(CASCADE, on_cut=True))
+    gate.detector_ran("nudenet-320n", 0.0, hit=False)
+    assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.01}, Fresh("cut", 0.8)) == "cut"
+    assert gate.detector_due("nudenet-320n", 1.0, {"opennsfw": 0.01}, Fresh("change", 0.1)) is None
+
+
+def show(t: float, insert: bool = False) -> np.ndarray:
+    """A talking head (sensor noise) with a full-frame picture cut in while ``insert``."""
+    return fit(photo("coffee")) if insert else still(t)
+
+
+def test_a_cut_back_to_a_recent_picture_reuses_its_analysis() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    shown = [(i / 4, 0.5 <= i / 4 < 1.25) for i in range(8)]
+    decisions = [gate.decide(t, thumbnail(show(t, insert))) for t, insert in shown]
+    kinds = [d.reason for d in decisions]
+    # In: a cut runs the models; out: the show analysed at 0 s comes back (reused).
+    assert kinds == ["first", "unchanged", "cut", "unchanged", "unchanged", "return",
+                     "unchanged", "unchanged"]  # fmt: skip
+    assert [d.ref for d in decisions if isinstance(d, Reuse)] == [1, 2, 2, 1, 1, 1]
+    assert gate.ref == 1 and gate.held() == {1, 2}
+    assert gate.stats()["returns"] == 1 and gate.stats()["fresh"] == 2
+    # The insert again, still within max_reuse_s of its analysis: reused too.
+    again = gate.decide(2.0, thumbnail(show(2.0, insert=True)))
+    assert isinstance(again, Reuse) and again.reason == "return" and again.ref == 2
+
+
+def test_a_return_never_outlives_the_reuse_age_of_its_analysis() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    gate.decide(0.0, thumbnail(show(0.0)))
+    gate.decide(1.0, thumbnail(show(1.0, insert=True)))
+    # The show analysed at 0 s is max_reuse_s (2 s) old at 2 s: the cut back runs fresh.
+    back = gate.decide(2.0, thumbnail(show(2.0)))
+    assert isinstance(back, Fresh) and back.reason == "cut"
+    # The reused age is the earlier analysis' own, and ages on from there.
+    gate.decide(2.5, thumbnail(show(2.5, insert=True)))
+    returned = gate.decide(2.75, thumbnail(show(2.75, insert=True)))
+    assert isinstance(returned, Reuse) and returned.reason == "unchanged"
+    again = gate.decide(3.25, thumbnail(show(3.25)))
+    assert isinstance(again, Reuse) and again.reason == "return" and again.age_s == 1.25
+    late = gate.decide(4.0, thumbnail(show(4.0)))
+    assert isinstance(late, Fresh) and late.reason == "age"
+
+
+def test_returns_off_and_a_new_picture_run_the_models() -> None:
+    off = StreamGate(replace(GATE, return_refs=0), CASCADE)
+    for t, insert in ((0.0, False), (0.5, True)):
+        off.decide(t, thumbnail(show(t, insert)))
+    back = off.decide(1.0, thumbnail(show(1.0)))
+    assert isinstance(back, Fresh) and back.reason == "cut" and off.held() == {3}
+    gate = StreamGate(GATE, CASCADE)
+    for t, insert in ((0.0, False), (0.5, True)):
+        gate.decide(t, thumbnail(show(t, insert)))
+    # A third picture matches neither earlier analysis.
+    other = gate.decide(1.0, thumbnail(fit(photo("rocket"))))
+    assert isinstance(other, Fresh) and other.reason == "cut"
+    # Only the last return_refs earlier pictures are kept.
+    small = StreamGate(replace(GATE, return_refs=1), CASCADE)
+    for t, insert in ((0.0, False), (0.25, True)):
+        small.decide(t, thumbnail(show(t, insert)))
+    small.decide(0.5, thumbnail(fit(photo("rocket"))))
+    assert small.held() == {2, 3}
+    gone = small.decide(0.75, thumbnail(show(0.75)))
+    assert isinstance(gone, Fresh) and gone.reason == "cut"
+
+
 def test_policies_are_validated() -> None:
     with pytest.raises(ValueError):
         GatePolicy(change_threshold=0.6, cut_threshold=0.5)
@@ -160,3 +230,5 @@ def test_policies_are_validated() -> None:
         CascadePolicy(every_s=0.0)
     with pytest.raises(ValueError):
         GatePolicy(content_delta=-1.0)
+    with pytest.raises(ValueError):
+        GatePolicy(return_refs=-1)
