@@ -91,11 +91,21 @@ OFF = {
     "LIVEMOD_CAPACITY__RATES__ENABLED": "false",
     "LIVEMOD_CAPACITY__BACKGROUND_STAGES": "false",
 }
-PREV = {
-    "LIVEMOD_CAPACITY__GATING__REUSE_ALWAYS": "false",
-    "LIVEMOD_CAPACITY__BACKGROUND_STAGES": "false",
+PREVIOUS = {
+    "first": {
+        "LIVEMOD_CAPACITY__GATING__REUSE_ALWAYS": "false",
+        "LIVEMOD_CAPACITY__BACKGROUND_STAGES": "false",
+    },
+    "third": {
+        "LIVEMOD_CAPACITY__GATING__RETURN_REFS": "0",
+        "LIVEMOD_CAPACITY__CASCADE__ON_CUT": "true",
+        "LIVEMOD_INGEST__THREADED_PIXELS": "0",
+    },
 }
-"""The gated pipeline as first built: known-bad hashed on every sample, OCR awaited."""
+"""Earlier gated pipelines ``--prev`` climbs beside the current one: ``first`` as first
+built (known-bad hashed on every sample, OCR awaited); ``third`` after the third pass
+(no cut-back reuse, NudeNet on every scene cut, FFmpeg's frame threads for every stream;
+its thumbnails are this pass's, which are not switchable)."""
 PERSONS = ("astronaut", "camera", "grace_hopper")
 PAGES = ("page", "text", "coffee", "chelsea", "clock", "hubble_deep_field")
 
@@ -916,7 +926,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         prev = None
         if args.prev:
             levels = args.gated_levels
-            prev = await climb(work, known_bad, clips, levels, PREV, stop=stop, name="prev")
+            env = PREVIOUS[args.prev]
+            prev = await climb(work, known_bad, clips, levels, env, stop=stop, name="prev")
     ratio = (
         round(on["sustained_streams"] / off["sustained_streams"], 2)
         if off["sustained_streams"]
@@ -938,7 +949,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline": off,
         "gated": on,
-        **({"gated_prev": prev} if prev is not None else {}),
+        **({"gated_prev": prev, "prev": args.prev} if prev is not None else {}),
         "gating_delay_scan": delays,
         "summary": {
             "baseline_sustained": off["sustained_streams"],
@@ -972,8 +983,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--prev",
-        action="store_true",
-        help="also climb the gated pipeline without known-bad reuse and background OCR",
+        nargs="?",
+        const="first",
+        default=None,
+        choices=sorted(PREVIOUS),
+        help="also climb an earlier gated pipeline: first (no known-bad reuse, OCR awaited; "
+        "the default) or third (no cut-back reuse, NudeNet on every cut, frame threads)",
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
     parser.add_argument(

@@ -575,6 +575,12 @@ class IngestConfig(_Section):
         description="Pictures larger than this (width x height) are decoded on one picture "
         "set, to bound memory, then scaled down like any other",
     )
+    threaded_pixels: int = Field(
+        1920 * 1080,
+        ge=0,
+        description="Pictures up to this size (width x height) are decoded on one thread each; "
+        "larger ones get FFmpeg's frame threads",
+    )
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"
     )

@@ -145,6 +145,7 @@ class PullManager:
                 hwaccel=None if ingest.hwaccel == "none" else ingest.hwaccel,
                 max_ts_jump_s=ingest.max_ts_jump_s,
                 max_pixels=ingest.max_pixels,
+                threaded_pixels=ingest.threaded_pixels,
             )
             return ReconnectingSource(
                 stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio

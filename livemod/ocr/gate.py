@@ -49,10 +49,17 @@ Cells = npt.NDArray[np.bool_]
 
 
 def thumbnail(image: Image) -> Thumb:
-    """The grey, 128-wide, area-averaged thumbnail of an RGB frame (about 0.3 ms)."""
+    """The grey, 128-wide, area-averaged thumbnail of an RGB frame (about 0.16 ms).
+
+    When the frame is a whole number ``k`` of thumbnails (640x360: k = 5), each cell is
+    the mean of its k x k block: a box filter read at the blocks' anchors gives the same
+    levels as OpenCV's area resize in 0.16 instead of 0.26 ms."""
     h, w = image.shape[:2]
     size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / max(w, 1))))
     grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    k = w // THUMB_WIDTH
+    if k > 1 and w == k * size[0] and h == k * size[1]:
+        return cast(Thumb, np.ascontiguousarray(cv2.blur(grey, (k, k))[k // 2 :: k, k // 2 :: k]))
     return cast(Thumb, cv2.resize(grey, size, interpolation=cv2.INTER_AREA))
 
 

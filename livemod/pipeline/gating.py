@@ -68,7 +68,16 @@ DetectorReason = Literal["gate", "cut", "hold", "schedule", "off"]
 
 
 def thumbnail(image: Image) -> Thumb:
-    """The colour change thumbnail of an RGB frame (area-averaged), ``(36, 64, 3)``."""
+    """The colour change thumbnail of an RGB frame (area-averaged), ``(36, 64, 3)``.
+
+    A frame that is an even whole number of thumbnails each way (640x360: 10) is halved
+    first (OpenCV's 2x2 path), then area-averaged the rest of the way: whole blocks both
+    times, so within one level of the direct average (the halving rounds), at 0.24
+    instead of 0.38 ms a 640x360 frame (every sample pays it, on the event loop)."""
+    h, w = image.shape[:2]
+    tw, th = THUMB_SIZE
+    if w % (2 * tw) == 0 and h % (2 * th) == 0 and w > tw:
+        image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     small = cv2.resize(image, THUMB_SIZE, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(small, dtype=np.float32)
 

@@ -143,6 +143,7 @@ class Session:
                     hwaccel=None if config.ingest.hwaccel == "none" else config.ingest.hwaccel,
                     max_ts_jump_s=config.ingest.max_ts_jump_s,
                     max_pixels=config.ingest.max_pixels,
+                    threaded_pixels=config.ingest.threaded_pixels,
                 ),
                 self.sampler,
                 self._deliver,

@@ -55,6 +55,41 @@ def test_big_pictures_reach_analysis_scaled_down(clip_8k: Path) -> None:
         assert (frame.source_width, frame.source_height) == (W8K, H8K)
 
 
+@pytest.mark.parametrize(
+    ("size", "threaded_pixels", "want", "threads"),
+    [
+        ((640, 360), 1920 * 1080, "NONE", 1),  # one stream among many: one thread
+        ((640, 360), 0, "AUTO", 0),  # threads for every picture: FFmpeg decides
+        ((W8K, H8K), 1920 * 1080, "SLICE", 0),  # above max_pixels: slice threads
+    ],
+)
+def test_decode_threads_follow_the_picture_size(
+    tmp_path: Path, clip_8k: Path, size: tuple[int, int], threaded_pixels: int, want: str,
+    threads: int,
+) -> None:  # fmt: skip
+    import av
+
+    path = clip_8k
+    if size != (W8K, H8K):
+        path = tmp_path / "small.mp4"
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"testsrc2=size={size[0]}x{size[1]}:rate=10", "-frames:v", "3",
+             "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
+            check=True,
+        )  # fmt: skip
+    options = SourceOptions(url=str(path), max_pixels=MAX_PIXELS, threaded_pixels=threaded_pixels)
+    source = AvSource("t", options, FrameSampler(4.0, 8.0), lambda frame: None)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert source._thread_type(stream) == want
+        assert stream.codec_context.thread_count == threads
+    # And the clip decodes whole that way.
+    frames: list[VideoFrame] = []
+    end = AvSource("t", options, FrameSampler(30.0, 30.0), frames.append).run()
+    assert end.reason == "eof" and end.frames_decoded == len(frames) > 0
+
+
 def resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

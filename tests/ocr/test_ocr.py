@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from livemod.messages import Decision, Image, VideoFrame
+from livemod.ocr import gate
 from livemod.ocr.budget import OcrBudget
 from livemod.ocr.engine import OcrEngine, OcrOptions
 from livemod.ocr.gate import (
@@ -395,3 +396,16 @@ async def test_evidence_keeps_text_and_retention_clears_it(tmp_path: Path) -> No
         assert record["scores"] == {"ocr:contact": 0.8}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("shape", [(360, 640, 3), (720, 1280, 3), (360, 480, 3), (640, 360, 3)])
+def test_gate_thumbnail_is_the_area_average(shape: tuple[int, int, int]) -> None:
+    # The box-filter shortcut (whole cells) and the area resize agree to one level.
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    h, w = shape[:2]
+    size = (gate.THUMB_WIDTH, round(gate.THUMB_WIDTH * h / w))
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    want = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.int16)
+    got = gate.thumbnail(img)
+    assert got.shape == want.shape and got.flags.c_contiguous
+    assert int(np.abs(got.astype(np.int16) - want).max()) <= 1

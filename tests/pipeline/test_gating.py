@@ -232,3 +232,12 @@ def test_policies_are_validated() -> None:
         GatePolicy(content_delta=-1.0)
     with pytest.raises(ValueError):
         GatePolicy(return_refs=-1)
+
+
+@pytest.mark.parametrize("shape", [(360, 640, 3), (720, 1280, 3), (360, 480, 3), (100, 200, 3)])
+def test_thumbnail_is_the_area_average_within_a_level(shape: tuple[int, int, int]) -> None:
+    img = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    direct = cv2.resize(img, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)
+    got = thumbnail(img)
+    assert got.shape == (36, 64, 3) and got.dtype == np.float32
+    assert float(np.abs(got - direct).max()) <= 1.0
