@@ -100,12 +100,13 @@ PREVIOUS = {
         "LIVEMOD_CAPACITY__GATING__RETURN_REFS": "0",
         "LIVEMOD_CAPACITY__CASCADE__ON_CUT": "true",
         "LIVEMOD_INGEST__THREADED_PIXELS": "0",
+        "LIVEMOD_OCR__NICE": "0",
     },
 }
 """Earlier gated pipelines ``--prev`` climbs beside the current one: ``first`` as first
 built (known-bad hashed on every sample, OCR awaited); ``third`` after the third pass
-(no cut-back reuse, NudeNet on every scene cut, FFmpeg's frame threads for every stream;
-its thumbnails are this pass's, which are not switchable)."""
+(no cut-back reuse, NudeNet on every scene cut, FFmpeg's frame threads for every stream,
+OCR at the daemon's priority; its thumbnails are this pass's, which are not switchable)."""
 PERSONS = ("astronaut", "camera", "grace_hopper")
 PAGES = ("page", "text", "coffee", "chelsea", "clock", "hubble_deep_field")
 

@@ -16,15 +16,22 @@ module because the two stages are independent siblings.
   its stream's usage at half, and so does a stream with a recent policy hit (``flag``):
   the streams being acted on are served first, and as weights in a fair share (twice
   the others' share, four times for both) they cannot starve the rest.
+- ``lower_priority`` makes the calling thread yield the cores to the rest of the
+  daemon (OCR's workers: background work that must not slow a burst of fresh analyses).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 
@@ -181,3 +188,20 @@ class FairQueue(Generic[K]):
         if usage.flagged_until > now:
             value *= FLAGGED_FACTOR
         return value
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux schedules threads one by
+    one), so it runs on what the daemon's other threads leave: a budget caps a stage's
+    average share, this decides who waits when every core is wanted at once. Where the
+    system refuses (not Linux, a sandbox), the thread keeps its priority (logged)."""
+    if nice <= 0:
+        return
+    tid = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
+    except (AttributeError, OSError) as exc:
+        log.warning(
+            "cannot lower the priority of thread %s: %s", threading.current_thread().name, exc
+        )

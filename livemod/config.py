@@ -430,6 +430,13 @@ class OcrConfig(_Section):
     max_cpu: float = Field(
         0.25, ge=0, le=1, description="Share of the cores OCR may use, all streams (0: no cap)"
     )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Lower the OCR workers' priority by this (nice): decoding and the vision "
+        "models go first when a burst wants every core",
+    )
 
 
 class AsrConfig(_Section):

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import cv2
 
 from livemod import metrics
+from livemod.budget import lower_priority
 from livemod.config import Config
 from livemod.messages import Decision, Image, VideoFrame
 from livemod.ocr.budget import OcrBudget
@@ -90,6 +91,8 @@ class StageSettings:
     """CPU seconds per second for the passes ``offer`` starts, all streams (None: no cap)."""
     threads: int = 1
     """ONNX Runtime threads per pass: a pass is charged at most wall time x threads."""
+    nice: int = 10
+    """How far the OCR workers' priority is lowered (``budget.lower_priority``)."""
 
 
 class OcrStage:
@@ -107,7 +110,13 @@ class OcrStage:
         self.engine = engine
         self.policy = policy
         self.settings = settings
-        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="livemod-ocr")
+        # Background work: when a burst of fresh analyses wants every core, OCR waits.
+        self._pool = ThreadPoolExecutor(
+            settings.workers,
+            thread_name_prefix="livemod-ocr",
+            initializer=lower_priority,
+            initargs=(settings.nice,),
+        )
         self._turns = WorkerTurns(settings.workers)
         self.budget = budget if budget is not None else OcrBudget(settings.max_cpu)
         """All live streams' OCR CPU (``offer`` only; ``analyze`` is never capped)."""
@@ -332,7 +341,7 @@ def build_ocr_stage(config: Config) -> OcrStage:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     max_cpu = c.max_cpu * (cores or 1) if c.max_cpu > 0 else None
     settings = StageSettings(
-        c.fps, c.change_threshold, c.refresh_s, c.workers, c.qr, max_cpu, c.threads
+        c.fps, c.change_threshold, c.refresh_s, c.workers, c.qr, max_cpu, c.threads, c.nice
     )
     cap = "no cap on" if max_cpu is None else f"at most {max_cpu:.2f}"
     log.info("ocr: %s CPU s/s, all live streams", cap)
