@@ -27,8 +27,11 @@ fail (``--all-levels``: every level).
 Per level: onset -> action (the action's ``latency_ms`` plus the media time from the
 onset to its first voting sample), recall with the cause of each miss, drops,
 samples, fresh / reused samples, and CPU per stream-second: the daemon process's CPU
-time, and per part the work seconds the daemon's own histograms counted (decode,
-RGB conversion, change measure, each model, OCR).
+time; per part of the pipeline the CPU seconds of the threads serving it
+(``livemod_thread_cpu_seconds_total``: models, OCR, ingest (decode and RGB conversion),
+the event loop (gates, votes, events), ...), which is what sizing needs; and the work
+seconds the daemon's own histograms counted (decode, RGB conversion, change measure,
+each model, OCR: wall time, waits for the cores and the GIL included).
 
 ``--talking LEVELS`` measures talking streams instead, on one daemon with the embedded
 defaults, ASR on: each stream a talking head (known-bad inserts as above) with an AAC
@@ -247,7 +250,7 @@ def _metric_sums(text: str) -> dict[str, float]:
     pattern = re.compile(
         r"^(livemod_stage_latency_seconds_sum|livemod_model_inference_seconds_sum|"
         r"livemod_samples_gated_total|livemod_drops_total|livemod_cascade_decisions_total|"
-        r"livemod_rate_decisions_total)"
+        r"livemod_rate_decisions_total|livemod_thread_cpu_seconds_total)"
         r"\{([^}]*)\} ([0-9.e+-]+)$"
     )
     for line in text.splitlines():
@@ -283,6 +286,19 @@ def _counts(before: dict[str, float], after: dict[str, float], prefix: str) -> d
             delta = round(value - before.get(key, 0.0))
             if delta:
                 out[key[len(prefix) :]] = delta
+    return out
+
+
+THREAD_CPU = "livemod_thread_cpu_seconds_total"
+
+
+def _counts_f(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
+    """Counter deltas by label set (``{part="models"}`` -> ``models``), unrounded."""
+    out: dict[str, float] = {}
+    for key, value in after.items():
+        if key.startswith(prefix):
+            label = key[len(prefix) :].split('"')[1] if '"' in key else key[len(prefix) :]
+            out[label] = value - before.get(key, 0.0)
     return out
 
 
@@ -416,6 +432,10 @@ def _summarize(
         "cpu_ms_per_stream_s": round(1000.0 * cpu_s / stream_s, 1),
         "cpu_ms_per_sample": round(1000.0 * cpu_s / samples, 1) if samples else None,
         "work_ms_per_stream_s": _parts(before, after, stream_s),
+        "thread_cpu_ms_per_stream_s": {
+            part: round(1000.0 * seconds / stream_s, 1)
+            for part, seconds in _counts_f(before, after, THREAD_CPU).items()
+        },
         "sustained": len(streams) == n
         and caught == total
         and drops == 0

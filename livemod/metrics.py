@@ -8,7 +8,9 @@ is a deliberate one.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from livemod.threadcpu import ThreadCpuCollector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 # Decode and sampling cost a millisecond or two per frame: finer buckets at the low end.
@@ -364,3 +366,10 @@ CLUSTER_LOG_SPOOLED = Gauge(
 CLUSTER_REDIS_UP = Gauge(
     "livemod_cluster_redis_up", "1 while this instance's heartbeats reach Redis, else 0"
 )
+
+# -- sizing ------------------------------------------------------------------------
+
+THREAD_CPU = ThreadCpuCollector()
+"""``livemod_thread_cpu_seconds_total{part}``: the kernel's CPU seconds per thread,
+grouped by the part each thread serves (``livemod.threadcpu.PARTS``)."""
+REGISTRY.register(THREAD_CPU)

@@ -37,7 +37,7 @@ STABLE = {
 BOUNDED_LABELS = {
     "stage", "model", "action", "category", "source", "reason", "queue", "outcome",
     "state", "type", "device", "mode", "event", "result", "step", "kind", "server", "call",
-    "precision", "list",
+    "precision", "list", "part",
 }  # fmt: skip
 UNIT_SUFFIXES = ("_seconds", "_frames", "_bytes", "_total", "_info", "_ratio")
 UNITLESS_GAUGES = {

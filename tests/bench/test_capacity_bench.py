@@ -27,6 +27,10 @@ def test_capacity_quick() -> None:
         parts = level["work_ms_per_stream_s"]
         assert {"decode", "conversion", "hash", "vision:opennsfw"} <= set(parts)
         assert level["cpu_ms_per_stream_s"] > 0
+        # The threads' own CPU, by part: the models and decoding did work in each run.
+        threads = level["thread_cpu_ms_per_stream_s"]
+        assert {"models", "ingest", "event_loop", "ocr"} <= set(threads)
+        assert threads["models"] > 0 and threads["ingest"] > 0
     gated = out["gated"]["levels"][0]
     assert gated["gating"]["fresh"] > 0 and "change_measure" in gated["work_ms_per_stream_s"]
     assert out["baseline"]["levels"][0]["gating"]["reused"] == 0  # gating off: all fresh
