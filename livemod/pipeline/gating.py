@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -76,7 +76,7 @@ def thumbnail(image: Image) -> Thumb:
     instead of 0.38 ms a 640x360 frame (every sample pays it, on the event loop)."""
     h, w = image.shape[:2]
     tw, th = THUMB_SIZE
-    half = image
+    half: npt.NDArray[np.integer[Any] | np.floating[Any]] = image
     if w % (2 * tw) == 0 and h % (2 * th) == 0 and w > tw:
         half = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     small = cv2.resize(half, THUMB_SIZE, interpolation=cv2.INTER_AREA)
