@@ -945,9 +945,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         off = await climb(work, known_bad, clips, args.baseline_levels, OFF, stop=stop)
         on = await climb(work, known_bad, clips, args.gated_levels, {}, stop=stop)
         prev = None
-        if args.prev:
+        if args.prev or args.prev_env:
             levels = args.gated_levels
-            env = PREVIOUS[args.prev]
+            env = {**PREVIOUS.get(args.prev or "", {}), **dict(args.prev_env)}
             prev = await climb(work, known_bad, clips, levels, env, stop=stop, name="prev")
     ratio = (
         round(on["sustained_streams"] / off["sustained_streams"], 2)
@@ -970,7 +970,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "baseline": off,
         "gated": on,
-        **({"gated_prev": prev, "prev": args.prev} if prev is not None else {}),
+        **(
+            {"gated_prev": prev, "prev": args.prev, "prev_env": dict(args.prev_env)}
+            if prev is not None
+            else {}
+        ),
         "gating_delay_scan": delays,
         "summary": {
             "baseline_sustained": off["sustained_streams"],
@@ -985,6 +989,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("LIVEMOD_"):
+        raise argparse.ArgumentTypeError(f"want LIVEMOD_SECTION__KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _levels(text: str) -> list[int]:
@@ -1010,6 +1021,15 @@ def main() -> int:
         choices=sorted(PREVIOUS),
         help="also climb an earlier gated pipeline: first (no known-bad reuse, OCR awaited; "
         "the default) or third (no cut-back reuse, NudeNet on every cut, frame threads)",
+    )
+    parser.add_argument(
+        "--prev-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="climb the earlier pipeline with this LIVEMOD_* override too (repeatable; "
+        "alone: the current defaults with only these changed)",
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
     parser.add_argument(
