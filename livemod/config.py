@@ -575,7 +575,13 @@ class IngestConfig(_Section):
     max_sessions: int = Field(64, ge=1, description="Concurrent sessions")
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening a source after this")
     read_timeout_s: float = Field(10.0, gt=0, description="A source silent this long is broken")
-    queue_frames: int = Field(4, ge=1, le=256, description="Sampled frames queued per stream")
+    queue_frames: int = Field(12, ge=1, le=256, description="Sampled frames queued per stream")
+    queue_max_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="A queued frame this much older than the newest is dropped (0: no limit)",
+    )
     max_pixels: int = Field(
         3840 * 2160,
         ge=320 * 240,

@@ -1,4 +1,5 @@
-"""Pure sampling: an fps gate over media time and a ring of recent frames.
+"""Pure sampling: an fps gate over media time, a ring of recent frames, and the bounded
+queue of a live stream's sampled frames.
 
 No clock inside: every call is told the media time. The gate runs in the decode
 thread, so only admitted frames pay for the RGB conversion.
@@ -142,6 +143,22 @@ class FrameSampler:
         due, slot = self._next_due, self._slot
         if due is not None and slot is not None:
             self._next_due = min(due, slot + interval)
+
+
+def push_live(
+    queue: deque[VideoFrame], frame: VideoFrame, max_frames: int, max_age_s: float
+) -> int:
+    """Append ``frame`` to a live stream's analysis queue, first dropping from the front
+    the frames that would make it longer than ``max_frames`` and those that arrived more
+    than ``max_age_s`` before ``frame`` (0: no age limit). Returns how many were dropped:
+    a backlog is bounded in memory and in time, and a burst shorter than both waits."""
+    dropped = 0
+    oldest = frame.t_arrival - max_age_s
+    while queue and (len(queue) >= max_frames or (max_age_s > 0 and queue[0].t_arrival < oldest)):
+        queue.popleft()
+        dropped += 1
+    queue.append(frame)
+    return dropped
 
 
 class FrameRing:

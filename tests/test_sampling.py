@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
 from livemod.messages import VideoFrame
-from livemod.sampling import FrameRing, FrameSampler
+from livemod.sampling import FrameRing, FrameSampler, push_live
 
 
 def admitted(sampler: FrameSampler, fps: float, seconds: float, start: float = 0.0) -> list[float]:
@@ -95,3 +97,28 @@ def test_suspicious_boost_counts_from_the_decoder_not_the_lagging_analysis() -> 
                 sampler.mark_suspicious(lagging[-1])
     gaps = np.diff([t for t in got if t >= 1.0])
     assert gaps.min() >= 0.125 - 0.1 * 0.125 and len(gaps) <= 5 * 8 + 1
+
+
+def arrivals(queue: deque[VideoFrame]) -> list[float]:
+    return [f.t_arrival for f in queue]
+
+
+def test_live_queue_is_bounded_in_frames_and_in_time() -> None:
+    img = np.zeros((4, 4, 3), dtype=np.uint8)
+    queue: deque[VideoFrame] = deque()
+    # 8 fps: a burst of 1.25 s waits whole within 12 frames and 2 s.
+    dropped = [push_live(queue, VideoFrame("s", i, i / 8, i / 8, img), 12, 2.0) for i in range(10)]
+    assert sum(dropped) == 0 and len(queue) == 10
+    # Past 12 frames, the oldest go.
+    for i in range(10, 14):
+        push_live(queue, VideoFrame("s", i, i / 8, i / 8, img), 12, 2.0)
+    assert len(queue) == 12 and arrivals(queue)[0] == 2 / 8
+    # 2 fps: the age bound drops what the count would keep (2 s = 4 frames back).
+    slow: deque[VideoFrame] = deque()
+    drops = [push_live(slow, VideoFrame("s", i, i / 2, i / 2, img), 12, 2.0) for i in range(9)]
+    assert arrivals(slow) == [2.0, 2.5, 3.0, 3.5, 4.0] and sum(drops) == 4
+    # No age limit: only the count.
+    unbounded: deque[VideoFrame] = deque()
+    for i in range(9):
+        push_live(unbounded, VideoFrame("s", i, i / 2, i / 2, img), 12, 0.0)
+    assert len(unbounded) == 9

@@ -1,11 +1,12 @@
 """One moderated stream: a decode thread feeding the shared analysis, the vote and
 the event hub.
 
-Live sessions keep only the newest ``queue_frames`` sampled frames when analysis
-lags (the oldest is dropped and counted): for live moderation a fresh frame is
-worth more than a backlog. Scans and files read without pacing (``blocking=True``,
-see :attr:`SessionInfo.backpressure`) never drop: the decoder waits for the
-analysis instead.
+Live sessions keep only the newest ``queue_frames`` sampled frames, arrived within
+``queue_max_s`` of the newest, when analysis lags (older ones are dropped and counted):
+for live moderation a fresh frame is worth more than a backlog, while a burst of fresh
+analyses (many streams cut at once) should be waited out, not dropped. Scans and files
+read without pacing (``blocking=True``, see :attr:`SessionInfo.backpressure`) never drop:
+the decoder waits for the analysis instead.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from livemod.policy.taxonomy import severity
 from livemod.policy.vote import VoteEngine
 from livemod.relay.link import RelayLink
 from livemod.relay.link import wanted as relay_wanted
-from livemod.sampling import FrameRing, FrameSampler
+from livemod.sampling import FrameRing, FrameSampler, push_live
 from livemod.speech.moderator import SpeechModerator, SpeechSetup
 from livemod.store import EvidenceInput
 from livemod.threadcpu import retire_current_thread
@@ -107,6 +108,7 @@ class Session:
         self.ring = FrameRing(s.ring_frames)
         self._queue: deque[VideoFrame] = deque()
         self._maxlen = config.ingest.queue_frames
+        self._max_age_s = config.ingest.queue_max_s
         self._wakeup = asyncio.Event()
         self._slots = threading.Semaphore(self._maxlen)
         self._source: FrameSource
@@ -215,11 +217,13 @@ class Session:
         task.add_done_callback(self._side_tasks.discard)
 
     def _offer(self, frame: VideoFrame) -> None:
-        if not self._blocking and len(self._queue) >= self._maxlen:
-            self._queue.popleft()
-            self.drops += 1
-            metrics.DROPS.labels("analysis_queue", "stale_frame").inc()
-        self._queue.append(frame)
+        if self._blocking:
+            self._queue.append(frame)
+        else:
+            dropped = push_live(self._queue, frame, self._maxlen, self._max_age_s)
+            if dropped:
+                self.drops += dropped
+                metrics.DROPS.labels("analysis_queue", "stale_frame").inc(dropped)
         metrics.FRAMES_SAMPLED.inc()
         self._wakeup.set()
 
