@@ -33,7 +33,6 @@ from livemod.ingest.tap import FrameTap
 from livemod.ingest.timeline import Jump, Timeline
 from livemod.messages import AudioUnavailable, VideoFrame
 from livemod.sampling import FrameSampler
-from livemod.threadcpu import retire_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +221,7 @@ class AvSource:
                 )
             finally:
                 self._wake.set()
-                retire_current_thread()
+                metrics.retire_current_thread()
 
         worker = threading.Thread(target=work, name=f"av-{self._stream_id}", daemon=True)
         worker.start()

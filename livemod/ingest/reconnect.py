@@ -28,7 +28,6 @@ from livemod.ingest.source import Deliver
 from livemod.ingest.tap import FrameTap
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
-from livemod.threadcpu import retire_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,7 @@ class ReconnectingSource:
                 result.append(SourceEnd("error", f"internal decoder error: {exc}", 0, 0, 0.0))
             finally:
                 self._control.wake.set()
-                retire_current_thread()
+                metrics.retire_current_thread()
 
         thread = threading.Thread(target=main, name=f"pull-{self.stream_id}", daemon=True)
         thread.start()

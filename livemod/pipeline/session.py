@@ -36,7 +36,6 @@ from livemod.relay.link import wanted as relay_wanted
 from livemod.sampling import FrameRing, FrameSampler, push_live
 from livemod.speech.moderator import SpeechModerator, SpeechSetup
 from livemod.store import EvidenceInput
-from livemod.threadcpu import retire_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +261,7 @@ class Session:
             assert loop is not None
             loop.call_soon_threadsafe(_resolve, done, end)
             loop.call_soon_threadsafe(self._wakeup.set)
-            retire_current_thread()
+            metrics.retire_current_thread()
 
         thread = threading.Thread(target=thread_main, name=f"decode-{self.info.id}", daemon=True)
         metrics.SESSIONS_ACTIVE.labels(self.info.source).inc()

@@ -29,7 +29,6 @@ from livemod.messages import Decision, Region
 from livemod.relay.output import AUDIO_OUT_RATE, EncoderSettings, Planar, ResilientOutput
 from livemod.relay.picture import pixelate, slate
 from livemod.relay.plan import Cover, Plan, gate
-from livemod.threadcpu import retire_current_thread
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +276,7 @@ class Relay:
             self.state = "failed"
         finally:
             self._output.close()
-            retire_current_thread()
+            metrics.retire_current_thread()
             if not self._ended:
                 self._event("ended", frames=self._output.frames_out)
             if self.state != "failed":

@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import generate_latest
 
-from livemod.threadcpu import (
+from livemod.metrics import (
     PARTS,
     THREADS,
     ThreadCpu,
