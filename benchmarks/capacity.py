@@ -885,7 +885,7 @@ async def run_talking(args: argparse.Namespace) -> dict[str, Any]:
         "setting": {
             "machine": machine(),
             "loadavg_at_start": [round(x, 2) for x in load],
-            "note": "2 shared cores: other work ran at the same time",
+            "note": "the load average at start is recorded: other work on the host raises it",
             "daemon": "livemod serve, embedded defaults (ASR on: Whisper tiny.en int8, the "
             "text judge; all vision models, OCR on, first-minute boost); streams via "
             "POST /v1/streams, files read in real time",
@@ -957,7 +957,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "setting": {
             "machine": machine(),
-            "note": "2 shared cores: other engineers' work ran at the same time",
+            "note": "the load average at start is in machine: other work on the host raises it",
             "daemon": "livemod serve, embedded defaults (all vision models, OCR on, "
             "first-minute boost), ASR off; streams via POST /v1/streams, files read in real time",
             "baseline": "the same daemon with capacity.gating, cascade, rates and "

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from livemod.metrics import (
-    PARTS,
-    THREADS,
-    ThreadCpu,
-    parse_stat,
-    part_of,
-    retire_current_thread,
-)
+from livemod.metrics import PARTS, ThreadCpu, parse_stat, part_of
 
 
 def test_threads_are_put_in_their_part() -> None:
@@ -32,49 +26,84 @@ def test_stat_fields_are_read_after_the_name() -> None:
     assert parse_stat(line, 100.0) == 3.0
 
 
+def task(folder: Path, tid: int, comm: str, ticks: int) -> None:
+    """A fake ``/proc/self/task/<tid>`` entry: ``ticks`` of user time."""
+    entry = folder / str(tid)
+    entry.mkdir(exist_ok=True)
+    (entry / "comm").write_text(comm + "\n")
+    (entry / "stat").write_text(f"{tid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 1 0")
+
+
+def test_ended_threads_keep_their_seconds_and_retired_ones_count_once(tmp_path: Path) -> None:
+    ticks = ThreadCpu()._ticks
+    cpu = ThreadCpu(tmp_path)
+    task(tmp_path, 901, "av:h264:df0", int(2 * ticks))
+    task(tmp_path, 902, "livemod-ocr_0", int(1 * ticks))
+    assert (cpu.parts()["ingest"], cpu.parts()["ocr"]) == (2.0, 1.0)
+    # The decoding thread ends: its last count stays (a counter never goes down).
+    for f in (tmp_path / "901").iterdir():
+        f.unlink()
+    (tmp_path / "901").rmdir()
+    assert cpu.parts()["ingest"] == 2.0
+    # A thread that counts itself out as it ends is counted once, while it finishes
+    # and after it is gone.
+    task(tmp_path, 903, "relay-s1", int(3 * ticks))
+    assert cpu.parts()["relay"] == 3.0
+    cpu.retire(903, "relay-s1", 3.25)
+    task(tmp_path, 903, "relay-s1", int(3.25 * ticks))
+    assert cpu.parts()["relay"] == 3.25
+    for f in (tmp_path / "903").iterdir():
+        f.unlink()
+    (tmp_path / "903").rmdir()
+    assert cpu.parts()["relay"] == 3.25 and cpu.parts()["ocr"] == 1.0
+
+
 def spin(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
 
 
-def test_a_thread_counts_in_its_part_and_stays_counted_after_it_ends() -> None:
+def test_a_real_thread_is_counted_in_its_part() -> None:
     cpu = ThreadCpu()
     before = cpu.parts()
     assert set(before) == set(PARTS)
-    worker = threading.Thread(target=spin, args=(0.6,), name="livemod-infer_9")
-    worker.start()
-    time.sleep(0.1)
-    during = cpu.parts()
-    time.sleep(0.1)
-    also = cpu.parts()
-    worker.join()
-    after = cpu.parts()
-    assert also["models"] > before["models"]
-    # The ended thread keeps the seconds last read: a counter never goes down.
-    assert all(after[p] >= also[p] >= during[p] >= before[p] for p in PARTS)
-    assert after["models"] == cpu.parts()["models"]
-
-
-def test_a_thread_that_retires_counts_all_its_seconds_once() -> None:
-    before = THREADS.parts()
+    spun, finish = threading.Event(), threading.Event()
 
     def work() -> None:
         spin(0.3)
-        retire_current_thread()
+        spun.set()
+        finish.wait(30)
 
-    worker = threading.Thread(target=work, name="av-test")
+    worker = threading.Thread(target=work, name="livemod-infer_9")
     worker.start()
-    time.sleep(0.05)
-    THREADS.parts()  # seen while it runs: counted once, not again when it is gone
+    assert spun.wait(60)
+    during = cpu.parts()
+    finish.set()
     worker.join()
-    gained = [THREADS.parts()["ingest"] - before["ingest"] for _ in range(2)]
-    assert 0.29 <= gained[0] == gained[1] < 0.45
+    after = cpu.parts()
+    # 0.3 s of its own CPU, read from the kernel in clock ticks.
+    assert during["models"] - before["models"] >= 0.25
+    assert all(after[p] >= during[p] >= before[p] for p in PARTS)
 
 
 def test_the_daemon_exports_the_parts() -> None:
-    import livemod.metrics  # noqa: F401  (registers the collector)
-
     text = generate_latest().decode()
     for part in PARTS:
         assert f'livemod_thread_cpu_seconds_total{{part="{part}"}}' in text
+
+
+def test_a_finishing_thread_counts_itself_out() -> None:
+    from livemod.metrics import THREADS, retire_current_thread
+
+    before = THREADS.parts()["relay"]
+
+    def work() -> None:
+        spin(0.25)
+        retire_current_thread()
+
+    worker = threading.Thread(target=work, name="relay-test")
+    worker.start()
+    worker.join()
+    # Gone before any read saw it, yet its seconds are in its part.
+    assert THREADS.parts()["relay"] - before >= 0.24
