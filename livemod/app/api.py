@@ -314,7 +314,9 @@ async def openapi_view(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Off the event loop: the thread-CPU collector reads two /proc files per thread.
+    body = await asyncio.to_thread(generate_latest)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def make_app(runtime: Runtime, components: list[Component], health: Health) -> web.Application:
