@@ -336,6 +336,19 @@ class CascadeConfig(_Section):
     every_s: float = Field(3.0, gt=0, le=600, description="Run the detectors at least this often")
     hold_s: float = Field(10.0, ge=0, description="Keep running them this long after a hit")
     on_cut: bool = Field(False, description="Also run them on every scene cut (gate or not)")
+    settle_scores: dict[str, float] = Field(
+        default_factory=lambda: {"known_bad": 0.7},
+        description="Categories (score floor) whose known-bad signal settles a fresh sample: "
+        "its models do not run, the stream's last model results stand",
+    )
+
+    @field_validator("settle_scores")
+    @classmethod
+    def _floors(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"settle_scores floors must be within 0-1: {bad}")
+        return value
 
 
 class RatesConfig(_Section):
@@ -593,6 +606,11 @@ class IngestConfig(_Section):
         ge=0,
         description="Pictures up to this size (width x height) are decoded on one thread each; "
         "larger ones get FFmpeg's frame threads",
+    )
+    fast_decode: bool = Field(
+        True,
+        description="Skip pictures no other picture refers to (B-frames): the sampler "
+        "takes the next one (never for a relayed stream or with hwaccel)",
     )
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"

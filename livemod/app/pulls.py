@@ -146,6 +146,7 @@ class PullManager:
                 max_ts_jump_s=ingest.max_ts_jump_s,
                 max_pixels=ingest.max_pixels,
                 threaded_pixels=ingest.threaded_pixels,
+                fast_decode=ingest.fast_decode,
             )
             return ReconnectingSource(
                 stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio

@@ -66,6 +66,9 @@ class SourceOptions:
     """Pictures up to this size are decoded on one thread: many streams share the cores,
     and FFmpeg's per-stream threads only add their hand-offs. Larger ones get them, so a
     single big stream keeps up."""
+    fast_decode: bool = True
+    """Skip the pictures no other picture refers to (:func:`skip_for_analysis`). Never
+    with a tap (the relay shows viewers every frame) or hardware decoding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,16 @@ def _open_options(url: str) -> dict[str, str]:
 _M_MMAP_THRESHOLD = -3
 HEAP_MMAP_THRESHOLD = 4 << 20
 """Blocks this large or larger get their own mapping, unmapped when freed."""
+
+
+def skip_for_analysis(ctx: Any) -> None:
+    """Decode ``ctx`` for analysis only: skip the pictures no other picture refers to
+    (B-frames outside a pyramid). The sampler takes 2-8 of 25-60 frames a second, so
+    it admits the next decoded one; 39 % less decoding CPU on 360p x264 with two
+    B-frames, nothing skipped (and nothing saved) in a stream without B-frames. The
+    deblocking filter stays: skipping it too saved 21 % without B-frames and moved
+    open_nsfw by up to 0.09 and PDQ hashes by up to 34 bits (``docs/benchmarks.md``)."""
+    ctx.skip_frame = "NONREF"
 
 
 def keep_heap_small() -> bool:
@@ -286,6 +299,9 @@ class AvSource:
             return 0, 0  # stopped while opening: run() may have returned already
         stream = container.streams.video[0]
         stream.thread_type = self._thread_type(stream)
+        skipping = self._opts.fast_decode and self._tap is None and not self._opts.hwaccel
+        if skipping:
+            skip_for_analysis(stream.codec_context)
         decoded = sampled = 0
         errors = 0
         interval = 1.0 / float(stream.average_rate or stream.guessed_rate or Fraction(25))
@@ -348,6 +364,10 @@ class AvSource:
                 for frame in frames:
                     counter.inc()
                     source_time = _source_time(frame, stream)
+                    if source_time is None and skipping:
+                        # Unstamped frames are timed by their count: decode them all.
+                        stream.codec_context.skip_frame = "DEFAULT"
+                        skipping = False
                     stamped = decoded * interval if source_time is None else source_time
                     media_time = max(0.0, timeline.map(stamped))
                     decoded += 1

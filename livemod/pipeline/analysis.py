@@ -100,7 +100,13 @@ class AnalysisService:
             g.return_refs,
         )
         self._cascade_policy = CascadePolicy(
-            c.enabled, frozenset(c.detectors), dict(c.gate_scores), c.every_s, c.hold_s, c.on_cut
+            c.enabled,
+            frozenset(c.detectors),
+            dict(c.gate_scores),
+            c.every_s,
+            c.hold_s,
+            c.on_cut,
+            dict(c.settle_scores),
         )
         self._reuse_always = g.enabled and g.reuse_always
         for i, analyzer in enumerate(self._analyzers):
@@ -191,6 +197,7 @@ class AnalysisService:
             gate = self._gates[sid] = StreamGate(policy, self._cascade_policy)
         measured = time.perf_counter()
         thumb = thumbnail(frame.image) if policy.enabled else None
+        before = gate.ref
         decision = gate.decide(t, thumb)
         metrics.STAGE_SECONDS.labels("gate").observe(time.perf_counter() - measured)
         outcome = "fresh" if isinstance(decision, Fresh) else "reused"
@@ -207,12 +214,22 @@ class AnalysisService:
             ran, staged = await self._run(frame, self._always, moving=moving)
             return [*ran, *(last[i] for i in gated), *staged]
         fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
+        by_index: dict[int, AnalyzerResult] = {}
+        stage_results: list[AnalyzerResult] | None = None
+        cascade = self._cascade_policy
+        if self._always and cascade.enabled and cascade.settle_scores:
+            # Known-bad matching first: a match settles the sample without the models.
+            ran, stage_results = await self._run(frame, self._always)
+            by_index.update(zip(self._always, ran, strict=True))
+            signals = ((sig.category, sig.score) for r in ran for sig in r.signals)
+            if cascade.settled_by(signals) is not None:
+                return self._settled(gate, kept, before, by_index, stage_results)
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them.
         early = [i for i in self._detectors if gate.detector_due(names[i], t, {}, fresh)]
-        first = [*self._always, *self._classifiers, *early]
-        ran, staged = await self._run(frame, first)
-        by_index = dict(zip(first, ran, strict=True))
+        first = [*(i for i in self._always if i not in by_index), *self._classifiers, *early]
+        ran, more = await self._run(frame, first, stages=stage_results is None)
+        by_index.update(zip(first, ran, strict=True))
         scores: dict[str, float] = {}
         for i in self._classifiers:
             scores.update(by_index[i].scores)
@@ -232,6 +249,35 @@ class AnalysisService:
             by_index.update(zip(late, ran_late, strict=True))
         for i in (*early, *late):
             gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
+        return self._keep(gate, kept, by_index, more if stage_results is None else stage_results)
+
+    def _settled(
+        self,
+        gate: StreamGate,
+        kept: dict[int, dict[int, AnalyzerResult]],
+        before: int,
+        by_index: dict[int, AnalyzerResult],
+        staged: list[AnalyzerResult],
+    ) -> list[AnalyzerResult]:
+        """A fresh sample a known-bad match settled: the models' results of the stream's
+        last fresh analysis stand (a standing blur stays), none if it had none."""
+        gate.settled += 1
+        last = kept.get(before, {})
+        for i in (*self._classifiers, *self._detectors):
+            by_index[i] = last.get(i, AnalyzerResult())
+            metrics.CASCADE_DECISIONS.labels(
+                model_name(self._analyzers[i]), "skipped", "settled"
+            ).inc()
+        return self._keep(gate, kept, by_index, staged)
+
+    def _keep(
+        self,
+        gate: StreamGate,
+        kept: dict[int, dict[int, AnalyzerResult]],
+        by_index: dict[int, AnalyzerResult],
+        staged: list[AnalyzerResult],
+    ) -> list[AnalyzerResult]:
+        """Keep a fresh analysis for the samples that may reuse it; its results in order."""
         kept[gate.ref] = {
             i: by_index[i] for i in (*self._always, *self._classifiers, *self._detectors)
         }

@@ -42,7 +42,7 @@ computed there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,10 +153,26 @@ class CascadePolicy:
     every_s: float = 3.0
     hold_s: float = 10.0
     on_cut: bool = False
+    settle_scores: Mapping[str, float] = field(default_factory=lambda: {"known_bad": 0.7})
+    """Categories (with a floor) whose signal from the ``always`` analyzers settles a
+    fresh sample before any model runs: a listed picture is paused whatever they say."""
 
     def __post_init__(self) -> None:
         if self.every_s <= 0 or self.hold_s < 0:
             raise ValueError("every_s must be > 0 and hold_s >= 0")
+        if any(not 0.0 <= floor <= 1.0 for floor in self.settle_scores.values()):
+            raise ValueError("settle_scores floors must be within 0-1")
+
+    def settled_by(self, signals: Iterable[tuple[str, float]]) -> str | None:
+        """The category of the first ``(category, score)`` signal at or above its settle
+        floor, or None: the models must run."""
+        if not self.enabled:
+            return None
+        for category, score in signals:
+            floor = self.settle_scores.get(category)
+            if floor is not None and score >= floor:
+                return category
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +230,8 @@ class StreamGate:
         """Samples that moved but showed nothing new (reused, ``motion``)."""
         self.returns = 0
         """Samples that cut back to an earlier analysed picture (reused, ``return``)."""
+        self.settled = 0
+        """Fresh samples a known-bad match settled before the models ran."""
 
     @property
     def ref(self) -> int:
@@ -331,4 +349,5 @@ class StreamGate:
             "always_reused": self.always_reused,
             "motion_reused": self.motion_reused,
             "returns": self.returns,
+            "settled": self.settled,
         }

@@ -146,6 +146,7 @@ class Session:
                     max_ts_jump_s=config.ingest.max_ts_jump_s,
                     max_pixels=config.ingest.max_pixels,
                     threaded_pixels=config.ingest.threaded_pixels,
+                    fast_decode=config.ingest.fast_decode,
                 ),
                 self.sampler,
                 self._deliver,

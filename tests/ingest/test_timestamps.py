@@ -187,8 +187,9 @@ def av_source(url: str, frames: list[VideoFrame], audio: list[AudioChunk], **opt
         if isinstance(item, AudioChunk):
             audio.append(item)
 
-    # 30 fps admits every frame of a 25 fps source.
+    # 30 fps admits every frame of a 25 fps source, all of them decoded.
     sampler = FrameSampler(30.0, 30.0)
+    opts.setdefault("fast_decode", False)
     return AvSource("av", SourceOptions(url=url, **opts), sampler, frames.append, on_audio)
 
 

@@ -72,6 +72,13 @@ async def test_gated_analysis_decides_as_the_full_one(known_bad_dir: Path) -> No
     # hashed fresh, so the match starts at the same sample as in the full analysis.
     assert stats["always_reused"] >= 12
     assert stats["always_reused"] <= stats["reused"]
+    # The cut to the listed picture is settled by the match: no model runs on it, and
+    # the models' scores of the still before it stand (so would a standing blur).
+    assert stats["settled"] == 1
+    models = [k for k in got[9].scores if not k.startswith("hash_")]
+    assert len(models) > 10
+    assert {k: got[10].scores[k] for k in models} == {k: got[9].scores[k] for k in models}
+    assert got[10].scores["opennsfw"] != reference[10].scores["opennsfw"]
 
     def listed(analyses: list[FrameAnalysis]) -> list[bool]:
         return [any(s.category == "known_bad" for s in a.signals) for a in analyses]

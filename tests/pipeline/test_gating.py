@@ -232,6 +232,18 @@ def test_policies_are_validated() -> None:
         GatePolicy(content_delta=-1.0)
     with pytest.raises(ValueError):
         GatePolicy(return_refs=-1)
+    with pytest.raises(ValueError):
+        CascadePolicy(settle_scores={"known_bad": 1.5})
+
+
+def test_a_known_bad_match_at_its_floor_settles_a_sample() -> None:
+    policy = CascadePolicy(settle_scores={"known_bad": 0.7})
+    assert policy.settled_by([("sexual", 0.99), ("known_bad", 0.7)]) == "known_bad"
+    assert policy.settled_by([("known_bad", 0.69)]) is None
+    assert policy.settled_by([("sexual", 0.99)]) is None  # only the listed categories
+    assert policy.settled_by([]) is None
+    assert CascadePolicy(settle_scores={}).settled_by([("known_bad", 1.0)]) is None
+    assert CascadePolicy(enabled=False).settled_by([("known_bad", 1.0)]) is None
 
 
 @pytest.mark.parametrize("shape", [(360, 640, 3), (720, 1280, 3), (360, 480, 3), (100, 200, 3)])
