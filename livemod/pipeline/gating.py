@@ -258,6 +258,8 @@ class StreamGate:
                 self.motion_reused += 1
             elif decision.reason == "return":
                 self.returns += 1
+                # The picture came back: its analysis is the current reference again.
+                self._swap(next(r for r in self._earlier if r.ref == decision.ref))
         return decision
 
     def _swap(self, new: _Ref) -> None:
@@ -301,7 +303,6 @@ class StreamGate:
                 continue
             change = changed_fraction(earlier.thumb, thumb)
             if change < gate.change_threshold:
-                self._swap(earlier)
                 return Reuse("return", change, age, earlier.ref)
         return None
 
