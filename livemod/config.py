@@ -338,8 +338,8 @@ class CascadeConfig(_Section):
     on_cut: bool = Field(False, description="Also run them on every scene cut (gate or not)")
     settle_scores: dict[str, float] = Field(
         default_factory=lambda: {"known_bad": 0.7},
-        description="Categories (score floor) whose known-bad signal settles a fresh sample: "
-        "its models do not run, the stream's last model results stand",
+        description="Categories (score floor) whose signal from known-bad matching settles a "
+        "fresh sample: its models do not run, the stream's last model results stand",
     )
 
     @field_validator("settle_scores")

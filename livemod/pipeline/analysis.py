@@ -7,12 +7,13 @@ queue fairly. ONNX Runtime sessions are thread-safe for ``run``.
 With ``capacity`` (the daemon's default), a sample whose picture did not change reuses
 the stream's last fresh scores, and region detectors run second, only when gated in
 (:mod:`livemod.pipeline.gating`). The ``always`` analyzers (known-bad matching) run on
-every fresh sample; on an unchanged one they too reuse the last result (``reuse_always``),
-so a listed picture cut in, a scene cut or reused scores older than ``max_reuse_s`` are
-always hashed fresh. Per-stream stages (OCR, with its own gate) are offered every sample;
-with ``background_stages`` (the daemon; not a file scan, which would outrun it) a stage
-that can work in the background (``BackgroundStage``) never makes the analysis wait:
-its reading joins the vote at the stream's next sample.
+every fresh sample, before the models: a match settles the sample (the models do not run;
+the stream's last model results stand). On an unchanged sample they too reuse the last
+result (``reuse_always``), so a listed picture cut in, a scene cut or reused scores older
+than ``max_reuse_s`` are always hashed fresh. Per-stream stages (OCR, with its own gate)
+are offered every sample; with ``background_stages`` (the daemon; not a file scan, which
+would outrun it) a stage that can work in the background (``BackgroundStage``) never
+makes the analysis wait: its reading joins the vote at the stream's next sample.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ sample only when a whole-frame score passes its gate, while its own recent hits 
 open, or on its slow schedule (``every_s``; a stream's first sample is due at once), and
 after a scene cut only with ``on_cut``: a cut is where every stream of a synchronised
 event needs its models at once, and the whole-frame scores that open the gate are already
-computed there.
+computed there. Before any of them, known-bad matching (the ``always`` analyzers) runs on
+a fresh sample, and a signal at or above a ``settle_scores`` floor settles it: a listed
+picture is paused whatever the models would say, so they do not run on it.
 """
 
 from __future__ import annotations
