@@ -310,7 +310,8 @@ SAMPLES_GATED = Counter(
 )
 CASCADE_DECISIONS = Counter(
     "livemod_cascade_decisions_total",
-    "Region-detector decisions on fresh samples: run (with why) or skipped",
+    "Model decisions on fresh samples: a region detector run (with why) or skipped (gate); "
+    "any model skipped (settled) when a known-bad match settled the sample",
     ["model", "outcome", "reason"],
 )
 RATE_DECISIONS = Counter(
