@@ -2,8 +2,9 @@
 with change gating, the NudeNet cascade and adaptive rates (``capacity``) against the
 same daemon with all three off (today's pipeline), on the same mix, in the same run.
 
-The mix, 640x360 H.264 at 25 fps (GOP 2 s), generated from pictures the installed
-packages ship (nothing downloaded):
+The mix, 640x360 H.264 at 25 fps (GOP 2 s; zerolatency, no B-frames, or ``--bframes N``
+as OBS sends by default), generated from pictures the installed packages ship (nothing
+downloaded):
 
 - ``talking_head``: a real photograph of a person (scikit-image's astronaut and
   camera man, matplotlib's Grace Hopper) whose head and shoulders sway a few pixels
@@ -226,8 +227,11 @@ def _insert_windows(n: int, seconds: float) -> tuple[list[float], list[Window]]:
     return onsets, windows
 
 
-def make_mix(folder: Path, seconds: float, variants: int) -> tuple[list[dict[str, Any]], Path]:
-    """The clips of the mix (each kind in ``variants`` phases) and the known-bad folder."""
+def make_mix(
+    folder: Path, seconds: float, variants: int, bframes: int = 0
+) -> tuple[list[dict[str, Any]], Path]:
+    """The clips of the mix (each kind in ``variants`` phases) and the known-bad folder;
+    ``bframes``: B-frames in a row (0: x264 zerolatency, none)."""
     pictures = _pictures()
     bad, known_bad = _known_bad(folder)
     clips: list[dict[str, Any]] = []
@@ -237,7 +241,7 @@ def make_mix(folder: Path, seconds: float, variants: int) -> tuple[list[dict[str
             onsets, windows = _insert_windows(n, seconds)
             path = folder / f"{kind}-{v}.mp4"
             frames = GENERATORS[kind](pictures, seconds, n)
-            duration = write_clip(path, with_inserts(frames, windows, bad), FPS)
+            duration = write_clip(path, with_inserts(frames, windows, bad), FPS, bframes=bframes)
             clips.append(
                 {
                     "kind": kind,
@@ -946,7 +950,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="livemod-capacity-") as tmp:
         work = Path(tmp)
         seconds = 10.0 if args.quick else args.seconds
-        clips, known_bad = make_mix(work / "media", seconds, 1 if args.quick else 2)
+        clips, known_bad = make_mix(work / "media", seconds, 1 if args.quick else 2, args.bframes)
         scanned = clips[:1] if args.quick else clips[: len(KINDS)]
         delays = None if args.no_scan else await media_delays(scanned, known_bad)
         stop = not args.all_levels
@@ -973,6 +977,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "mix": [
                 {k: c[k] for k in ("kind", "duration_s", "onsets_s", "variants")} for c in clips
             ],
+            "codec": "H.264, libx264 veryfast, GOP 2 s, "
+            + (f"{args.bframes} B-frames in a row" if args.bframes else "zerolatency, no B-frames"),
             "insert_s": INSERT_S,
             "sustained_rule": "all started, every insert caught, no drops, onset->action p95 <= 1s",
         },
@@ -1041,6 +1047,13 @@ def main() -> int:
         "alone: the current defaults with only these changed)",
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
+    parser.add_argument(
+        "--bframes",
+        type=int,
+        default=0,
+        help="encode the mix with this many B-frames in a row (OBS's x264 default: 2); "
+        "0: zerolatency, none",
+    )
     parser.add_argument(
         "--talking",
         type=_levels,

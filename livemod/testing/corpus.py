@@ -162,8 +162,12 @@ def write_clip(
     frames: Iterator[tuple[float, Picture, Image]],
     fps: int,
     size: tuple[int, int] = SIZE,
+    *,
+    bframes: int = 0,
 ) -> float:
-    """Encode ``camera``-style frames (one per 1/fps) into an H.264 file; returns seconds."""
+    """Encode ``camera``-style frames (one per 1/fps) into an H.264 file; returns seconds.
+    ``bframes`` > 0: that many B-frames in a row (as OBS's x264 sends by default), else
+    x264's zerolatency tuning (none)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with av.open(str(path), mode="w") as out:
@@ -171,7 +175,8 @@ def write_clip(
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.time_base = Fraction(1, fps)
-        stream.options = {"preset": "veryfast", "tune": "zerolatency", "g": str(2 * fps)}
+        tuning = {"bf": str(bframes)} if bframes > 0 else {"tune": "zerolatency"}
+        stream.options = {"preset": "veryfast", **tuning, "g": str(2 * fps)}
         for _, _, image in frames:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = count

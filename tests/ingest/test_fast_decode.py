@@ -13,6 +13,8 @@ import pytest
 from livemod.ingest.av_source import AvSource, SourceOptions
 from livemod.messages import VideoFrame
 from livemod.sampling import FrameSampler
+from livemod.testing.corpus import Picture, camera, write_clip
+from livemod.testing.media import photo
 
 FPS = 25
 SECONDS = 4
@@ -85,3 +87,16 @@ def test_the_relay_tap_sees_every_frame(clips: dict[str, Path]) -> None:
     tap = Tap()
     decoded, _ = run(clips["bframes"], 4.0, tap=tap)
     assert decoded == tap.frames == FPS * SECONDS
+
+
+def test_the_capacity_mix_with_b_frames_has_them(tmp_path: Path) -> None:
+    """``benchmarks/capacity.py --bframes 2`` writes its clips through ``write_clip``: they
+    carry B-frames, which fast decoding skips (and zerolatency clips none)."""
+    frames = list(camera([Picture("astronaut", "photo", photo("astronaut"))], 2.0, FPS))
+    with_b = write_clip(tmp_path / "b.mp4", iter(frames), FPS, bframes=2)
+    without = write_clip(tmp_path / "z.mp4", iter(frames), FPS)
+    assert with_b == without == len(frames) / FPS
+    decoded_b, _ = run(tmp_path / "b.mp4", 4.0)
+    decoded_z, _ = run(tmp_path / "z.mp4", 4.0)
+    assert decoded_z == len(frames)
+    assert decoded_b < 0.8 * len(frames)
