@@ -338,13 +338,20 @@ class CascadeConfig(_Section):
     on_cut: bool = Field(False, description="Also run them on every scene cut (gate or not)")
     settle_scores: dict[str, float] = Field(
         default_factory=lambda: {"known_bad": 0.7},
-        description="Categories (score floor) whose signal from known-bad matching settles a "
-        "fresh sample: its models do not run, the stream's last model results stand",
+        description="known_bad: the score from which a known-bad match settles a fresh "
+        "sample (its models do not run, the stream's last model results stand); {}: never",
     )
 
     @field_validator("settle_scores")
     @classmethod
     def _floors(cls, value: dict[str, float]) -> dict[str, float]:
+        # Only known-bad matching runs before the models; a model's category cannot settle.
+        other = sorted(k for k in value if k != "known_bad")
+        if other:
+            raise ValueError(
+                f"settle_scores: only known_bad (known-bad matching runs before the models) "
+                f"can settle a sample, not {', '.join(other)}"
+            )
         bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise ValueError(f"settle_scores floors must be within 0-1: {bad}")

@@ -49,6 +49,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ("sampling:\n  fps: 5\n  boost_fps: 2\n", "boost_fps must be >= fps"),
         ("- a list\n", "mapping at the top level"),
         ("http: [\n", "not valid YAML"),
+        (
+            "capacity:\n  cascade:\n    settle_scores: {sexual: 0.9}\n",
+            "only known_bad (known-bad matching runs before the models) can settle a sample, "
+            "not sexual",
+        ),
+        ("capacity:\n  cascade:\n    settle_scores: {known_bad: 1.2}\n", "within 0-1"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path: Path, text: str, needle: str) -> None:
