@@ -79,6 +79,7 @@ from loadgen import machine, percentiles
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.feed import Feed
 from livemod.messages import AUDIO_RATE, Image
+from livemod.metrics import parse_stat
 from livemod.testing import media as testmedia
 from livemod.testing import speech as ts
 from livemod.testing.corpus import Picture, Window, benign_pictures, with_inserts, write_clip
@@ -271,8 +272,8 @@ def _metric_sums(text: str) -> dict[str, float]:
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The daemon process's CPU seconds so far (user plus system)."""
+    return parse_stat(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
 
 
 def _parts(before: dict[str, float], after: dict[str, float], stream_s: float) -> dict[str, Any]:

@@ -228,8 +228,9 @@ class AnalysisService:
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them.
         early = [i for i in self._detectors if gate.detector_due(names[i], t, {}, fresh)]
-        first = [*(i for i in self._always if i not in by_index), *self._classifiers, *early]
-        ran, more = await self._run(frame, first, stages=stage_results is None)
+        hashed = stage_results is not None  # known-bad matching (and the stages) ran first
+        first = [*([] if hashed else self._always), *self._classifiers, *early]
+        ran, more = await self._run(frame, first, stages=not hashed)
         by_index.update(zip(first, ran, strict=True))
         scores: dict[str, float] = {}
         for i in self._classifiers:
