@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,26 +13,112 @@ Image = npt.NDArray[np.uint8]
 """An RGB frame, shape (height, width, 3), dtype uint8, C-contiguous."""
 
 
+Plane = npt.NDArray[np.uint8]
+"""One 2-D plane of a picture (rows may be views with a stride wider than the row)."""
+
+
 @dataclass(frozen=True, slots=True)
+class Planes:
+    """A decoded picture's 4:2:0 planes as the decoder gave them: luma ``y`` at full size,
+    chroma ``u`` and ``v`` at half size each way, BT.601 limited-range levels (luma
+    16-235), the levels the RGB conversion reads. The change measures read these, so a
+    sample that reuses its scores is never converted to RGB."""
+
+    y: Plane
+    u: Plane
+    v: Plane
+
+
 class VideoFrame:
     """A decoded, sampled video frame.
 
     ``t_arrival`` is the wall clock (``time.time()``) when the daemon received the
     frame; ``media_time_s`` is its presentation time on the session's timeline, from 0,
     which only moves forward even where the source's timestamps restart or jump.
+
+    ``image`` is the RGB picture analysis sees. A decoder may hand the frame over with
+    ``planes`` and ``convert`` instead: the conversion then runs on first use of
+    ``image`` (by whichever thread reads it first) and is kept, so a sample no model
+    looks at costs no conversion. Treat a frame as immutable.
     """
 
-    stream_id: str
-    index: int
-    media_time_s: float
-    t_arrival: float
-    image: Image = field(repr=False, compare=False)
-    source_width: int = 0
-    source_height: int = 0
-    """Size of the decoded picture before it was scaled for analysis (0: same)."""
-    source_time_s: float | None = None
-    """The timestamp the source gave the frame, in seconds, before it was mapped onto
-    the session timeline (None: the source gave none)."""
+    __slots__ = (
+        "_convert",
+        "_image",
+        "_size",
+        "index",
+        "media_time_s",
+        "planes",
+        "source_height",
+        "source_time_s",
+        "source_width",
+        "stream_id",
+        "t_arrival",
+    )
+
+    def __init__(
+        self,
+        stream_id: str,
+        index: int,
+        media_time_s: float,
+        t_arrival: float,
+        image: Image | None = None,
+        source_width: int = 0,
+        source_height: int = 0,
+        source_time_s: float | None = None,
+        *,
+        planes: Planes | None = None,
+        convert: Callable[[], Image] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        if image is None and (convert is None or size is None):
+            raise ValueError("a VideoFrame needs an image, or convert with its size")
+        self.stream_id = stream_id
+        self.index = index
+        self.media_time_s = media_time_s
+        self.t_arrival = t_arrival
+        # The decoded picture's size before it was scaled for analysis (0: the same).
+        self.source_width = source_width
+        self.source_height = source_height
+        # The timestamp the source gave the frame, in seconds, before it was mapped onto
+        # the session timeline (None: the source gave none).
+        self.source_time_s = source_time_s
+        self.planes = planes
+        self._image = image
+        self._convert = None if image is not None else convert
+        self._size: tuple[int, int]
+        if image is not None:
+            self._size = (int(image.shape[1]), int(image.shape[0]))
+        else:
+            assert size is not None
+            self._size = size
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoFrame(stream_id={self.stream_id!r}, index={self.index}, "
+            f"media_time_s={self.media_time_s!r}, t_arrival={self.t_arrival!r})"
+        )
+
+    @property
+    def image(self) -> Image:
+        """The RGB picture, ``(height, width, 3)`` uint8, converted on first use."""
+        image = self._image
+        if image is not None:
+            return image
+        convert = self._convert
+        if convert is None:  # another thread converted it meanwhile (image set first)
+            image = self._image
+            assert image is not None
+            return image
+        image = convert()
+        self._image = image
+        self._convert = None  # lets the decoder's frame go
+        return image
+
+    @property
+    def converted(self) -> bool:
+        """Whether ``image`` exists yet (False: it would be converted on first use)."""
+        return self._image is not None
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -42,11 +129,11 @@ class VideoFrame:
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self._size[0]
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self._size[1]
 
 
 AUDIO_RATE = 16_000

@@ -1,7 +1,7 @@
 """Pull any URL or file that FFmpeg opens, decode it in a thread, sample it.
 
-The decode loop runs on its own thread; only frames the fps gate admits are
-converted to RGB (and scaled to at most ``max_side`` pixels) and handed on.
+The decode loop runs on its own thread; only frames the fps gate admits are handed
+on, as RGB scaled to at most ``max_side`` pixels, converted when first read.
 ``t_arrival`` is taken when the packet is read, so decode time counts in latency.
 
 ``stop`` takes effect at once even while FFmpeg is blocked opening or reading (a
@@ -20,18 +20,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import av
 import av.error
+import numpy as np
 
 from livemod import metrics
 from livemod.errors import IngestError, InputLost
 from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
 from livemod.ingest.tap import FrameTap
 from livemod.ingest.timeline import Jump, Timeline
-from livemod.messages import AudioUnavailable, VideoFrame
+from livemod.messages import AudioUnavailable, Image, Plane, Planes, VideoFrame
 from livemod.sampling import FrameSampler
 
 log = logging.getLogger(__name__)
@@ -518,26 +520,74 @@ def to_video_frame(
     *,
     source_time_s: float | None = None,
 ) -> VideoFrame:
-    """An admitted ``av.VideoFrame`` as RGB, its longer side scaled to ``max_side`` at
-    most (in swscale, with the colour conversion): analysis needs no more pixels."""
+    """An admitted ``av.VideoFrame`` for analysis: RGB with its longer side scaled to
+    ``max_side`` at most (in swscale, with the colour conversion: analysis needs no more
+    pixels).
+
+    A 4:2:0 limited-range picture no larger than that (what H.264 and VP8 publishers
+    send at 360p) is handed on as its planes, and converted only when something reads
+    ``image``: the change measures read the planes, so a sample that reuses its scores
+    costs no conversion."""
     width, height = int(frame.width), int(frame.height)
     scale = min(1.0, max_side / max(width, height))
+    size = (width, height)
     if scale < 1.0:
-        out_w = max(2, round(width * scale / 2) * 2)
-        out_h = max(2, round(height * scale / 2) * 2)
-        image = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
-    else:
-        image = frame.to_ndarray(format="rgb24")
+        size = (max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2))
+    # A picture larger than analysis needs is scaled now: held until it is read, the
+    # source-size frame would keep far more memory than the picture analysis sees.
+    planes = frame_planes(frame) if scale == 1.0 else None
+    if planes is None:
+        return VideoFrame(
+            stream_id,
+            index,
+            media_time,
+            t_arrival,
+            _rgb(frame, size),
+            width,
+            height,
+            source_time_s=source_time_s,
+        )
     return VideoFrame(
-        stream_id=stream_id,
-        index=index,
-        media_time_s=media_time,
-        t_arrival=t_arrival,
-        image=image,
-        source_width=width,
-        source_height=height,
+        stream_id,
+        index,
+        media_time,
+        t_arrival,
+        None,
+        width,
+        height,
         source_time_s=source_time_s,
+        planes=planes,
+        convert=partial(_rgb, frame, size),
+        size=size,
     )
+
+
+def _rgb(frame: Any, size: tuple[int, int]) -> Image:
+    if size == (frame.width, frame.height):
+        return cast(Image, frame.to_ndarray(format="rgb24"))
+    return cast(Image, frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
+
+
+def frame_planes(frame: Any) -> Planes | None:
+    """Views of a decoded frame's 4:2:0 planes (limited range, even size), else None.
+
+    The views keep the decoder's frame alive (FFmpeg's buffers are reference counted,
+    so the decoder never writes into a picture handed out)."""
+    if frame.format.name != "yuv420p" or int(frame.color_range) == _FULL_RANGE:
+        return None
+    if frame.width % 2 or frame.height % 2:
+        return None
+    y, u, v = (_plane(plane) for plane in frame.planes[:3])
+    return Planes(y, u, v)
+
+
+_FULL_RANGE = 2
+"""``AVCOL_RANGE_JPEG``: full-range levels (yuvj), which the change measures do not read."""
+
+
+def _plane(plane: Any) -> Plane:
+    rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
 
 
 def _source_time(frame: Any, stream: Any) -> float | None:

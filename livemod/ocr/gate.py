@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from livemod.messages import Image
+from livemod.messages import Image, VideoFrame
 
 THUMB_WIDTH = 128
 CELL_DELTA = 12
@@ -61,6 +61,29 @@ def thumbnail(image: Image) -> Thumb:
     if k > 1 and w == k * size[0] and h == k * size[1]:
         return cast(Thumb, np.ascontiguousarray(cv2.blur(grey, (k, k))[k // 2 :: k, k // 2 :: k]))
     return cast(Thumb, cv2.resize(grey, size, interpolation=cv2.INTER_AREA))
+
+
+_LUMA_LEVELS = np.clip(
+    np.round((np.arange(256, dtype=np.float32) - 16.0) * (255.0 / 219.0) - 1.4), 0, 255
+).astype(np.uint8)
+"""Limited-range luma (16-235) to the grey levels of the converted RGB picture (swscale's
+output sits 1.4 levels below the exact formula: its rounding, fitted on camera footage)."""
+
+
+def frame_thumbnail(frame: VideoFrame) -> Thumb:
+    """``thumbnail`` of a sample, from its luma plane when the decoder handed its planes
+    on (grey is luma: the same levels within one, and the picture is never converted)."""
+    if frame.planes is None:
+        return thumbnail(frame.image)
+    luma = frame.planes.y
+    h, w = luma.shape
+    size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / max(w, 1))))
+    k = w // THUMB_WIDTH
+    if k > 1 and w == k * size[0] and h == k * size[1]:
+        small = cv2.blur(luma, (k, k))[k // 2 :: k, k // 2 :: k]
+    else:
+        small = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
+    return cast(Thumb, np.ascontiguousarray(_LUMA_LEVELS[small]))
 
 
 def text_cells(

@@ -48,7 +48,7 @@ from livemod.config import Config
 from livemod.messages import Decision, Image, VideoFrame
 from livemod.ocr.budget import OcrBudget
 from livemod.ocr.engine import DET_MODEL, REC_MODEL, OcrEngine, OcrOptions
-from livemod.ocr.gate import OcrGate, Thumb, WorkerTurns, text_cells, thumbnail
+from livemod.ocr.gate import OcrGate, Thumb, WorkerTurns, frame_thumbnail, text_cells
 from livemod.ocr.lines import LineMemory
 from livemod.ocr.signals import (
     QR_SCORE,
@@ -192,7 +192,7 @@ class OcrStage:
             state.gate.counts.inflight += 1
             metrics.OCR_GATED.labels("busy").inc()
             return state.held
-        thumb = thumbnail(frame.image)
+        thumb = frame_thumbnail(frame)
         outcome = state.gate.check(frame.media_time_s, thumb)
         if outcome != "run":
             self._turns.leave(frame.stream_id)

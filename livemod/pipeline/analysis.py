@@ -28,7 +28,13 @@ from typing import Protocol, runtime_checkable
 from livemod import metrics
 from livemod.config import CapacityConfig
 from livemod.messages import Decision, FrameAnalysis, Image, Region, Signal, VideoFrame
-from livemod.pipeline.gating import CascadePolicy, Fresh, GatePolicy, StreamGate, thumbnail
+from livemod.pipeline.gating import (
+    CascadePolicy,
+    Fresh,
+    GatePolicy,
+    StreamGate,
+    frame_thumbnail,
+)
 from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, StreamStage
 from livemod.vision.batching import BatchPolicy, MicroBatcher
 
@@ -197,7 +203,7 @@ class AnalysisService:
         if gate is None:
             gate = self._gates[sid] = StreamGate(policy, self._cascade_policy)
         measured = time.perf_counter()
-        thumb = thumbnail(frame.image) if policy.enabled else None
+        thumb = frame_thumbnail(frame) if policy.enabled else None
         before = gate.ref
         decision = gate.decide(t, thumb)
         metrics.STAGE_SECONDS.labels("gate").observe(time.perf_counter() - measured)

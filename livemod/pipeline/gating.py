@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from livemod.messages import Image
+from livemod.messages import Image, VideoFrame
 
 THUMB_SIZE = (64, 36)
 """Width, height of the change thumbnail (16:9, a tenth of a 640x360 frame a side)."""
@@ -83,6 +83,39 @@ def thumbnail(image: Image) -> Thumb:
         half = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     small = cv2.resize(half, THUMB_SIZE, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(small, dtype=np.float32)
+
+
+_SWS_BIAS = -1.4
+"""Levels swscale's converted pictures sit below the exact BT.601 formula (its rounding;
+fitted on decoded camera footage)."""
+_YUV_TO_RGB = np.array(
+    [
+        [1.164, 0.0, 1.596, -1.164 * 16 - 1.596 * 128 + _SWS_BIAS],
+        [1.164, -0.392, -0.813, -1.164 * 16 + (0.392 + 0.813) * 128 + _SWS_BIAS],
+        [1.164, 2.017, 0.0, -1.164 * 16 - 2.017 * 128 + _SWS_BIAS],
+    ],
+    dtype=np.float32,
+)
+"""BT.601 limited range to RGB as swscale converts it, an affine map of ``(y, u, v)``:
+the last column is the offset."""
+
+
+def frame_thumbnail(frame: VideoFrame) -> Thumb:
+    """``thumbnail`` of a sample, from its 4:2:0 planes when the decoder handed them on:
+    each plane area-averaged to the thumbnail and the cells converted to RGB. Averaging
+    commutes with the linear conversion except where the picture clips (saturated
+    colours), so it is the converted picture's thumbnail within a few levels, and the
+    picture itself is never converted. A stream's thumbnails all come one way, so the
+    gate compares like with like."""
+    planes = frame.planes
+    if planes is None:
+        return thumbnail(frame.image)
+    cells = [
+        cv2.resize(plane, THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        for plane in (planes.y, planes.u, planes.v)
+    ]
+    rgb = cv2.transform(cv2.merge(cells), _YUV_TO_RGB)  # saturates to 0-255
+    return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
 def changed_fraction(ref: Thumb, now: Thumb) -> float:
