@@ -281,9 +281,11 @@ def _parts(before: dict[str, float], after: dict[str, float], stream_s: float) -
     for key, value in after.items():
         delta = value - before.get(key, 0.0)
         m = re.match(r"livemod_stage_latency_seconds_sum\{stage=\"(\w+)\"\}", key)
-        if m and m.group(1) in ("decode", "sample", "gate", "ocr"):
-            name = {"sample": "conversion", "gate": "change_measure"}.get(m.group(1), m.group(1))
-            parts[name] = delta
+        if m and m.group(1) in ("decode", "sample", "convert", "gate", "ocr"):
+            # The hand-off of a sample and its deferred conversion are one part.
+            renamed = {"sample": "conversion", "convert": "conversion", "gate": "change_measure"}
+            name = renamed.get(m.group(1), m.group(1))
+            parts[name] = parts.get(name, 0.0) + delta
         m = re.match(r"livemod_model_inference_seconds_sum\{model=\"([^\"]+)\"\}", key)
         if m:
             parts[m.group(1)] = delta

@@ -26,6 +26,7 @@ BENCHMARKS = (
     "overload",
     "batching",
     "decode",
+    "handoff",
     "asr",
     "asr_batch",
 )

@@ -23,10 +23,13 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS)
 
 STAGES = (
-    "decode", "sample", "gate", "analyze", "policy", "emit", "ocr", "asr", "text", "escalation",
+    "decode", "sample", "convert", "gate", "analyze", "policy", "emit", "ocr", "asr", "text",
+    "escalation",
 )  # fmt: skip
 """Values of the ``stage`` label: ``decode`` one packet (decode thread), ``sample``
-the fps gate plus RGB conversion of an admitted frame, ``analyze`` every frame
+the fps gate plus the hand-off of an admitted frame (its RGB conversion too, when that
+is not deferred), ``convert`` the deferred RGB conversion of a sample handed on as its
+planes (on first read, by the reading thread), ``analyze`` every frame
 analyzer on one sample (wall time, they run side by side), ``policy`` the vote,
 ``emit`` committing and publishing an action event, ``gate`` the change measure of one
 sample (capacity.gating); the rest as their parts land."""

@@ -557,9 +557,16 @@ def to_video_frame(
         height,
         source_time_s=source_time_s,
         planes=planes,
-        convert=partial(_rgb, frame, size),
+        convert=partial(_timed_rgb, frame, size),
         size=size,
     )
+
+
+def _timed_rgb(frame: Any, size: tuple[int, int]) -> Image:
+    started = time.perf_counter()
+    image = _rgb(frame, size)
+    metrics.STAGE_SECONDS.labels("convert").observe(time.perf_counter() - started)
+    return image
 
 
 def _rgb(frame: Any, size: tuple[int, int]) -> Image:

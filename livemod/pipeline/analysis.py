@@ -96,16 +96,7 @@ class AnalysisService:
 
     def _plan(self, capacity: CapacityConfig) -> None:
         g, c = capacity.gating, capacity.cascade
-        self._gate_policy = GatePolicy(
-            g.enabled,
-            g.change_threshold,
-            g.cut_threshold,
-            g.max_reuse_s,
-            g.motion_reuse,
-            g.content_delta,
-            g.motion_reuse_s,
-            g.return_refs,
-        )
+        self._gate_policy = gate_policy(capacity)
         self._cascade_policy = CascadePolicy(
             c.enabled,
             frozenset(c.detectors),
@@ -323,6 +314,21 @@ class AnalysisService:
         started = time.perf_counter()
         results = [_timed(a, frame) for a in self._analyzers]
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
+
+
+def gate_policy(capacity: CapacityConfig) -> GatePolicy:
+    """The change gate ``capacity.gating`` configures."""
+    g = capacity.gating
+    return GatePolicy(
+        g.enabled,
+        g.change_threshold,
+        g.cut_threshold,
+        g.max_reuse_s,
+        g.motion_reuse,
+        g.content_delta,
+        g.motion_reuse_s,
+        g.return_refs,
+    )
 
 
 def model_name(analyzer: FrameAnalyzer) -> str:

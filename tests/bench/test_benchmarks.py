@@ -130,3 +130,19 @@ def test_gpu_mode_quick() -> None:
     if gpu["available"]:
         assert "error" not in summary["models"]["cuda_fp16"]
         assert summary["streams"]["cuda"]["sustained_streams_4fps"] >= 1
+
+
+def test_handoff_quick() -> None:
+    """benchmarks/handoff.py --quick: RGB at admission against samples handed on as
+    planes, over the capacity mix. The JSON's shape, not its numbers."""
+    out = run_quick("handoff", 180)
+    assert out["setting"]["mix"] == ["talking_head", "gameplay", "slideshow", "real_clip"]
+    for clip in out["clips"]:
+        assert clip["samples"] >= 70  # 8 fps over 10 s
+        # Both ways see the same thumbnails within a few levels: the gate decides alike.
+        assert abs(clip["fresh"]["rgb"] - clip["fresh"]["planes"]) <= 1
+        assert clip["fresh"]["planes"] < clip["samples"]
+    for way in ("rgb", "planes"):
+        assert_percentiles(out["per_sample_ms"][way])
+    assert set(out["ms_per_stream_s"]) == {"decode", "rgb", "planes"}
+    assert out["ratio_rgb_to_planes"] > 0

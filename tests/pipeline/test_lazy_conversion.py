@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from livemod.app.build import build_analyzers
 from livemod.config import load_config
@@ -69,13 +70,21 @@ def decoded(
     ]
 
 
+def _conversions() -> float:
+    key = "livemod_stage_latency_seconds_count"
+    return REGISTRY.get_sample_value(key, {"stage": "convert"}) or 0.0
+
+
 def test_a_sample_is_converted_on_first_read_to_what_decoding_gave(clip: Path) -> None:
     raw, frame = decoded(clip)[3]
     assert frame.planes is not None and not frame.converted
     assert (frame.width, frame.height) == (640, 360)
     assert frame.planes.y.shape == (360, 640) and frame.planes.u.shape == (180, 320)
+    converted = _conversions()
     image = frame.image
     assert frame.converted and frame.image is image
+    # The deferred conversion is timed where it happens, once.
+    assert _conversions() == converted + 1
     assert np.array_equal(image, raw.to_ndarray(format="rgb24"))
 
 
