@@ -1,7 +1,8 @@
 """Pull any URL or file that FFmpeg opens, decode it in a thread, sample it.
 
 The decode loop runs on its own thread; only frames the fps gate admits are handed
-on, as RGB scaled to at most ``max_side`` pixels, converted when first read.
+on, as RGB scaled to at most ``max_side`` pixels (a 4:2:0 picture no larger than that
+as its planes, converted to RGB when first read).
 ``t_arrival`` is taken when the packet is read, so decode time counts in latency.
 
 ``stop`` takes effect at once even while FFmpeg is blocked opening or reading (a

@@ -72,7 +72,8 @@ output sits 1.4 levels below the exact formula: its rounding, fitted on camera f
 
 def frame_thumbnail(frame: VideoFrame) -> Thumb:
     """``thumbnail`` of a sample, from its luma plane when the decoder handed its planes
-    on (grey is luma: the same levels within one, and the picture is never converted)."""
+    on (grey is luma: within a few levels of the converted picture's, and the picture is
+    never converted)."""
     if frame.planes is None:
         return thumbnail(frame.image)
     luma = frame.planes.y
