@@ -16,6 +16,12 @@ Decoding is shared and reported beside them. CPU time of the thread (``process_t
 per sample and per stream-second, and the ratio. OCR's own reads (at most one a second
 a stream, fewer under load) convert the samples they read in both ways and are left out.
 
+``conversion`` times the RGB conversion alone at 360p, 720p and 1080p (camera footage
+over real photographs, scaled to 640 px where larger): ``av.VideoFrame.to_ndarray``, which
+sets up a scaler with its own threads for every frame (the daemon's way before), against
+the stream's ``Converter`` (one scaler kept, one thread), and checks the pixels are the
+same.
+
     .venv/bin/python benchmarks/handoff.py [--quick]
 """
 
@@ -29,16 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 from capacity import make_mix
 from loadgen import machine, percentiles
 
 from livemod.config import load_config
-from livemod.ingest.av_source import frame_planes, to_video_frame
+from livemod.ingest.av_source import Converter, frame_planes, to_video_frame
 from livemod.ocr import gate as ocr_gate
 from livemod.pipeline import gating
 from livemod.pipeline.analysis import gate_policy
 from livemod.pipeline.gating import Fresh, StreamGate
 from livemod.sampling import FrameSampler
+from livemod.testing.corpus import benign_pictures, camera, write_clip
 
 BOOST_FPS = 8.0
 
@@ -49,8 +57,8 @@ def _rgb_way(frame: Any, t: float, gate: StreamGate) -> bool:
     return isinstance(gate.decide(t, gating.thumbnail(image)), Fresh)
 
 
-def _planes_way(frame: Any, i: int, t: float, gate: StreamGate) -> bool:
-    video = to_video_frame(frame, "s", i, t, 0.0, 640)
+def _planes_way(frame: Any, i: int, t: float, gate: StreamGate, converter: Converter) -> bool:
+    video = to_video_frame(frame, "s", i, t, 0.0, 640, converter=converter)
     thumb = gating.frame_thumbnail(video)
     ocr_gate.frame_thumbnail(video)
     fresh = isinstance(gate.decide(t, thumb), Fresh)
@@ -61,6 +69,7 @@ def _planes_way(frame: Any, i: int, t: float, gate: StreamGate) -> bool:
 
 def play(path: Path, gates: tuple[StreamGate, StreamGate]) -> dict[str, Any]:
     sampler = FrameSampler(BOOST_FPS, BOOST_FPS)
+    converter = Converter()
     decode_s = 0.0
     rgb_ms: list[float] = []
     planes_ms: list[float] = []
@@ -91,7 +100,7 @@ def play(path: Path, gates: tuple[StreamGate, StreamGate]) -> dict[str, Any]:
                     fresh_rgb += _rgb_way(frame, t, gates[0])
                     rgb_ms.append((time.process_time() - started) * 1000.0)
                 else:
-                    fresh += _planes_way(frame, i, t, gates[1])
+                    fresh += _planes_way(frame, i, t, gates[1], converter)
                     planes_ms.append((time.process_time() - started) * 1000.0)
     seconds = duration + 1.0 / float(stream.average_rate or 30)
     return {
@@ -103,6 +112,48 @@ def play(path: Path, gates: tuple[StreamGate, StreamGate]) -> dict[str, Any]:
         "fresh": fresh,
         "fresh_rgb": fresh_rgb,
     }
+
+
+SIZES = ((640, 360), (1280, 720), (1920, 1080))
+
+
+def conversion(folder: Path, seconds: float) -> list[dict[str, Any]]:
+    """RGB conversion of every decoded frame, one ``to_ndarray`` each against one kept
+    ``Converter``, at each of ``SIZES`` (scaled to 640 px wide where larger)."""
+    out: list[dict[str, Any]] = []
+    for size in SIZES:
+        path = folder / f"camera-{size[1]}p.mp4"
+        write_clip(path, camera(benign_pictures(), seconds, 30, seed=5, size=size), 30, size)
+        with av.open(str(path)) as container:
+            frames = list(container.decode(video=0))
+        target = (640, round(640 * size[1] / size[0] / 2) * 2)
+        converter = Converter()
+        each: list[float] = []
+        kept: list[float] = []
+        same = True
+        for frame in frames:
+            started = time.process_time()
+            if target == size:
+                old = frame.to_ndarray(format="rgb24")
+            else:
+                old = frame.to_ndarray(format="rgb24", width=target[0], height=target[1])
+            each.append((time.process_time() - started) * 1000.0)
+            started = time.process_time()
+            new = converter.rgb(frame, target)
+            kept.append((time.process_time() - started) * 1000.0)
+            same = same and bool(np.array_equal(old, new))
+        out.append(
+            {
+                "source": f"{size[0]}x{size[1]}",
+                "to": f"{target[0]}x{target[1]}",
+                "frames": len(frames),
+                "to_ndarray_ms": percentiles(each, 3),
+                "converter_ms": percentiles(kept, 3),
+                "ratio_p50": round(float(np.median(each) / max(np.median(kept), 1e-9)), 2),
+                "same_pixels": same,
+            }
+        )
+    return out
 
 
 def _per_stream_s(total_ms: float, seconds: float) -> float:
@@ -142,6 +193,7 @@ def run(quick: bool) -> dict[str, Any]:
             totals["planes_ms"] += planes
             rgb_all += r["rgb_ms"]
             planes_all += r["planes_ms"]
+        converted = conversion(Path(tmp), 2.0 if quick else 6.0)
     s = totals["seconds"]
     return {
         "setting": {
@@ -155,7 +207,7 @@ def run(quick: bool) -> dict[str, Any]:
             "rgb": "RGB at admission, both change thumbnails from RGB, the gate's decision "
             "(the baseline)",
             "planes": "plane views, both thumbnails from the planes, the gate's decision, "
-            "RGB only for samples the gate sends to the models",
+            "RGB (the stream's Converter) only for samples the gate sends to the models",
         },
         "clips": out,
         "per_sample_ms": {
@@ -168,6 +220,7 @@ def run(quick: bool) -> dict[str, Any]:
             "planes": _per_stream_s(totals["planes_ms"], s),
         },
         "ratio_rgb_to_planes": round(totals["rgb_ms"] / max(totals["planes_ms"], 1e-9), 2),
+        "conversion": converted,
     }
 
 

@@ -146,3 +146,13 @@ def test_handoff_quick() -> None:
         assert_percentiles(out["per_sample_ms"][way])
     assert set(out["ms_per_stream_s"]) == {"decode", "rgb", "planes"}
     assert out["ratio_rgb_to_planes"] > 0
+    sizes = [(c["source"], c["to"]) for c in out["conversion"]]
+    assert sizes == [
+        ("640x360", "640x360"),
+        ("1280x720", "640x360"),
+        ("1920x1080", "640x360"),
+    ]
+    for c in out["conversion"]:
+        assert c["same_pixels"], c  # the kept scaler converts exactly as to_ndarray did
+        assert_percentiles(c["to_ndarray_ms"])
+        assert_percentiles(c["converter_ms"])

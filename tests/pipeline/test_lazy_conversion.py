@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from livemod.app.build import build_analyzers
 from livemod.config import load_config
-from livemod.ingest.av_source import to_video_frame
+from livemod.ingest.av_source import Converter, to_video_frame
 from livemod.messages import FrameAnalysis, Image, VideoFrame
 from livemod.ocr import gate as ocr_gate
 from livemod.paths import DEFAULT_POLICY
@@ -93,6 +94,22 @@ def test_a_picture_larger_than_analysis_needs_is_scaled_at_once(clip: Path) -> N
     assert frame.planes is None and frame.converted
     assert frame.image.shape == (180, 320, 3) and frame.scale == (2.0, 2.0)
     assert np.array_equal(frame.image, raw.to_ndarray(format="rgb24", width=320, height=180))
+
+
+def test_one_converter_serves_a_stream_from_any_thread(clip: Path) -> None:
+    """The stream's kept scaler gives what each frame's own ``to_ndarray`` gave, also
+    when several threads convert its samples at once."""
+    raws = [raw for raw, _ in decoded(clip, every=3)]
+    converter = Converter()
+    sizes = [(640, 360), (320, 180)]
+
+    def convert(i: int) -> bool:
+        raw, size = raws[i], sizes[i % 2]
+        expected = raw.to_ndarray(format="rgb24", width=size[0], height=size[1])
+        return bool(np.array_equal(converter.rgb(raw, size), expected))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(convert, range(len(raws))))
 
 
 def test_full_range_pictures_are_converted_at_once(clip: Path) -> None:

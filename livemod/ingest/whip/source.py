@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from livemod import metrics
-from livemod.ingest.av_source import SourceEnd
+from livemod.ingest.av_source import Converter, SourceEnd
 from livemod.ingest.av_source import to_video_frame as convert
 from livemod.ingest.source import Deliver
 from livemod.ingest.tap import FrameTap
@@ -95,6 +95,7 @@ class WhipSource:
         self._sampler = sampler
         self._deliver = deliver
         self._loop = loop
+        self._converter = Converter()
         self._on_end = on_end
         self._cond = threading.Condition()
         self._mailbox: _Pending | None = None
@@ -189,11 +190,20 @@ class WhipSource:
                 item, self._mailbox = self._mailbox, None
             if item is not None:
                 self.sampled += 1
-                self._deliver(to_video_frame(self._stream_id, item, self.sampled - 1))
+                index = self.sampled - 1
+                self._deliver(to_video_frame(self._stream_id, item, index, self._converter))
         return SourceEnd(
             reason, error, self.received, self.sampled, time.monotonic() - self._started
         )
 
 
-def to_video_frame(stream_id: str, item: _Pending, index: int) -> VideoFrame:
-    return convert(item.frame, stream_id, index, item.media_time_s, item.t_arrival, MAX_SIDE)
+def to_video_frame(stream_id: str, item: _Pending, index: int, converter: Converter) -> VideoFrame:
+    return convert(
+        item.frame,
+        stream_id,
+        index,
+        item.media_time_s,
+        item.t_arrival,
+        MAX_SIDE,
+        converter=converter,
+    )
