@@ -29,6 +29,12 @@ class Planes:
     v: Plane
 
 
+CONVERSION_BIAS = -1.4
+"""Levels the RGB conversion of ``Planes`` (swscale's) sits below the exact BT.601
+limited-range formula (its rounding; fitted on decoded camera footage): what a measure
+read from the planes adds to match the converted picture."""
+
+
 class VideoFrame:
     """A decoded, sampled video frame.
 

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from livemod.messages import Image, VideoFrame
+from livemod.messages import CONVERSION_BIAS, Image, VideoFrame
 
 THUMB_WIDTH = 128
 CELL_DELTA = 12
@@ -49,14 +49,19 @@ Cells = npt.NDArray[np.bool_]
 
 
 def thumbnail(image: Image) -> Thumb:
-    """The grey, 128-wide, area-averaged thumbnail of an RGB frame (about 0.16 ms).
+    """The grey, 128-wide, area-averaged thumbnail of an RGB frame (about 0.16 ms)."""
+    grey = cast(Thumb, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
+    return _shrink(grey)
 
-    When the frame is a whole number ``k`` of thumbnails (640x360: k = 5), each cell is
+
+def _shrink(grey: npt.NDArray[np.uint8]) -> Thumb:
+    """A grey picture area-averaged to ``THUMB_WIDTH`` wide.
+
+    When the picture is a whole number ``k`` of thumbnails (640x360: k = 5), each cell is
     the mean of its k x k block: a box filter read at the blocks' anchors gives the same
     levels as OpenCV's area resize in 0.16 instead of 0.26 ms."""
-    h, w = image.shape[:2]
+    h, w = grey.shape
     size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / max(w, 1))))
-    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     k = w // THUMB_WIDTH
     if k > 1 and w == k * size[0] and h == k * size[1]:
         return cast(Thumb, np.ascontiguousarray(cv2.blur(grey, (k, k))[k // 2 :: k, k // 2 :: k]))
@@ -64,10 +69,11 @@ def thumbnail(image: Image) -> Thumb:
 
 
 _LUMA_LEVELS = np.clip(
-    np.round((np.arange(256, dtype=np.float32) - 16.0) * (255.0 / 219.0) - 1.4), 0, 255
+    np.round((np.arange(256, dtype=np.float32) - 16.0) * (255.0 / 219.0) + CONVERSION_BIAS),
+    0,
+    255,
 ).astype(np.uint8)
-"""Limited-range luma (16-235) to the grey levels of the converted RGB picture (swscale's
-output sits 1.4 levels below the exact formula: its rounding, fitted on camera footage)."""
+"""Limited-range luma (16-235) to the grey levels of the converted RGB picture."""
 
 
 def frame_thumbnail(frame: VideoFrame) -> Thumb:
@@ -76,15 +82,8 @@ def frame_thumbnail(frame: VideoFrame) -> Thumb:
     never converted)."""
     if frame.planes is None:
         return thumbnail(frame.image)
-    luma = frame.planes.y
-    h, w = luma.shape
-    size = (THUMB_WIDTH, max(1, round(THUMB_WIDTH * h / max(w, 1))))
-    k = w // THUMB_WIDTH
-    if k > 1 and w == k * size[0] and h == k * size[1]:
-        small = cv2.blur(luma, (k, k))[k // 2 :: k, k // 2 :: k]
-    else:
-        small = cv2.resize(luma, size, interpolation=cv2.INTER_AREA)
-    return cast(Thumb, np.ascontiguousarray(_LUMA_LEVELS[small]))
+    levels: Thumb = _LUMA_LEVELS[_shrink(frame.planes.y)]
+    return levels
 
 
 def text_cells(

@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from livemod.messages import Image, VideoFrame
+from livemod.messages import CONVERSION_BIAS, Image, VideoFrame
 
 THUMB_SIZE = (64, 36)
 """Width, height of the change thumbnail (16:9, a tenth of a 640x360 frame a side)."""
@@ -85,14 +85,11 @@ def thumbnail(image: Image) -> Thumb:
     return np.ascontiguousarray(small, dtype=np.float32)
 
 
-_SWS_BIAS = -1.4
-"""Levels swscale's converted pictures sit below the exact BT.601 formula (its rounding;
-fitted on decoded camera footage)."""
 _YUV_TO_RGB = np.array(
     [
-        [1.164, 0.0, 1.596, -1.164 * 16 - 1.596 * 128 + _SWS_BIAS],
-        [1.164, -0.392, -0.813, -1.164 * 16 + (0.392 + 0.813) * 128 + _SWS_BIAS],
-        [1.164, 2.017, 0.0, -1.164 * 16 - 2.017 * 128 + _SWS_BIAS],
+        [1.164, 0.0, 1.596, -1.164 * 16 - 1.596 * 128 + CONVERSION_BIAS],
+        [1.164, -0.392, -0.813, -1.164 * 16 + (0.392 + 0.813) * 128 + CONVERSION_BIAS],
+        [1.164, 2.017, 0.0, -1.164 * 16 - 2.017 * 128 + CONVERSION_BIAS],
     ],
     dtype=np.float32,
 )
