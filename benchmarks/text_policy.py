@@ -7,6 +7,8 @@
    Three judges: the shipped word list and patterns alone (``list``), the learned heads
    alone (``judge``), both (``both``, what the daemon runs).
    Hard negatives (gaming, sports, cooking, news, quotes, chat) must get no hit at all.
+   The held-back lines of ``corrections.txt`` (sentences the judge got wrong in use, taught
+   to the heads only) are reported apart, under ``text.corrections``.
 2. Speech: sentences spoken by espeak-ng with several voices and speeds, transcribed by
    livemod's Whisper engine (tiny.en int8, one call per sentence), then judged as above:
    recall on the spoken threats and hits on the spoken hard negatives.
@@ -35,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from livemod.text.dataset import BLIND_SET, CATEGORIES, Example, load_labelled, pieces
+from livemod.text.dataset import (
+    BLIND_SET,
+    CATEGORIES,
+    CORRECTIONS_SET,
+    Example,
+    load_labelled,
+    pieces,
+)
 from livemod.text.judge import TextPolicy
 from livemod.text.learned import DEFAULT_HEADS, TextJudge
 
@@ -113,12 +122,19 @@ def judge_lines(full: TextPolicy, lines: Sequence[Example]) -> dict[str, Any]:
 def evaluate_text(full: TextPolicy) -> dict[str, Any]:
     data = load_labelled()
     held = data.split(held_back=True)
+    corrections = load_labelled(CORRECTIONS_SET)
+    corrected = corrections.split(held_back=True)
     return {
         "held_back_lines": len(held),
         "held_back_hard_negatives": sum(1 for e in held if e.negative),
         "labelled_set_lines": len(data.examples),
         "labelled_set_sha256": data.sha256,
         **judge_lines(full, held),
+        "corrections": {
+            "held_back_lines": len(corrected),
+            "sha256": corrections.sha256,
+            **judge_lines(full, corrected),
+        },
     }
 
 

@@ -5,7 +5,8 @@
     .venv/bin/python scripts/train_text_judge.py --out X    # writes elsewhere (the test does)
     .venv/bin/python scripts/train_text_judge.py --encoder base --out X   # the frozen MiniLM
 
-Reads ``data/text_judge/labelled.txt``, embeds the training split (never the held-back one)
+Reads ``data/text_judge/labelled.txt`` and ``corrections.txt`` (each correction weighs
+``CORRECTION_WEIGHT`` lines), embeds their training splits (never the held-back lines)
 with the encoder the heads are for, and fits one L2-regularised logistic regression per
 category (one category against every other line, hard negatives included) by Newton's
 method: no randomness, so the same data gives the same heads. The pieces of the benign
@@ -33,6 +34,8 @@ import numpy as np
 
 from livemod.text.dataset import (
     CATEGORIES,
+    CORRECTION_WEIGHT,
+    CORRECTIONS_SET,
     Example,
     benign_fragments,
     charged_words,
@@ -132,7 +135,9 @@ MODELS = {
 
 def train(encoder: SentenceEncoder) -> dict[str, object]:
     data = load_labelled()
-    train_set = data.split(held_back=False)
+    corrections = load_labelled(CORRECTIONS_SET)
+    corrected = corrections.split(held_back=False)
+    train_set = [*data.split(held_back=False), *corrected]
     # The fine-tuned encoder's heads are calibrated on lines they never saw, whole: the
     # calibration slice gives no fragments.
     fitted = [e for e in train_set if encoder.name == "base" or not e.calibration]
@@ -140,7 +145,8 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
     rows = [*train_set, *benign.values()]
     x = encoder.embed_many([*(e.text for e in train_set), *benign]).astype(np.float64)
     line = np.arange(len(rows)) < len(train_set)
-    weight = np.where(line, 1.0, FRAGMENT_WEIGHT)
+    correction = np.arange(len(rows)) >= len(train_set) - len(corrected)
+    weight = np.where(line, np.where(correction, CORRECTION_WEIGHT, 1.0), FRAGMENT_WEIGHT)
     folds = np.asarray([fold_of(e) for e in rows])
     negative = np.asarray([e.negative for e in train_set])
     calib = np.asarray([e.calibration and is_line for e, is_line in zip(rows, line, strict=True)])
@@ -171,11 +177,14 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
         "model_sha256": encoder.sha256,
         "tokenizer_sha256": TOKENIZER_SHA256,
         "data_sha256": data.sha256,
+        "corrections_sha256": corrections.sha256,
         "train_examples": len(train_set),
+        "correction_examples": len(corrected),
+        "correction_weight": CORRECTION_WEIGHT,
         "benign_fragments": len(benign),
         "fragment_weight": FRAGMENT_WEIGHT,
         "calibration_examples": int(calib.sum()) if encoder.name != "base" else 0,
-        "held_back_examples": len(data.examples) - len(train_set),
+        "held_back_examples": len(data.examples) + len(corrections.examples) - len(train_set),
         "l2": L2,
         "heads": heads,
     }

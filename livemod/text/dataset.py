@@ -18,6 +18,14 @@ from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 
 LABELLED_SET = REPO_ROOT / "data" / "text_judge" / "labelled.txt"
+CORRECTIONS_SET = REPO_ROOT / "data" / "text_judge" / "corrections.txt"
+"""Sentences the judge got wrong in use, labelled like the labelled set and split the same
+way: the heads learn its training lines (``CORRECTION_WEIGHT`` times a labelled line), the
+fine-tuned encoder never sees it, so a correction needs the heads retrained, not the encoder."""
+CORRECTION_WEIGHT = 3.0
+"""A correction's weight in the heads' fit against a labelled line's 1. At 1 the heads that
+learned make demo's sign-offs still scored "See you tomorrow." 0.96, a hundredth under the
+violence threshold; at 3, 0.90 (docs/speech.md)."""
 BLIND_SET = REPO_ROOT / "data" / "text_judge" / "blind.txt"
 """Evaluation only, every line: sentences written from the category definitions alone by
 writers who never opened the labelled set, so they test the judge on phrasings its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livemod.app import demo
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 from livemod.testing import speech as ts
-from livemod.text.dataset import BLIND_SET, CATEGORIES, load_labelled
+from livemod.text.dataset import BLIND_SET, CATEGORIES, CORRECTIONS_SET, load_labelled
 from livemod.text.encoder import (
     JUDGE_MODEL_PATH,
     JUDGE_MODEL_SHA256,
@@ -48,6 +50,8 @@ def test_committed_heads_are_what_the_script_trains(tmp_path: Path) -> None:
     committed = json.loads(DEFAULT_HEADS.read_text())
     # The heads came from the labelled set as it is now, and from these model files.
     assert committed["data_sha256"] == load_labelled().sha256 == fresh["data_sha256"]
+    corrections = load_labelled(CORRECTIONS_SET).sha256
+    assert committed["corrections_sha256"] == corrections == fresh["corrections_sha256"]
     assert committed["encoder"] == "judge" == fresh["encoder"]
     assert committed["model_sha256"] == JUDGE_MODEL_SHA256 == fresh["model_sha256"]
     assert committed["tokenizer_sha256"] == TOKENIZER_SHA256 == sha256_file(TOKENIZER_PATH)
@@ -134,6 +138,15 @@ def test_pieces_of_everyday_speech_stay_clean(policy: TextPolicy) -> None:
     assert not flagged, flagged
 
 
+def test_the_demo_talk_and_its_pieces_stay_clean(policy: TextPolicy) -> None:
+    # make demo ended with a false mute: Whisper split "Thanks for watching, see you
+    # tomorrow." and the violence head flagged "See you tomorrow." (0.97) alone.
+    benign = [text for _, text in demo.TALK if text != ts.THREAT]
+    pieces = {p.strip(" ,.").capitalize() + "." for text in benign for p in text.split(",")}
+    flagged = {t: policy.evaluate(t) for t in sorted({*benign, *pieces}) if policy.evaluate(t)}
+    assert not flagged, flagged
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -174,7 +187,11 @@ def test_a_run_on_sentence_is_flagged_from_near_the_threat(policy: TextPolicy) -
     text = f"{before} warm {threat.lower()}"
     hits = [h for h in policy.evaluate(text) if h.category == "violence"]
     assert [h.term for h in hits] == [TERM]
-    assert text[hits[0].start :].startswith(f"warm {threat.lower()}")
+    # The span starts a word or two before the threat (the best-scoring suffix, less one
+    # word: with the heads of 2026-11-27 "warm i'll torch ..." outscores the threat alone).
+    span = text[hits[0].start :]
+    assert span.endswith(threat.lower())
+    assert 1 <= len(span.split()) - len(threat.split()) <= 2, span
     # A sentence shorter than NARROW_FROM_WORDS keeps its whole span.
     short = "I know your address, see you tonight."
     assert all(h.start == 0 for h in policy.evaluate(short))
@@ -280,10 +297,17 @@ def test_heads_parse_rejects_a_bad_threshold() -> None:
         Heads.parse({"heads": {"hate": head}})
 
 
-def test_the_blind_set_shares_no_sentence_with_the_labelled_set() -> None:
-    # It is evaluation data only: a sentence of it in the labelled set would be trained on.
-    labelled = {e.text.casefold() for e in load_labelled().examples}
+def test_the_blind_set_shares_no_sentence_with_the_training_files() -> None:
+    # It is evaluation data only: a sentence of it in the labelled set would be trained on
+    # (compared by its words: "SEE YOU TOMORROW" is "See you tomorrow.").
+    def words(text: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]", "", text.casefold()).split())
+
+    labelled = {words(e.text) for e in load_labelled().examples}
+    corrections = {words(e.text) for e in load_labelled(CORRECTIONS_SET).examples}
     blind = load_labelled(BLIND_SET)
     assert len(blind.examples) > 2000
-    assert [e.text for e in blind.examples if e.text.casefold() in labelled] == []
+    assert [e.text for e in blind.examples if words(e.text) in labelled | corrections] == []
+    # A correction is a sentence the labelled set lacks.
+    assert labelled & corrections == set()
     assert {e.label for e in blind.examples} >= set(CATEGORIES)
