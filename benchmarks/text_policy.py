@@ -8,7 +8,8 @@
    alone (``judge``), both (``both``, what the daemon runs).
    Hard negatives (gaming, sports, cooking, news, quotes, chat) must get no hit at all.
    The held-back lines of ``corrections.txt`` (sentences the judge got wrong in use, taught
-   to the heads only) are reported apart, under ``text.corrections``.
+   to the heads only) are reported apart, under ``text.corrections``, and the sign-offs of
+   ``signoffs.txt`` (evaluation only) under ``text.signoffs``.
 2. Speech: sentences spoken by espeak-ng with several voices and speeds, transcribed by
    livemod's Whisper engine (tiny.en int8, one call per sentence), then judged as above:
    recall on the spoken threats and hits on the spoken hard negatives.
@@ -41,6 +42,7 @@ from livemod.text.dataset import (
     BLIND_SET,
     CATEGORIES,
     CORRECTIONS_SET,
+    SIGNOFFS_SET,
     Example,
     load_labelled,
     pieces,
@@ -135,6 +137,7 @@ def evaluate_text(full: TextPolicy) -> dict[str, Any]:
             "sha256": corrections.sha256,
             **judge_lines(full, corrected),
         },
+        "signoffs": judge_lines(full, load_labelled(SIGNOFFS_SET).examples),
     }
 
 

@@ -26,6 +26,9 @@ CORRECTION_WEIGHT = 3.0
 """A correction's weight in the heads' fit against a labelled line's 1. At 1 the heads that
 learned make demo's sign-offs still scored "See you tomorrow." 0.96, a hundredth under the
 violence threshold; at 3, 0.90 (docs/speech.md)."""
+SIGNOFFS_SET = REPO_ROOT / "data" / "text_judge" / "signoffs.txt"
+"""Evaluation only: sign-offs and greetings in neither training file (the judge muted make
+demo's "See you tomorrow."; ``benchmarks/text_policy.py``)."""
 BLIND_SET = REPO_ROOT / "data" / "text_judge" / "blind.txt"
 """Evaluation only, every line: sentences written from the category definitions alone by
 writers who never opened the labelled set, so they test the judge on phrasings its

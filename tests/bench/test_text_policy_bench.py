@@ -24,6 +24,10 @@ def test_text_policy_quick() -> None:
         text["both"]["per_category"]["violence"]["recall"]
         > (text["list"]["per_category"]["violence"]["recall"])
     )
+    # Corrections' and sign-offs' evaluation lines are reported apart.
+    assert text["corrections"]["held_back_lines"] > 10
+    assert isinstance(text["corrections"]["judge"]["hard_negative_lines_hit"], int)
+    assert isinstance(text["signoffs"]["judge"]["hard_negative_lines_hit"], int)
     blind = out["text_blind"]
     assert blind["lines"] > 1000 and blind["hard_negatives"] > 300
     assert set(blind["judge"]["per_category"]) == set(CATEGORIES)

@@ -15,7 +15,13 @@ from livemod.app import demo
 from livemod.errors import ConfigError
 from livemod.paths import REPO_ROOT
 from livemod.testing import speech as ts
-from livemod.text.dataset import BLIND_SET, CATEGORIES, CORRECTIONS_SET, load_labelled
+from livemod.text.dataset import (
+    BLIND_SET,
+    CATEGORIES,
+    CORRECTIONS_SET,
+    SIGNOFFS_SET,
+    load_labelled,
+)
 from livemod.text.encoder import (
     JUDGE_MODEL_PATH,
     JUDGE_MODEL_SHA256,
@@ -308,6 +314,8 @@ def test_the_blind_set_shares_no_sentence_with_the_training_files() -> None:
     blind = load_labelled(BLIND_SET)
     assert len(blind.examples) > 2000
     assert [e.text for e in blind.examples if words(e.text) in labelled | corrections] == []
-    # A correction is a sentence the labelled set lacks.
+    # A correction is a sentence the labelled set lacks; the sign-offs are in neither.
     assert labelled & corrections == set()
+    signoffs = {words(e.text) for e in load_labelled(SIGNOFFS_SET).examples}
+    assert signoffs and signoffs & (labelled | corrections) == set()
     assert {e.label for e in blind.examples} >= set(CATEGORIES)
