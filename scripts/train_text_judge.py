@@ -144,9 +144,11 @@ def train(encoder: SentenceEncoder) -> dict[str, object]:
     benign = benign_fragments(fitted, charged_words(fitted))
     rows = [*train_set, *benign.values()]
     x = encoder.embed_many([*(e.text for e in train_set), *benign]).astype(np.float64)
-    line = np.arange(len(rows)) < len(train_set)
-    correction = np.arange(len(rows)) >= len(train_set) - len(corrected)
-    weight = np.where(line, np.where(correction, CORRECTION_WEIGHT, 1.0), FRAGMENT_WEIGHT)
+    row = np.arange(len(rows))
+    line = row < len(train_set)
+    # Rows: the labelled lines, then the corrections, then the benign fragments.
+    correction = line & (row >= len(train_set) - len(corrected))
+    weight = np.where(correction, CORRECTION_WEIGHT, np.where(line, 1.0, FRAGMENT_WEIGHT))
     folds = np.asarray([fold_of(e) for e in rows])
     negative = np.asarray([e.negative for e in train_set])
     calib = np.asarray([e.calibration and is_line for e, is_line in zip(rows, line, strict=True)])

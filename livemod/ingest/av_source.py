@@ -518,8 +518,9 @@ class Converter:
     """RGB conversion for one stream's samples: one swscale context kept from frame to
     frame, one thread per call (the daemon runs streams side by side). An
     ``av.VideoFrame``'s own ``to_ndarray`` sets up a scaler with its own threads for every
-    frame: 0.32 against 0.13 ms a 360p sample, 3.8 against 2.4 ms a 1080p one scaled to
-    640x360 (``benchmarks/handoff.py``), the same pixels. Safe to call from any thread: a
+    frame: p50 0.46 against 0.12 ms a 360p sample, 3.9 against 2.7 ms a 1080p one scaled
+    to 640x360 (``benchmarks/handoff.py``, docs/benchmark-results/handoff.json), the same
+    pixels. Safe to call from any thread: a
     lazy sample is converted by whichever thread reads it first."""
 
     def __init__(self) -> None:
