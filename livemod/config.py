@@ -307,6 +307,11 @@ class GatingConfig(_Section):
     motion_reuse_s: float = Field(
         2.0, ge=0, le=60, description="Scores reused over motion are kept at most this long"
     )
+    background_refresh: bool = Field(
+        True,
+        description="Live streams: a refresh due only to age (max_reuse_s, motion_reuse_s) "
+        "runs beside the stream, which reuses the scores until it is in (max_reuse_s at most)",
+    )
     return_refs: int = Field(
         3,
         ge=0,

@@ -305,10 +305,13 @@ for _result in ("ok", "failed"):
 GATE_OUTCOMES = ("fresh", "reused")
 GATE_REASONS = ("first", "change", "cut", "age", "off", "unchanged")
 """``fresh``: the gated models ran (first sample, a change, a scene cut, the reused
-scores reached ``max_reuse_s``, or gating off); ``reused``: the picture was unchanged."""
+scores reached ``max_reuse_s``, or gating off); ``reused``: the picture was unchanged.
+Besides, ``refresh`` counts reused samples the models also ran on beside the stream
+(``capacity.gating.background_refresh``; reason ``age`` or ``motion``)."""
 SAMPLES_GATED = Counter(
     "livemod_samples_gated_total",
-    "Analyzed samples by outcome: fresh (models ran) or reused (unchanged picture)",
+    "Analyzed samples by outcome: fresh (models ran) or reused (unchanged picture); "
+    "refresh: reused, and the models ran on it beside the stream",
     ["outcome", "reason"],
 )
 CASCADE_DECISIONS = Counter(
@@ -322,7 +325,11 @@ RATE_DECISIONS = Counter(
     "Adaptive sampling rate set for a stream, by state (boosted, normal, calm, shed)",
     ["state"],
 )
-for _outcome, _reasons in (("fresh", GATE_REASONS[:5]), ("reused", GATE_REASONS[5:])):
+for _outcome, _reasons in (
+    ("fresh", GATE_REASONS[:5]),
+    ("reused", GATE_REASONS[5:]),
+    ("refresh", ("age", "motion")),
+):
     for _reason in _reasons:
         SAMPLES_GATED.labels(_outcome, _reason)
 

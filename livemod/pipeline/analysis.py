@@ -19,10 +19,12 @@ makes the analysis wait: its reading joins the vote at the stream's next sample.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from livemod import metrics
@@ -32,11 +34,15 @@ from livemod.pipeline.gating import (
     CascadePolicy,
     Fresh,
     GatePolicy,
+    Reuse,
     StreamGate,
+    Thumb,
     frame_thumbnail,
 )
 from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, StreamStage
 from livemod.vision.batching import BatchPolicy, MicroBatcher
+
+log = logging.getLogger(__name__)
 
 ENDED_KEPT = 1024
 """Ended streams whose gate counts stay readable (their summaries outlive them)."""
@@ -91,12 +97,24 @@ class AnalysisService:
         # Per stream, the results of the fresh analyses its gate may still reuse (by ref).
         self._kept: dict[str, dict[int, dict[int, AnalyzerResult]]] = {}
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
+        # Background refreshes (``capacity.gating.background_refresh``): their tasks, one
+        # model call at a time, and only while no sample waits on a model (``_quiet``).
+        self._refreshes: set[asyncio.Task[None]] = set()
+        self._beside = asyncio.Lock()
+        self._waiting = 0
+        """Samples waiting on model calls now."""
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         if capacity is not None:
             self._plan(capacity)
 
     def _plan(self, capacity: CapacityConfig) -> None:
         g, c = capacity.gating, capacity.cascade
-        self._gate_policy = gate_policy(capacity)
+        policy = gate_policy(capacity)
+        # Live sessions only: a file scan's result must not depend on when a refresh lands.
+        self._gate_policy = (
+            policy if self._background else replace(policy, background_refresh=False)
+        )
         self._cascade_policy = CascadePolicy(
             c.enabled,
             frozenset(c.detectors),
@@ -143,7 +161,14 @@ class AnalysisService:
                 out[analyzer.name] = str(precision)
         return out
 
+    async def idle(self) -> None:
+        """Wait until no background refresh is in flight."""
+        while self._refreshes:
+            await asyncio.gather(*self._refreshes, return_exceptions=True)
+
     def close(self) -> None:
+        for task in self._refreshes:
+            task.cancel()
         for stage in self._stages:
             stage.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -203,6 +228,8 @@ class AnalysisService:
         kept = self._kept.setdefault(sid, {})
         last = None if isinstance(decision, Fresh) else kept.get(decision.ref)
         if not isinstance(decision, Fresh) and last is not None:
+            if decision.refresh is not None and thumb is not None:
+                self._refresh_beside(frame, gate, decision, thumb, last)
             gated = (*self._classifiers, *self._detectors)
             moving = decision.reason == "motion"
             if self._reuse_always and all(i in last for i in self._always):
@@ -211,23 +238,52 @@ class AnalysisService:
                 return [*(last[i] for i in (*self._always, *gated)), *staged]
             ran, staged = await self._run(frame, self._always, moving=moving)
             return [*ran, *(last[i] for i in gated), *staged]
+        if not isinstance(decision, Fresh) and decision.refresh is not None:
+            gate.refresh_failed(decision.ref)  # nothing kept to reuse: it runs here
         fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
+        by_index, staged = await self._fresh(frame, gate, fresh, kept.get(before, {}))
+        return self._keep(gate, kept, by_index, staged)
+
+    async def _fresh(
+        self,
+        frame: VideoFrame,
+        gate: StreamGate,
+        fresh: Fresh,
+        last: dict[int, AnalyzerResult],
+        *,
+        beside: bool = False,
+    ) -> tuple[dict[int, AnalyzerResult], list[AnalyzerResult]]:
+        """A fresh analysis: every analyzer's result by index, and the stages' results.
+
+        Known-bad matching runs first when a match may settle the sample: then the models
+        do not run and ``last`` (the stream's last fresh results) stands for them. Region
+        detectors run with the classifiers when due regardless of them, else after them
+        when a classifier's score opens their gate. ``beside``: a background refresh (no
+        stages; each model call waits until no sample waits on a model)."""
         by_index: dict[int, AnalyzerResult] = {}
-        stage_results: list[AnalyzerResult] | None = None
+        stage_results: list[AnalyzerResult] | None = [] if beside else None
+        t = frame.media_time_s
         cascade = self._cascade_policy
         if self._always and cascade.enabled and cascade.settle_scores:
             # Known-bad matching first: a match settles the sample without the models.
-            ran, stage_results = await self._run(frame, self._always)
+            ran, staged = await self._run(frame, self._always, stages=not beside, beside=beside)
+            stage_results = staged
             by_index.update(zip(self._always, ran, strict=True))
             signals = ((sig.category, sig.score) for r in ran for sig in r.signals)
             if cascade.settled_by(signals) is not None:
-                return self._settled(gate, kept, before, by_index, stage_results)
+                gate.settled += 1
+                for i in (*self._classifiers, *self._detectors):
+                    by_index[i] = last.get(i, AnalyzerResult())
+                    metrics.CASCADE_DECISIONS.labels(
+                        model_name(self._analyzers[i]), "skipped", "settled"
+                    ).inc()
+                return by_index, stage_results
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them.
         early = [i for i in self._detectors if gate.detector_due(names[i], t, {}, fresh)]
-        hashed = stage_results is not None  # known-bad matching (and the stages) ran first
+        hashed = bool(by_index)  # known-bad matching (and the stages) ran first
         first = [*([] if hashed else self._always), *self._classifiers, *early]
-        ran, more = await self._run(frame, first, stages=not hashed)
+        ran, more = await self._run(frame, first, stages=stage_results is None, beside=beside)
         by_index.update(zip(first, ran, strict=True))
         scores: dict[str, float] = {}
         for i in self._classifiers:
@@ -244,30 +300,52 @@ class AnalysisService:
             if i not in by_index:
                 late.append(i)
         if late:
-            ran_late, _ = await self._run(frame, late, stages=False)
+            ran_late, _ = await self._run(frame, late, stages=False, beside=beside)
             by_index.update(zip(late, ran_late, strict=True))
         for i in (*early, *late):
             gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
-        return self._keep(gate, kept, by_index, more if stage_results is None else stage_results)
+        return by_index, more if stage_results is None else stage_results
 
-    def _settled(
+    def _refresh_beside(
         self,
+        frame: VideoFrame,
         gate: StreamGate,
-        kept: dict[int, dict[int, AnalyzerResult]],
-        before: int,
-        by_index: dict[int, AnalyzerResult],
-        staged: list[AnalyzerResult],
-    ) -> list[AnalyzerResult]:
-        """A fresh sample a known-bad match settled: the models' results of the stream's
-        last fresh analysis stand (a standing blur stays), none if it had none."""
-        gate.settled += 1
-        last = kept.get(before, {})
-        for i in (*self._classifiers, *self._detectors):
-            by_index[i] = last.get(i, AnalyzerResult())
-            metrics.CASCADE_DECISIONS.labels(
-                model_name(self._analyzers[i]), "skipped", "settled"
-            ).inc()
-        return self._keep(gate, kept, by_index, staged)
+        reuse: Reuse,
+        thumb: Thumb,
+        last: dict[int, AnalyzerResult],
+    ) -> None:
+        """Start a background refresh of ``frame``, whose sample reuses ``reuse.ref``."""
+        assert reuse.refresh is not None
+        metrics.SAMPLES_GATED.labels("refresh", reuse.refresh).inc()
+        fresh = Fresh("age" if reuse.refresh == "age" else "change", reuse.change)
+
+        async def refresh() -> None:
+            try:
+                by_index, _ = await self._fresh(frame, gate, fresh, last, beside=True)
+            except BaseException:
+                gate.refresh_failed(reuse.ref)
+                raise
+            new = gate.refreshed(reuse.ref, thumb, frame.media_time_s)
+            sid = frame.stream_id
+            if new is None or self._gates.get(sid) is not gate:
+                return  # a later sample ran the models, or the stream ended
+            kept = self._kept.setdefault(sid, {})
+            kept[new] = by_index
+            held = gate.held()
+            for ref in [ref for ref in kept if ref not in held]:
+                del kept[ref]
+
+        task = asyncio.get_running_loop().create_task(refresh())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[None]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "background refresh failed; the stream keeps its last scores",
+                extra={"error": str(task.exception())},
+            )
 
     def _keep(
         self,
@@ -292,8 +370,15 @@ class AnalysisService:
         *,
         stages: bool = True,
         moving: bool = False,
+        beside: bool = False,
     ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
-        """The chosen analyzers (and the stages) on one frame, side by side."""
+        """The chosen analyzers (and the stages) on one frame, side by side.
+
+        ``beside`` (a background refresh, no stages): one model call at a time for all
+        refreshes, each only once no sample waits on a model, so a refresh delays a
+        stream's own analysis by one model call at most."""
+        if beside:
+            return [await self._run_beside(frame.image, i) for i in indices], []
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
         offered: list[AnalyzerResult] = []
         staged: list[Awaitable[AnalyzerResult]] = []
@@ -303,11 +388,28 @@ class AnalysisService:
             else:
                 staged.append(stage.analyze(frame))
         self._pending += len(jobs)
+        if jobs:
+            self._waiting += 1
+            self._quiet.clear()
         try:
             results = await asyncio.gather(*jobs, *staged)
         finally:
             self._pending -= len(jobs)
+            if jobs:
+                self._waiting -= 1
+                if not self._waiting:
+                    self._quiet.set()
         return list(results[: len(jobs)]), [*results[len(jobs) :], *offered]
+
+    async def _run_beside(self, image: Image, index: int) -> AnalyzerResult:
+        async with self._beside:
+            while self._waiting:
+                await self._quiet.wait()
+            self._pending += 1
+            try:
+                return await self._batchers[index].submit(image)
+            finally:
+                self._pending -= 1
 
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
         """The same analysis on the calling thread (the naive baseline, tools)."""
@@ -328,6 +430,7 @@ def gate_policy(capacity: CapacityConfig) -> GatePolicy:
         g.content_delta,
         g.motion_reuse_s,
         g.return_refs,
+        g.background_refresh,
     )
 
 

@@ -45,7 +45,7 @@ picture is paused whatever the models would say, so they do not run on it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import cv2
@@ -65,6 +65,7 @@ REGIONS = (3, 4)
 Thumb = npt.NDArray[np.float32]
 FreshReason = Literal["first", "change", "cut", "age", "off"]
 ReuseReason = Literal["unchanged", "motion", "return"]
+RefreshReason = Literal["age", "motion"]
 Stats = npt.NDArray[np.float32]
 DetectorReason = Literal["gate", "cut", "hold", "schedule", "off"]
 
@@ -161,6 +162,11 @@ class GatePolicy:
     content_delta: float = 24.0
     motion_reuse_s: float = 2.0
     return_refs: int = 3
+    background_refresh: bool = False
+    """A refresh due only to age (``max_reuse_s``, or ``motion_reuse_s`` for a picture
+    that moved) runs beside the stream: the sample reuses the scores, the models run on
+    it anyway, and their result is the stream's reference once in. Until then samples go
+    on reusing, for at most ``max_reuse_s`` past the refresh's due time."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.change_threshold <= self.cut_threshold <= 1.0:
@@ -228,6 +234,9 @@ class Reuse:
     age_s: float
     ref: int
     """Which fresh analysis (``StreamGate.ref`` when it ran) is reused."""
+    refresh: RefreshReason | None = None
+    """Also run the models on this sample, beside the stream, and report the result with
+    ``StreamGate.refreshed`` (``GatePolicy.background_refresh``)."""
 
 
 @dataclass(slots=True)
@@ -264,6 +273,10 @@ class StreamGate:
         """Samples that cut back to an earlier analysed picture (reused, ``return``)."""
         self.settled = 0
         """Fresh samples a known-bad match settled before the models ran."""
+        self.refreshes = 0
+        """Reused samples the models also ran on, beside the stream (background refresh)."""
+        self._refreshing: int | None = None
+        """The reference a background refresh in flight was launched on."""
 
     @property
     def ref(self) -> int:
@@ -313,18 +326,56 @@ class StreamGate:
         # abs(): a timeline restart must not make old scores look new forever.
         age = abs(media_time_s - ref.at)
         if change < gate.change_threshold:
+            unchanged = Reuse("unchanged", change, age, ref.ref)
             if age >= gate.max_reuse_s:
-                return Fresh("age", change)
-            return Reuse("unchanged", change, age, ref.ref)
-        if change < gate.cut_threshold:
-            fresh_enough = age < min(gate.motion_reuse_s, gate.max_reuse_s)
-            if gate.motion_reuse and fresh_enough and self._same_content(ref, thumb):
-                return Reuse("motion", change, age, ref.ref)
+                return self._renew("age", unchanged, Fresh("age", change), gate.max_reuse_s)
+            return unchanged
+        if change < gate.cut_threshold and gate.motion_reuse:
+            due = min(gate.motion_reuse_s, gate.max_reuse_s)
+            if (age < due or gate.background_refresh) and self._same_content(ref, thumb):
+                moved = Reuse("motion", change, age, ref.ref)
+                if age < due:
+                    return moved
+                renewed = self._renew("motion", moved, Fresh("change", change), due)
+                if isinstance(renewed, Reuse):
+                    return renewed
         # Only a sample that would run the models pays for the earlier references.
         back = self._came_back(media_time_s, thumb)
         if back is not None:
             return back
         return Fresh("cut" if change >= gate.cut_threshold else "change", change)
+
+    def _renew(self, why: RefreshReason, reuse: Reuse, fresh: Fresh, due: float) -> Fresh | Reuse:
+        """A sample whose reused scores are ``due`` old: ``fresh`` (the models run on it
+        now), or with ``background_refresh`` ``reuse`` with a refresh launched beside the
+        stream, or ``reuse`` alone while one is in flight (up to ``max_reuse_s`` late)."""
+        if not self._gate.background_refresh:
+            return fresh
+        if self._refreshing is None:
+            self._refreshing = reuse.ref
+            self.refreshes += 1
+            return replace(reuse, refresh=why)
+        if reuse.age_s < due + self._gate.max_reuse_s:
+            return reuse
+        return fresh
+
+    def refreshed(self, launched: int, thumb: Thumb, media_time_s: float) -> int | None:
+        """A background refresh launched on reference ``launched`` (its sample's picture
+        and media time) finished: that sample becomes the reference, and its number is
+        returned for the results; None when the models ran on a later sample in the
+        meantime (the refresh's result is then older than the reference: dropped)."""
+        if self._refreshing == launched:
+            self._refreshing = None
+        if self._ref is None or self._ref.ref != launched:
+            return None
+        self._count += 1
+        self._swap(_Ref(thumb, media_time_s, self._count))
+        return self._count
+
+    def refresh_failed(self, launched: int) -> None:
+        """A background refresh launched on reference ``launched`` did not finish."""
+        if self._refreshing == launched:
+            self._refreshing = None
 
     def _came_back(self, media_time_s: float, thumb: Thumb) -> Reuse | None:
         """A Reuse of the newest earlier reference the picture matches, if any is recent."""
@@ -383,4 +434,5 @@ class StreamGate:
             "motion_reused": self.motion_reused,
             "returns": self.returns,
             "settled": self.settled,
+            "refreshes": self.refreshes,
         }

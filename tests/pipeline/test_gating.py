@@ -253,3 +253,76 @@ def test_thumbnail_is_the_area_average_within_a_level(shape: tuple[int, int, int
     got = thumbnail(img)
     assert got.shape == (36, 64, 3) and got.dtype == np.float32
     assert float(np.abs(got - direct).max()) <= 1.0
+
+
+BESIDE = replace(GATE, background_refresh=True)
+
+
+def test_a_refresh_due_to_age_runs_beside_and_its_sample_becomes_the_reference() -> None:
+    gate = StreamGate(BESIDE, CASCADE)
+    first = gate.decide(0.0, thumbnail(still(0.0)))
+    assert isinstance(first, Fresh)
+    due = [gate.decide(i / 4, thumbnail(still(i / 4))) for i in range(1, 9)]
+    # 2.0 s (max_reuse_s): the sample reuses the scores and asks for a refresh beside.
+    assert all(isinstance(d, Reuse) for d in due)
+    assert [d.refresh for d in due if isinstance(d, Reuse)] == [None] * 7 + ["age"]
+    launched = due[-1]
+    assert isinstance(launched, Reuse) and launched.ref == gate.ref == 1
+    # While the refresh runs, later samples reuse the old scores without asking again.
+    waiting = gate.decide(2.25, thumbnail(still(2.25)))
+    assert isinstance(waiting, Reuse) and waiting.refresh is None and waiting.ref == 1
+    # The refresh is in: its sample (2.0 s) is the reference, ages count from it.
+    new = gate.refreshed(launched.ref, thumbnail(still(2.0)), 2.0)
+    assert new == gate.ref == 2
+    after = [gate.decide(2.25 + i / 4, thumbnail(still(2.25 + i / 4))) for i in range(1, 8)]
+    assert all(isinstance(d, Reuse) and d.ref == 2 for d in after)
+    assert [d.refresh for d in after if isinstance(d, Reuse)][-1] == "age"  # at 4.0 s
+    stats = gate.stats()
+    assert stats["fresh"] == 1 and stats["refreshes"] == 2
+
+
+def test_a_late_refresh_gives_way_to_the_models_after_another_reuse_age() -> None:
+    gate = StreamGate(BESIDE, CASCADE)
+    gate.decide(0.0, thumbnail(still(0.0)))
+    decisions = [gate.decide(i / 4, thumbnail(still(i / 4))) for i in range(1, 17)]
+    # Asked at 2.0 s, never reported: reused until 4.0 s (max_reuse_s late), then run.
+    runs = [(i + 1) / 4 for i, d in enumerate(decisions) if isinstance(d, Fresh)]
+    assert runs == [4.0]
+    assert all(isinstance(d, Reuse) and d.age_s < 4.0 for d in decisions[:15])
+    # The refresh that did come in is older than the reference now: dropped.
+    assert gate.refreshed(1, thumbnail(still(2.0)), 2.0) is None
+    assert gate.ref == 2
+
+
+def test_a_cut_while_a_refresh_runs_is_analysed_at_once_and_the_refresh_dropped() -> None:
+    gate = StreamGate(BESIDE, CASCADE)
+    for i in range(9):
+        d = gate.decide(i / 4, thumbnail(still(i / 4)))
+    assert isinstance(d, Reuse) and d.refresh == "age"
+    cut = gate.decide(2.25, thumbnail(fit(photo("coffee"))))
+    assert isinstance(cut, Fresh) and cut.reason == "cut"
+    assert gate.refreshed(d.ref, thumbnail(still(2.0)), 2.0) is None
+    assert gate.ref == 2 and gate.stats()["fresh"] == 2
+
+
+def test_a_failed_refresh_is_asked_for_again_on_the_next_sample() -> None:
+    gate = StreamGate(BESIDE, CASCADE)
+    for i in range(9):
+        d = gate.decide(i / 4, thumbnail(still(i / 4)))
+    assert isinstance(d, Reuse) and d.refresh == "age"
+    gate.refresh_failed(d.ref)
+    again = gate.decide(2.25, thumbnail(still(2.25)))
+    assert isinstance(again, Reuse) and again.refresh == "age"
+
+
+def test_motion_past_its_reuse_age_refreshes_beside_but_new_content_runs_at_once() -> None:
+    gate = StreamGate(BESIDE, CASCADE)
+    decisions = [gate.decide(i / 4, thumbnail(scrolled(i / 4))) for i in range(10)]
+    asked = [
+        (i / 4, d.refresh) for i, d in enumerate(decisions) if isinstance(d, Reuse) and d.refresh
+    ]
+    assert asked == [(2.0, "motion")]
+    assert sum(isinstance(d, Fresh) for d in decisions) == 1  # the first sample only
+    # Something new on screen while the refresh runs: the models run on it now.
+    d = gate.decide(2.5, thumbnail(scrolled(2.5, 0.25)))
+    assert isinstance(d, Fresh) and d.reason in ("change", "cut")

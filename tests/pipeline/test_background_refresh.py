@@ -1,0 +1,101 @@
+"""Background refreshes: a refresh due only to age never holds its stream, and yields to
+every sample that waits on a model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from livemod.config import load_config
+from livemod.messages import Image, VideoFrame
+from livemod.pipeline.analysis import AnalysisService
+from livemod.testing.media import fit, photo
+from livemod.vision.base import AnalyzerResult
+
+
+class Counting:
+    """An analyzer whose score is how many calls it has answered (so a reused result
+    shows which call it came from); it logs each call's picture level and can be slow."""
+
+    def __init__(self, name: str, log: list[tuple[str, int]], delay_s: float = 0.0) -> None:
+        self.name = name
+        self.calls = 0
+        self._log = log
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
+
+    def analyze_batch(self, images: Sequence[Image]) -> list[AnalyzerResult]:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+            self._log.append((self.name, int(images[0][0, 0, 0])))
+        time.sleep(self._delay_s)
+        return [AnalyzerResult(scores={self.name: float(n)}) for _ in images]
+
+
+def service(log: list[tuple[str, int]], *, live: bool, delay_s: float = 0.0) -> AnalysisService:
+    config = load_config(None, environ={})
+    return AnalysisService(
+        [Counting("hash", log, delay_s), Counting("model", log, delay_s)],
+        workers=2,
+        capacity=config.capacity,
+        background_stages=live,
+    )
+
+
+def still(stream: str, i: int, level: int | None = None) -> VideoFrame:
+    """Sample ``i`` (4 a second) of a still camera, or a flat picture at ``level``."""
+    if level is None:
+        image = fit(photo("astronaut"))
+    else:
+        image = np.full((360, 640, 3), level, dtype=np.uint8)
+    return VideoFrame(stream, i, i / 4, 1000.0 + i / 4, image)
+
+
+async def test_a_live_stream_reuses_while_its_refresh_runs_then_reuses_the_refresh() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = service(log, live=True)
+    try:
+        scores = [(await analysis.analyze(still("s", i))).scores["model"] for i in range(17)]
+        # Samples 0-16 (0-4 s): the first analysis; the sample at 4.0 s (max_reuse_s)
+        # reused it too and started a refresh beside the stream.
+        assert scores == [1.0] * 17
+        await analysis.idle()
+        after = await analysis.analyze(still("s", 17))
+        assert after.scores["model"] == 2.0  # the refresh's result
+        stats = analysis.stream_stats("s")
+        assert stats is not None and stats["fresh"] == 1 and stats["refreshes"] == 1
+    finally:
+        analysis.close()
+
+
+async def test_a_scan_runs_the_models_on_the_sample_itself() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = service(log, live=False)
+    try:
+        scores = [(await analysis.analyze(still("s", i))).scores["model"] for i in range(18)]
+        assert scores == [1.0] * 16 + [2.0, 2.0]  # 4.0 s: fresh, on the sample itself
+        stats = analysis.stream_stats("s")
+        assert stats is not None and stats["fresh"] == 2 and stats["refreshes"] == 0
+    finally:
+        analysis.close()
+
+
+async def test_a_refresh_waits_for_the_samples_that_wait_on_a_model() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = service(log, live=True, delay_s=0.05)
+    try:
+        for i in range(17):
+            await analysis.analyze(still("a", i, level=60))
+        assert log == [("hash", 60), ("model", 60)]
+        # Stream a's refresh is due; stream b's first sample arrives at the same time.
+        first_b = await analysis.analyze(still("b", 0, level=200))
+        await analysis.idle()
+        assert first_b.scores == {"hash": 2.0, "model": 2.0}
+        # b's own calls ran first, though a's refresh was asked for before them.
+        assert log[2:] == [("hash", 200), ("model", 200), ("hash", 60), ("model", 60)]
+    finally:
+        analysis.close()
