@@ -341,6 +341,11 @@ class CascadeConfig(_Section):
     every_s: float = Field(3.0, gt=0, le=600, description="Run the detectors at least this often")
     hold_s: float = Field(10.0, ge=0, description="Keep running them this long after a hit")
     on_cut: bool = Field(False, description="Also run them on every scene cut (gate or not)")
+    schedule_beside: bool = Field(
+        True,
+        description="Live streams: a detector due only by every_s runs beside the sample; "
+        "its regions join the stream's next samples",
+    )
     settle_scores: dict[str, float] = Field(
         default_factory=lambda: {"known_bad": 0.7},
         description="known_bad: the score from which a known-bad match settles a fresh "

@@ -13,7 +13,12 @@ result (``reuse_always``), so a listed picture cut in, a scene cut or reused sco
 than ``max_reuse_s`` are always hashed fresh. Per-stream stages (OCR, with its own gate)
 are offered every sample; with ``background_stages`` (the daemon; not a file scan, which
 would outrun it) a stage that can work in the background (``BackgroundStage``) never
-makes the analysis wait: its reading joins the vote at the stream's next sample.
+makes the analysis wait: its reading joins the vote at the stream's next sample. Live
+streams also leave to the background the model work nothing on screen asked for: a
+refresh due only to age (``capacity.gating.background_refresh``) and a region detector
+due only by its schedule (``capacity.cascade.schedule_beside``). That work runs one model
+call at a time and only while no sample waits on a model, and its result joins the
+stream's next samples.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ class AnalysisService:
         """Samples waiting on model calls now."""
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._schedule_beside = False
+        """A region detector due only by its schedule runs beside its sample."""
         if capacity is not None:
             self._plan(capacity)
 
@@ -124,6 +131,7 @@ class AnalysisService:
             c.on_cut,
             dict(c.settle_scores),
         )
+        self._schedule_beside = self._background and c.enabled and c.schedule_beside
         self._reuse_always = g.enabled and g.reuse_always
         for i, analyzer in enumerate(self._analyzers):
             name = model_name(analyzer)
@@ -241,8 +249,11 @@ class AnalysisService:
         if not isinstance(decision, Fresh) and decision.refresh is not None:
             gate.refresh_failed(decision.ref)  # nothing kept to reuse: it runs here
         fresh = decision if isinstance(decision, Fresh) else Fresh("first", 1.0)
-        by_index, staged = await self._fresh(frame, gate, fresh, kept.get(before, {}))
-        return self._keep(gate, kept, by_index, staged)
+        by_index, staged, deferred = await self._fresh(frame, gate, fresh, kept.get(before, {}))
+        results = self._keep(gate, kept, by_index, staged)
+        if deferred:
+            self._detect_beside(frame, gate, deferred)
+        return results
 
     async def _fresh(
         self,
@@ -252,14 +263,17 @@ class AnalysisService:
         last: dict[int, AnalyzerResult],
         *,
         beside: bool = False,
-    ) -> tuple[dict[int, AnalyzerResult], list[AnalyzerResult]]:
-        """A fresh analysis: every analyzer's result by index, and the stages' results.
+    ) -> tuple[dict[int, AnalyzerResult], list[AnalyzerResult], list[int]]:
+        """A fresh analysis: every analyzer's result by index, the stages' results, and
+        the region detectors due only by their schedule that are to run beside.
 
         Known-bad matching runs first when a match may settle the sample: then the models
         do not run and ``last`` (the stream's last fresh results) stands for them. Region
         detectors run with the classifiers when due regardless of them, else after them
-        when a classifier's score opens their gate. ``beside``: a background refresh (no
-        stages; each model call waits until no sample waits on a model)."""
+        when a classifier's score opens their gate; one due only by its schedule (with
+        ``schedule_beside``) is left to run beside, its result here empty. ``beside``: a
+        background refresh (no stages; each model call waits until no sample waits on a
+        model; every detector due runs in it)."""
         by_index: dict[int, AnalyzerResult] = {}
         stage_results: list[AnalyzerResult] | None = [] if beside else None
         t = frame.media_time_s
@@ -277,10 +291,17 @@ class AnalysisService:
                     metrics.CASCADE_DECISIONS.labels(
                         model_name(self._analyzers[i]), "skipped", "settled"
                     ).inc()
-                return by_index, stage_results
+                return by_index, stage_results, []
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
-        # A detector whose reason does not depend on the classifiers starts with them.
-        early = [i for i in self._detectors if gate.detector_due(names[i], t, {}, fresh)]
+        # A detector whose reason does not depend on the classifiers starts with them,
+        # except one due only by its schedule, which can wait for a gate or go beside.
+        later = self._schedule_beside and not beside
+        early = [
+            i
+            for i in self._detectors
+            if (why := gate.detector_due(names[i], t, {}, fresh)) is not None
+            and not (later and why == "schedule")
+        ]
         hashed = bool(by_index)  # known-bad matching (and the stages) ran first
         first = [*([] if hashed else self._always), *self._classifiers, *early]
         ran, more = await self._run(frame, first, stages=stage_results is None, beside=beside)
@@ -289,6 +310,7 @@ class AnalysisService:
         for i in self._classifiers:
             scores.update(by_index[i].scores)
         late: list[int] = []
+        deferred: list[int] = []
         for i in self._detectors:
             reason = gate.detector_due(names[i], t, scores, fresh)
             if reason is None:
@@ -297,14 +319,20 @@ class AnalysisService:
                 by_index[i] = AnalyzerResult()
                 continue
             metrics.CASCADE_DECISIONS.labels(names[i], "run", reason).inc()
-            if i not in by_index:
+            if i in by_index:
+                continue
+            if later and reason == "schedule":
+                gate.detector_started(names[i], t)  # not due again while it runs
+                by_index[i] = AnalyzerResult()
+                deferred.append(i)
+            else:
                 late.append(i)
         if late:
             ran_late, _ = await self._run(frame, late, stages=False, beside=beside)
             by_index.update(zip(late, ran_late, strict=True))
         for i in (*early, *late):
             gate.detector_ran(names[i], t, hit=bool(by_index[i].signals))
-        return by_index, more if stage_results is None else stage_results
+        return by_index, more if stage_results is None else stage_results, deferred
 
     def _refresh_beside(
         self,
@@ -321,7 +349,7 @@ class AnalysisService:
 
         async def refresh() -> None:
             try:
-                by_index, _ = await self._fresh(frame, gate, fresh, last, beside=True)
+                by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=True)
             except BaseException:
                 gate.refresh_failed(reuse.ref)
                 raise
@@ -339,11 +367,29 @@ class AnalysisService:
         self._refreshes.add(task)
         task.add_done_callback(self._refresh_done)
 
+    def _detect_beside(self, frame: VideoFrame, gate: StreamGate, indices: list[int]) -> None:
+        """Run region detectors on ``frame`` beside its stream (their schedule was due); a
+        result joins the analysis the stream reuses, if that is still ``frame``'s."""
+        ref, sid, t = gate.ref, frame.stream_id, frame.media_time_s
+
+        async def detect() -> None:
+            for i in indices:
+                result = await self._run_beside(frame.image, i)
+                gate.detector_ran(model_name(self._analyzers[i]), t, hit=bool(result.signals))
+                entry = self._kept.get(sid, {}).get(ref)
+                if entry is not None and self._gates.get(sid) is gate:
+                    entry[i] = result
+
+        task = asyncio.get_running_loop().create_task(detect())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
     def _refresh_done(self, task: asyncio.Task[None]) -> None:
         self._refreshes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning(
-                "background refresh failed; the stream keeps its last scores",
+                "work beside a stream failed (a refresh or a scheduled detector); "
+                "the stream keeps its last scores",
                 extra={"error": str(task.exception())},
             )
 

@@ -413,6 +413,11 @@ class StreamGate:
             return "schedule"
         return None
 
+    def detector_started(self, name: str, media_time_s: float) -> None:
+        """A detector run started beside the stream: not due by schedule again until
+        ``every_s`` after ``media_time_s`` (``detector_ran`` counts it when done)."""
+        self._detector_at[name] = media_time_s
+
     def detector_ran(self, name: str, media_time_s: float, hit: bool) -> None:
         """Record a detector run; a hit (a policy signal) holds the detector open."""
         self.detector_runs += 1

@@ -99,3 +99,36 @@ async def test_a_refresh_waits_for_the_samples_that_wait_on_a_model() -> None:
         assert log[2:] == [("hash", 200), ("model", 200), ("hash", 60), ("model", 60)]
     finally:
         analysis.close()
+
+
+def with_detector(log: list[tuple[str, int]], *, live: bool) -> AnalysisService:
+    config = load_config(None, environ={})
+    analyzers = [Counting(n, log) for n in ("hash", "model", "nudenet-320n")]
+    return AnalysisService(analyzers, workers=2, capacity=config.capacity, background_stages=live)
+
+
+async def test_a_detector_due_only_by_its_schedule_runs_beside_and_joins_the_next_sample() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = with_detector(log, live=True)
+    try:
+        first = await analysis.analyze(still("s", 0))
+        # The classifiers did not open NudeNet's gate: its scheduled run went beside.
+        assert "nudenet-320n" not in first.scores and "model" in first.scores
+        await analysis.idle()
+        assert [name for name, _ in log] == ["hash", "model", "nudenet-320n"]
+        second = await analysis.analyze(still("s", 1))
+        assert second.scores["nudenet-320n"] == 1.0  # reused with the first analysis
+        stats = analysis.stream_stats("s")
+        assert stats is not None and stats["detector_runs"] == 1
+    finally:
+        analysis.close()
+
+
+async def test_a_scan_runs_a_scheduled_detector_on_the_sample() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = with_detector(log, live=False)
+    try:
+        first = await analysis.analyze(still("s", 0))
+        assert first.scores["nudenet-320n"] == 1.0
+    finally:
+        analysis.close()
