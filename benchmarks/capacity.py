@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import subprocess
@@ -260,6 +261,7 @@ def _metric_sums(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     pattern = re.compile(
         r"^(livemod_stage_latency_seconds_sum|livemod_model_inference_seconds_sum|"
+        r"livemod_stage_latency_seconds_bucket|livemod_stage_latency_seconds_count|"
         r"livemod_samples_gated_total|livemod_drops_total|livemod_cascade_decisions_total|"
         r"livemod_rate_decisions_total|livemod_thread_cpu_seconds_total|livemod_ocr_runs_total)"
         r"(?:\{([^}]*)\})? ([0-9.e+-]+)$"
@@ -290,6 +292,32 @@ def _parts(before: dict[str, float], after: dict[str, float], stream_s: float) -
         if m:
             parts[m.group(1)] = delta
     return {k: round(1000.0 * v / stream_s, 2) for k, v in sorted(parts.items())}
+
+
+def _beside(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Work run beside the streams (background refreshes, scheduled detector runs): how
+    many, and their wait from launch to result (mean; p50 and p95 as the upper edge of
+    the histogram bucket that holds them)."""
+    stage = 'stage="beside"'
+    count = sum(_deltas(before, after, "livemod_stage_latency_seconds_count{" + stage).values())
+    total = sum(_deltas(before, after, "livemod_stage_latency_seconds_sum{" + stage).values())
+    edges: list[tuple[float, float]] = []
+    for labels, delta in _deltas(before, after, "livemod_stage_latency_seconds_bucket").items():
+        m = re.search(r'le="([^"]+)"', labels)
+        if stage in labels and m:
+            edges.append((float(m.group(1)), delta))
+    edges.sort()
+
+    def upper(q: float) -> float | None:
+        le = next((le for le, n in edges if count and n >= q * count), math.inf)
+        return 1000.0 * le if math.isfinite(le) else None
+
+    return {
+        "n": round(count),
+        "mean_ms": round(1000.0 * total / count, 1) if count else None,
+        "p50_le_ms": upper(0.5),
+        "p95_le_ms": upper(0.95),
+    }
 
 
 def _counts(before: dict[str, float], after: dict[str, float], prefix: str) -> dict[str, int]:
@@ -440,6 +468,7 @@ def _summarize(
         "gated_samples": _counts(before, after, "livemod_samples_gated_total"),
         "cascade": _counts(before, after, "livemod_cascade_decisions_total"),
         "rate_decisions": _counts(before, after, "livemod_rate_decisions_total"),
+        "beside": _beside(before, after),
         "cpu_ms_per_stream_s": round(1000.0 * cpu_s / stream_s, 1),
         "cpu_ms_per_sample": round(1000.0 * cpu_s / samples, 1) if samples else None,
         "work_ms_per_stream_s": _parts(before, after, stream_s),

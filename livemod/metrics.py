@@ -24,7 +24,7 @@ _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS)
 
 STAGES = (
     "decode", "sample", "convert", "gate", "analyze", "policy", "emit", "ocr", "asr", "text",
-    "escalation",
+    "escalation", "beside",
 )  # fmt: skip
 """Values of the ``stage`` label: ``decode`` one packet (decode thread), ``sample``
 the fps gate plus the hand-off of an admitted frame (its RGB conversion too, when that
@@ -32,7 +32,9 @@ is not deferred), ``convert`` the deferred RGB conversion of a sample handed on 
 planes (on first read, by the reading thread), ``analyze`` every frame
 analyzer on one sample (wall time, they run side by side), ``policy`` the vote,
 ``emit`` committing and publishing an action event, ``gate`` the change measure of one
-sample (capacity.gating); the rest as their parts land."""
+sample (capacity.gating), ``beside`` a refresh's or a scheduled detector's wait from its
+launch beside the stream to its result (wall time: it yields to other samples); the rest
+as their parts land."""
 
 STAGE_SECONDS = Histogram(
     "livemod_stage_latency_seconds",

@@ -16,14 +16,15 @@ would outrun it) a stage that can work in the background (``BackgroundStage``) n
 makes the analysis wait: its reading joins the vote at the stream's next sample. Live
 streams also leave to the background the model work nothing on screen asked for: a
 refresh due only to age (``capacity.gating.background_refresh``) and a region detector
-due only by its schedule (``capacity.cascade.schedule_beside``). That work runs one model
-call at a time and only while no sample waits on a model, and its result joins the
-stream's next samples.
+due only by its schedule (``capacity.cascade.schedule_beside``). That work runs one piece
+at a time, one model call at a time, each call waiting until no sample waits on a model
+(``BESIDE_YIELD_S`` at most), and its result joins the stream's next samples.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -48,6 +49,10 @@ from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, St
 from livemod.vision.batching import BatchPolicy, MicroBatcher
 
 log = logging.getLogger(__name__)
+
+BESIDE_YIELD_S = 0.5
+"""Longest a piece of work beside the streams (a refresh, a scheduled detector run)
+waits for the models to be idle before it takes its turn anyway."""
 
 ENDED_KEPT = 1024
 """Ended streams whose gate counts stay readable (their summaries outlive them)."""
@@ -102,8 +107,9 @@ class AnalysisService:
         # Per stream, the results of the fresh analyses its gate may still reuse (by ref).
         self._kept: dict[str, dict[int, dict[int, AnalyzerResult]]] = {}
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
-        # Background refreshes (``capacity.gating.background_refresh``): their tasks, one
-        # model call at a time, and only while no sample waits on a model (``_quiet``).
+        # Work beside the streams (background refreshes, scheduled detector runs): the
+        # tasks, one at a time (``_beside``); each model call of theirs waits until no
+        # sample waits on a model (``_quiet``), BESIDE_YIELD_S at most.
         self._refreshes: set[asyncio.Task[None]] = set()
         self._beside = asyncio.Lock()
         self._waiting = 0
@@ -262,7 +268,7 @@ class AnalysisService:
         fresh: Fresh,
         last: dict[int, AnalyzerResult],
         *,
-        beside: bool = False,
+        beside: float | None = None,
     ) -> tuple[dict[int, AnalyzerResult], list[AnalyzerResult], list[int]]:
         """A fresh analysis: every analyzer's result by index, the stages' results, and
         the region detectors due only by their schedule that are to run beside.
@@ -272,15 +278,15 @@ class AnalysisService:
         detectors run with the classifiers when due regardless of them, else after them
         when a classifier's score opens their gate; one due only by its schedule (with
         ``schedule_beside``) is left to run beside, its result here empty. ``beside``: a
-        background refresh (no stages; each model call waits until no sample waits on a
-        model; every detector due runs in it)."""
+        background refresh, whose model calls yield to the samples that wait on a model
+        until that loop time (see ``_run``); no stages; every detector due runs in it."""
         by_index: dict[int, AnalyzerResult] = {}
-        stage_results: list[AnalyzerResult] | None = [] if beside else None
+        stage_results: list[AnalyzerResult] | None = [] if beside is not None else None
         t = frame.media_time_s
         cascade = self._cascade_policy
         if self._always and cascade.enabled and cascade.settle_scores:
             # Known-bad matching first: a match settles the sample without the models.
-            ran, staged = await self._run(frame, self._always, stages=not beside, beside=beside)
+            ran, staged = await self._run(frame, self._always, stages=beside is None, beside=beside)
             stage_results = staged
             by_index.update(zip(self._always, ran, strict=True))
             signals = ((sig.category, sig.score) for r in ran for sig in r.signals)
@@ -295,7 +301,7 @@ class AnalysisService:
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them,
         # except one due only by its schedule, which can wait for a gate or go beside.
-        later = self._schedule_beside and not beside
+        later = self._schedule_beside and beside is None
         early = [
             i
             for i in self._detectors
@@ -346,13 +352,17 @@ class AnalysisService:
         assert reuse.refresh is not None
         metrics.SAMPLES_GATED.labels("refresh", reuse.refresh).inc()
         fresh = Fresh("age" if reuse.refresh == "age" else "change", reuse.change)
+        launched = time.perf_counter()
+        until = asyncio.get_running_loop().time() + BESIDE_YIELD_S
 
         async def refresh() -> None:
             try:
-                by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=True)
+                async with self._beside:
+                    by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=until)
             except BaseException:
                 gate.refresh_failed(reuse.ref)
                 raise
+            metrics.STAGE_SECONDS.labels("beside").observe(time.perf_counter() - launched)
             new = gate.refreshed(reuse.ref, thumb, frame.media_time_s)
             sid = frame.stream_id
             if new is None or self._gates.get(sid) is not gate:
@@ -371,10 +381,14 @@ class AnalysisService:
         """Run region detectors on ``frame`` beside its stream (their schedule was due); a
         result joins the analysis the stream reuses, if that is still ``frame``'s."""
         ref, sid, t = gate.ref, frame.stream_id, frame.media_time_s
+        launched = time.perf_counter()
+        until = asyncio.get_running_loop().time() + BESIDE_YIELD_S
 
         async def detect() -> None:
-            for i in indices:
-                result = await self._run_beside(frame.image, i)
+            async with self._beside:
+                ran, _ = await self._run(frame, indices, stages=False, beside=until)
+            metrics.STAGE_SECONDS.labels("beside").observe(time.perf_counter() - launched)
+            for i, result in zip(indices, ran, strict=True):
                 gate.detector_ran(model_name(self._analyzers[i]), t, hit=bool(result.signals))
                 entry = self._kept.get(sid, {}).get(ref)
                 if entry is not None and self._gates.get(sid) is gate:
@@ -416,15 +430,17 @@ class AnalysisService:
         *,
         stages: bool = True,
         moving: bool = False,
-        beside: bool = False,
+        beside: float | None = None,
     ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
         """The chosen analyzers (and the stages) on one frame, side by side.
 
-        ``beside`` (a background refresh, no stages): one model call at a time for all
-        refreshes, each only once no sample waits on a model, so a refresh delays a
-        stream's own analysis by one model call at most."""
-        if beside:
-            return [await self._run_beside(frame.image, i) for i in indices], []
+        ``beside`` (work beside the streams, which holds ``_beside``; no stages): one
+        model call at a time, each waiting until no sample waits on a model, up to the
+        loop time ``beside``; so work beside delays a stream's own analysis by one model
+        call at most, and waits ``BESIDE_YIELD_S`` at most for its turn when the models
+        are never idle."""
+        if beside is not None:
+            return [await self._run_beside(frame.image, i, beside) for i in indices], []
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
         offered: list[AnalyzerResult] = []
         staged: list[Awaitable[AnalyzerResult]] = []
@@ -447,15 +463,16 @@ class AnalysisService:
                     self._quiet.set()
         return list(results[: len(jobs)]), [*results[len(jobs) :], *offered]
 
-    async def _run_beside(self, image: Image, index: int) -> AnalyzerResult:
-        async with self._beside:
-            while self._waiting:
-                await self._quiet.wait()
-            self._pending += 1
-            try:
-                return await self._batchers[index].submit(image)
-            finally:
-                self._pending -= 1
+    async def _run_beside(self, image: Image, index: int, until: float) -> AnalyzerResult:
+        loop = asyncio.get_running_loop()
+        while self._waiting and (left := until - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), left)
+        self._pending += 1
+        try:
+            return await self._batchers[index].submit(image)
+        finally:
+            self._pending -= 1
 
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
         """The same analysis on the calling thread (the naive baseline, tools)."""

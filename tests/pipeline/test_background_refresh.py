@@ -20,19 +20,28 @@ class Counting:
     """An analyzer whose score is how many calls it has answered (so a reused result
     shows which call it came from); it logs each call's picture level and can be slow."""
 
-    def __init__(self, name: str, log: list[tuple[str, int]], delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        log: list[tuple[str, int]],
+        delay_s: float = 0.0,
+        slow: dict[int, float] | None = None,
+    ) -> None:
         self.name = name
         self.calls = 0
         self._log = log
         self._delay_s = delay_s
+        self._slow = slow or {}
+        """Another delay for pictures of these levels."""
         self._lock = threading.Lock()
 
     def analyze_batch(self, images: Sequence[Image]) -> list[AnalyzerResult]:
+        level = int(images[0][0, 0, 0])
         with self._lock:
             self.calls += 1
             n = self.calls
-            self._log.append((self.name, int(images[0][0, 0, 0])))
-        time.sleep(self._delay_s)
+            self._log.append((self.name, level))
+        time.sleep(self._slow.get(level, self._delay_s))
         return [AnalyzerResult(scores={self.name: float(n)}) for _ in images]
 
 
@@ -130,5 +139,27 @@ async def test_a_scan_runs_a_scheduled_detector_on_the_sample() -> None:
     try:
         first = await analysis.analyze(still("s", 0))
         assert first.scores["nudenet-320n"] == 1.0
+    finally:
+        analysis.close()
+
+
+async def test_a_refresh_takes_its_turn_when_the_models_are_never_idle() -> None:
+    log: list[tuple[str, int]] = []
+    config = load_config(None, environ={})
+    analysis = AnalysisService(
+        [Counting(n, log, slow={200: 1.5}) for n in ("hash", "model")],
+        workers=2,
+        capacity=config.capacity,
+        background_stages=True,
+    )
+    try:
+        for i in range(17):
+            await analysis.analyze(still("a", i, level=60))  # a's refresh is due at 4.0 s
+        # Stream b's first sample holds a model for 1.5 s: the refresh waits for it no
+        # longer than BESIDE_YIELD_S (0.5 s), then runs on the other worker.
+        first_b = await analysis.analyze(still("b", 0, level=200))
+        await analysis.idle()
+        assert first_b.scores == {"hash": 2.0, "model": 3.0}
+        assert log[2:] == [("hash", 200), ("hash", 60), ("model", 60), ("model", 200)]
     finally:
         analysis.close()
