@@ -16,9 +16,10 @@ would outrun it) a stage that can work in the background (``BackgroundStage``) n
 makes the analysis wait: its reading joins the vote at the stream's next sample. Live
 streams also leave to the background the model work nothing on screen asked for: a
 refresh due only to age (``capacity.gating.background_refresh``) and a region detector
-due only by its schedule (``capacity.cascade.schedule_beside``). That work runs one piece
-at a time, one model call at a time, each call waiting until no sample waits on a model
-(``BESIDE_YIELD_S`` at most), and its result joins the stream's next samples.
+due only by its schedule (``capacity.cascade.schedule_beside``). That work runs as many
+pieces at a time as there are workers, one model call at a time each, every call waiting
+until no sample waits on a model (``BESIDE_YIELD_S`` at most), and its result joins the
+stream's next samples.
 """
 
 from __future__ import annotations
@@ -108,10 +109,10 @@ class AnalysisService:
         self._kept: dict[str, dict[int, dict[int, AnalyzerResult]]] = {}
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
         # Work beside the streams (background refreshes, scheduled detector runs): the
-        # tasks, one at a time (``_beside``); each model call of theirs waits until no
-        # sample waits on a model (``_quiet``), BESIDE_YIELD_S at most.
+        # tasks, ``workers`` at a time (``_beside``); each model call of theirs waits until
+        # no sample waits on a model (``_quiet``), BESIDE_YIELD_S at most.
         self._refreshes: set[asyncio.Task[None]] = set()
-        self._beside = asyncio.Lock()
+        self._beside = asyncio.Semaphore(workers)
         self._waiting = 0
         """Samples waiting on model calls now."""
         self._quiet = asyncio.Event()
@@ -437,8 +438,8 @@ class AnalysisService:
         ``beside`` (work beside the streams, which holds ``_beside``; no stages): one
         model call at a time, each waiting until no sample waits on a model, up to the
         loop time ``beside``; so work beside delays a stream's own analysis by one model
-        call at most, and waits ``BESIDE_YIELD_S`` at most for its turn when the models
-        are never idle."""
+        call per worker at most, and waits ``BESIDE_YIELD_S`` at most for its turn when
+        the models are never idle."""
         if beside is not None:
             return [await self._run_beside(frame.image, i, beside) for i in indices], []
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
