@@ -16,21 +16,18 @@ would outrun it) a stage that can work in the background (``BackgroundStage``) n
 makes the analysis wait: its reading joins the vote at the stream's next sample. Live
 streams also leave to the background the model work nothing on screen asked for: a
 refresh due only to age (``capacity.gating.background_refresh``) and a region detector
-due only by its schedule (``capacity.cascade.schedule_beside``). That work runs as many
-pieces at a time as there are workers, one model call at a time each, every call waiting
-until no sample waits on a model (``BESIDE_YIELD_S`` at most), and its result joins the
-stream's next samples.
+due only by its schedule (``capacity.cascade.schedule_beside``). Its model calls go to
+the same workers behind every call a sample waits on (``PriorityPool``, with a handicap of
+``BESIDE_YIELD_S``), and its result joins the stream's next samples.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -46,14 +43,15 @@ from livemod.pipeline.gating import (
     Thumb,
     frame_thumbnail,
 )
+from livemod.pipeline.pool import PriorityPool
 from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, StreamStage
 from livemod.vision.batching import BatchPolicy, MicroBatcher
 
 log = logging.getLogger(__name__)
 
 BESIDE_YIELD_S = 0.5
-"""Longest a piece of work beside the streams (a refresh, a scheduled detector run)
-waits for the models to be idle before it takes its turn anyway."""
+"""A model call beside the streams (a refresh, a scheduled detector run) waits behind the
+calls samples wait on, up to those this much younger than it (``PriorityPool``)."""
 
 ENDED_KEPT = 1024
 """Ended streams whose gate counts stay readable (their summaries outlive them)."""
@@ -87,13 +85,15 @@ class AnalysisService:
         self._analyzers = list(analyzers)
         # Per-stream stages (OCR) see the whole VideoFrame and schedule their own work.
         self._stages = list(stages)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="livemod-infer")
+        self._pool = PriorityPool(workers, "livemod-infer", BESIDE_YIELD_S)
         self._pending = 0
         # One batcher per analyzer: frames of every stream share each model call.
         # The default policy (batch of 1, no wait) adds no latency on a CPU.
         policy = batch or BatchPolicy()
+        self._calls = [_timed_batch(a) for a in self._analyzers]
         self._batchers: list[MicroBatcher[Image, AnalyzerResult]] = [
-            MicroBatcher(a.name, _timed_batch(a), self._pool, policy) for a in self._analyzers
+            MicroBatcher(a.name, call, self._pool, policy)
+            for a, call in zip(self._analyzers, self._calls, strict=True)
         ]
         # Without ``capacity`` every model runs on every sample (the old pipeline).
         self._gate_policy: GatePolicy | None = None
@@ -108,15 +108,8 @@ class AnalysisService:
         # Per stream, the results of the fresh analyses its gate may still reuse (by ref).
         self._kept: dict[str, dict[int, dict[int, AnalyzerResult]]] = {}
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
-        # Work beside the streams (background refreshes, scheduled detector runs): the
-        # tasks, ``workers`` at a time (``_beside``); each model call of theirs waits until
-        # no sample waits on a model (``_quiet``), BESIDE_YIELD_S at most.
+        # Work beside the streams (background refreshes, scheduled detector runs).
         self._refreshes: set[asyncio.Task[None]] = set()
-        self._beside = asyncio.Semaphore(workers)
-        self._waiting = 0
-        """Samples waiting on model calls now."""
-        self._quiet = asyncio.Event()
-        self._quiet.set()
         self._schedule_beside = False
         """A region detector due only by its schedule runs beside its sample."""
         if capacity is not None:
@@ -269,7 +262,7 @@ class AnalysisService:
         fresh: Fresh,
         last: dict[int, AnalyzerResult],
         *,
-        beside: float | None = None,
+        beside: bool = False,
     ) -> tuple[dict[int, AnalyzerResult], list[AnalyzerResult], list[int]]:
         """A fresh analysis: every analyzer's result by index, the stages' results, and
         the region detectors due only by their schedule that are to run beside.
@@ -279,15 +272,15 @@ class AnalysisService:
         detectors run with the classifiers when due regardless of them, else after them
         when a classifier's score opens their gate; one due only by its schedule (with
         ``schedule_beside``) is left to run beside, its result here empty. ``beside``: a
-        background refresh, whose model calls yield to the samples that wait on a model
-        until that loop time (see ``_run``); no stages; every detector due runs in it."""
+        background refresh, whose model calls yield to the samples' (see ``_run``); no
+        stages; every detector due runs in it."""
         by_index: dict[int, AnalyzerResult] = {}
-        stage_results: list[AnalyzerResult] | None = [] if beside is not None else None
+        stage_results: list[AnalyzerResult] | None = [] if beside else None
         t = frame.media_time_s
         cascade = self._cascade_policy
         if self._always and cascade.enabled and cascade.settle_scores:
             # Known-bad matching first: a match settles the sample without the models.
-            ran, staged = await self._run(frame, self._always, stages=beside is None, beside=beside)
+            ran, staged = await self._run(frame, self._always, stages=not beside, beside=beside)
             stage_results = staged
             by_index.update(zip(self._always, ran, strict=True))
             signals = ((sig.category, sig.score) for r in ran for sig in r.signals)
@@ -302,7 +295,7 @@ class AnalysisService:
         names = {i: model_name(self._analyzers[i]) for i in self._detectors}
         # A detector whose reason does not depend on the classifiers starts with them,
         # except one due only by its schedule, which can wait for a gate or go beside.
-        later = self._schedule_beside and beside is None
+        later = self._schedule_beside and not beside
         early = [
             i
             for i in self._detectors
@@ -354,12 +347,10 @@ class AnalysisService:
         metrics.SAMPLES_GATED.labels("refresh", reuse.refresh).inc()
         fresh = Fresh("age" if reuse.refresh == "age" else "change", reuse.change)
         launched = time.perf_counter()
-        until = asyncio.get_running_loop().time() + BESIDE_YIELD_S
 
         async def refresh() -> None:
             try:
-                async with self._beside:
-                    by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=until)
+                by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=True)
             except BaseException:
                 gate.refresh_failed(reuse.ref)
                 raise
@@ -383,11 +374,9 @@ class AnalysisService:
         result joins the analysis the stream reuses, if that is still ``frame``'s."""
         ref, sid, t = gate.ref, frame.stream_id, frame.media_time_s
         launched = time.perf_counter()
-        until = asyncio.get_running_loop().time() + BESIDE_YIELD_S
 
         async def detect() -> None:
-            async with self._beside:
-                ran, _ = await self._run(frame, indices, stages=False, beside=until)
+            ran, _ = await self._run(frame, indices, stages=False, beside=True)
             metrics.STAGE_SECONDS.labels("beside").observe(time.perf_counter() - launched)
             for i, result in zip(indices, ran, strict=True):
                 gate.detector_ran(model_name(self._analyzers[i]), t, hit=bool(result.signals))
@@ -431,17 +420,24 @@ class AnalysisService:
         *,
         stages: bool = True,
         moving: bool = False,
-        beside: float | None = None,
+        beside: bool = False,
     ) -> tuple[list[AnalyzerResult], list[AnalyzerResult]]:
         """The chosen analyzers (and the stages) on one frame, side by side.
 
-        ``beside`` (work beside the streams, which holds ``_beside``; no stages): one
-        model call at a time, each waiting until no sample waits on a model, up to the
-        loop time ``beside``; so work beside delays a stream's own analysis by one model
-        call per worker at most, and waits ``BESIDE_YIELD_S`` at most for its turn when
-        the models are never idle."""
-        if beside is not None:
-            return [await self._run_beside(frame.image, i, beside) for i in indices], []
+        ``beside`` (work beside the streams; no stages): the calls go to the workers'
+        ``later`` queue, past the batchers, behind every call a sample waits on."""
+        if beside:
+            loop = asyncio.get_running_loop()
+            calls = [
+                loop.run_in_executor(self._pool.later, self._calls[i], [frame.image])
+                for i in indices
+            ]
+            self._pending += len(calls)
+            try:
+                done = await asyncio.gather(*calls)
+            finally:
+                self._pending -= len(calls)
+            return [results[0] for results in done], []
         jobs = [self._batchers[i].submit(frame.image) for i in indices]
         offered: list[AnalyzerResult] = []
         staged: list[Awaitable[AnalyzerResult]] = []
@@ -451,29 +447,11 @@ class AnalysisService:
             else:
                 staged.append(stage.analyze(frame))
         self._pending += len(jobs)
-        if jobs:
-            self._waiting += 1
-            self._quiet.clear()
         try:
             results = await asyncio.gather(*jobs, *staged)
         finally:
             self._pending -= len(jobs)
-            if jobs:
-                self._waiting -= 1
-                if not self._waiting:
-                    self._quiet.set()
         return list(results[: len(jobs)]), [*results[len(jobs) :], *offered]
-
-    async def _run_beside(self, image: Image, index: int, until: float) -> AnalyzerResult:
-        loop = asyncio.get_running_loop()
-        while self._waiting and (left := until - loop.time()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), left)
-        self._pending += 1
-        try:
-            return await self._batchers[index].submit(image)
-        finally:
-            self._pending -= 1
 
     def analyze_sync(self, frame: VideoFrame) -> FrameAnalysis:
         """The same analysis on the calling thread (the naive baseline, tools)."""
