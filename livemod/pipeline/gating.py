@@ -23,7 +23,10 @@ of the frame moves them 30-90 levels, one over a twentieth 22-36 (measured on th
 benchmark's mix, where motion moves them 9-20 at p95), so it runs the models at once.
 Scores reused over motion are kept for at most ``motion_reuse_s`` (2 s), over an unchanged
 picture for ``max_reuse_s`` (4 s: the models would see the same picture; the age is a
-safety net).
+safety net). With ``background_refresh`` (live streams) a refresh due only to those ages
+does not hold its sample: the sample reuses the scores, the caller runs the models on it
+beside the stream and reports with ``refreshed``, and that sample becomes the reference;
+until then samples go on reusing, for at most ``max_reuse_s`` past the due time.
 
 A cut back to a picture analysed moments ago (the show after an insert, a camera switched
 back, the slide before) is not new either. The gate keeps the last ``return_refs`` fresh
