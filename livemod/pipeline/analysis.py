@@ -27,9 +27,9 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from livemod import metrics
 from livemod.config import CapacityConfig
@@ -361,13 +361,9 @@ class AnalysisService:
                 return  # a later sample ran the models, or the stream ended
             kept = self._kept.setdefault(sid, {})
             kept[new] = by_index
-            held = gate.held()
-            for ref in [ref for ref in kept if ref not in held]:
-                del kept[ref]
+            _forget_unheld(gate, kept)
 
-        task = asyncio.get_running_loop().create_task(refresh())
-        self._refreshes.add(task)
-        task.add_done_callback(self._refresh_done)
+        self._start_beside(refresh())
 
     def _detect_beside(self, frame: VideoFrame, gate: StreamGate, indices: list[int]) -> None:
         """Run region detectors on ``frame`` beside its stream (their schedule was due); a
@@ -384,7 +380,10 @@ class AnalysisService:
                 if entry is not None and self._gates.get(sid) is gate:
                     entry[i] = result
 
-        task = asyncio.get_running_loop().create_task(detect())
+        self._start_beside(detect())
+
+    def _start_beside(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._refreshes.add(task)
         task.add_done_callback(self._refresh_done)
 
@@ -408,9 +407,7 @@ class AnalysisService:
         kept[gate.ref] = {
             i: by_index[i] for i in (*self._always, *self._classifiers, *self._detectors)
         }
-        held = gate.held()
-        for ref in [ref for ref in kept if ref not in held]:
-            del kept[ref]
+        _forget_unheld(gate, kept)
         return [*(by_index[i] for i in range(len(self._analyzers))), *staged]
 
     async def _run(
@@ -458,6 +455,13 @@ class AnalysisService:
         started = time.perf_counter()
         results = [_timed(a, frame) for a in self._analyzers]
         return _merge(frame, results, (time.perf_counter() - started) * 1000.0)
+
+
+def _forget_unheld(gate: StreamGate, kept: dict[int, dict[int, AnalyzerResult]]) -> None:
+    """Drop the kept analyses no later sample of ``gate``'s stream can reuse."""
+    held = gate.held()
+    for ref in [ref for ref in kept if ref not in held]:
+        del kept[ref]
 
 
 def gate_policy(capacity: CapacityConfig) -> GatePolicy:
