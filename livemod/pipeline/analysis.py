@@ -110,6 +110,8 @@ class AnalysisService:
         self._ended: OrderedDict[str, dict[str, int]] = OrderedDict()
         # Work beside the streams (background refreshes, scheduled detector runs).
         self._refreshes: set[asyncio.Task[None]] = set()
+        # Per stream, its background refresh in flight and why it was asked for.
+        self._refresh_of: dict[str, tuple[asyncio.Task[None], str]] = {}
         self._schedule_beside = False
         """A region detector due only by its schedule runs beside its sample."""
         if capacity is not None:
@@ -187,6 +189,9 @@ class AnalysisService:
             stage.forget(stream_id)
         gate = self._gates.pop(stream_id, None)
         self._kept.pop(stream_id, None)
+        inflight = self._refresh_of.pop(stream_id, None)
+        if inflight is not None:
+            inflight[0].cancel()
         if gate is not None:
             # An ended stream's summary still reports its counts (bounded memory).
             self._ended[stream_id] = gate.stats()
@@ -231,6 +236,12 @@ class AnalysisService:
         before = gate.ref
         decision = gate.decide(t, thumb)
         metrics.STAGE_SECONDS.labels("gate").observe(time.perf_counter() - measured)
+        if gate.refreshing is None and sid in self._refresh_of:
+            # The reference changed under the refresh in flight: its result would be
+            # dropped, so its model calls still queued are cancelled too.
+            task, why = self._refresh_of.pop(sid)
+            task.cancel()
+            metrics.SAMPLES_GATED.labels("refresh_dropped", why).inc()
         outcome = "fresh" if isinstance(decision, Fresh) else "reused"
         metrics.SAMPLES_GATED.labels(outcome, decision.reason).inc()
         kept = self._kept.setdefault(sid, {})
@@ -348,22 +359,28 @@ class AnalysisService:
         fresh = Fresh("age" if reuse.refresh == "age" else "change", reuse.change)
         launched = time.perf_counter()
 
+        sid = frame.stream_id
+
         async def refresh() -> None:
             try:
                 by_index, _, _ = await self._fresh(frame, gate, fresh, last, beside=True)
+            except asyncio.CancelledError:
+                raise  # dropped by the gate, or the stream or the service ended
             except BaseException:
                 gate.refresh_failed(reuse.ref)
                 raise
+            finally:
+                if self._refresh_of.get(sid, (None,))[0] is asyncio.current_task():
+                    del self._refresh_of[sid]
             metrics.STAGE_SECONDS.labels("beside").observe(time.perf_counter() - launched)
             new = gate.refreshed(reuse.ref, thumb, frame.media_time_s)
-            sid = frame.stream_id
             if new is None or self._gates.get(sid) is not gate:
                 return  # a later sample ran the models, or the stream ended
             kept = self._kept.setdefault(sid, {})
             kept[new] = by_index
             _forget_unheld(gate, kept)
 
-        self._start_beside(refresh())
+        self._refresh_of[sid] = (self._start_beside(refresh()), reuse.refresh)
 
     def _detect_beside(self, frame: VideoFrame, gate: StreamGate, indices: list[int]) -> None:
         """Run region detectors on ``frame`` beside its stream (their schedule was due); a
@@ -382,10 +399,11 @@ class AnalysisService:
 
         self._start_beside(detect())
 
-    def _start_beside(self, work: Coroutine[Any, Any, None]) -> None:
+    def _start_beside(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._refreshes.add(task)
         task.add_done_callback(self._refresh_done)
+        return task
 
     def _refresh_done(self, task: asyncio.Task[None]) -> None:
         self._refreshes.discard(task)

@@ -26,7 +26,10 @@ picture for ``max_reuse_s`` (4 s: the models would see the same picture; the age
 safety net). With ``background_refresh`` (live streams) a refresh due only to those ages
 does not hold its sample: the sample reuses the scores, the caller runs the models on it
 beside the stream and reports with ``refreshed``, and that sample becomes the reference;
-until then samples go on reusing, for at most ``max_reuse_s`` past the due time.
+until then samples go on reusing, for at most ``max_reuse_s`` past the due time. Once the
+reference changes before it lands (the models ran on a later sample, or the picture cut
+back to an earlier one) its result could only be dropped: ``refreshing`` turns None, and
+the caller cancels it rather than let it use the models.
 
 A cut back to a picture analysed moments ago (the show after an insert, a camera switched
 back, the slide before) is not new either. The gate keeps the last ``return_refs`` fresh
@@ -278,6 +281,9 @@ class StreamGate:
         """Fresh samples a known-bad match settled before the models ran."""
         self.refreshes = 0
         """Reused samples the models also ran on, beside the stream (background refresh)."""
+        self.refreshes_dropped = 0
+        """Background refreshes abandoned in flight: the models ran on a later sample, or
+        the picture cut back to an earlier one, before they landed."""
         self._refreshing: int | None = None
         """The reference a background refresh in flight was launched on."""
 
@@ -285,6 +291,11 @@ class StreamGate:
     def ref(self) -> int:
         """The fresh analysis later samples reuse now (counts up from 1; 0: none yet)."""
         return self._ref.ref if self._ref is not None else self._count
+
+    @property
+    def refreshing(self) -> int | None:
+        """The reference the background refresh in flight was launched on (None: none)."""
+        return self._refreshing
 
     def held(self) -> set[int]:
         """The fresh analyses a later sample may still reuse (the current and earlier)."""
@@ -308,6 +319,10 @@ class StreamGate:
                 self.returns += 1
                 # The picture came back: its analysis is the current reference again.
                 self._swap(next(r for r in self._earlier if r.ref == decision.ref))
+        if self._refreshing is not None and self._refreshing != self.ref:
+            # Its result could only be dropped when it lands: the caller may cancel it.
+            self._refreshing = None
+            self.refreshes_dropped += 1
         return decision
 
     def _swap(self, new: _Ref) -> None:
@@ -443,4 +458,5 @@ class StreamGate:
             "returns": self.returns,
             "settled": self.settled,
             "refreshes": self.refreshes,
+            "refreshes_dropped": self.refreshes_dropped,
         }

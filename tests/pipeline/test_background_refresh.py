@@ -124,6 +124,36 @@ async def test_a_refresh_waits_behind_the_samples_that_wait_on_a_model() -> None
         analysis.close()
 
 
+async def test_a_refresh_overtaken_by_a_cut_is_cancelled_before_it_runs() -> None:
+    log: list[tuple[str, int]] = []
+    config = load_config(None, environ={})
+    analysis = AnalysisService(
+        [Counting(n, log, slow={100: 0.3}) for n in ("hash", "model")],
+        workers=1,
+        capacity=config.capacity,
+        background_stages=True,
+    )
+    try:
+        for i in range(16):
+            await analysis.analyze(still("a", i, level=60))
+        # Stream c holds the one worker while a's refresh comes due and queues ...
+        c = asyncio.create_task(analysis.analyze(still("c", 0, level=100)))
+        await asyncio.sleep(0.1)
+        await analysis.analyze(still("a", 16, level=60))
+        asked = analysis.stream_stats("a")
+        assert asked is not None and asked["refreshes"] == 1
+        # ... then a cuts to something new: the models run on it, the refresh never does.
+        cut = await analysis.analyze(still("a", 17, level=200))
+        await c
+        await analysis.idle()
+        assert cut.scores["model"] > 1.0
+        assert log.count(("model", 60)) == 1, log  # only a's first sample
+        stats = analysis.stream_stats("a")
+        assert stats is not None and stats["refreshes_dropped"] == 1 and stats["fresh"] == 2
+    finally:
+        analysis.close()
+
+
 def with_detector(log: list[tuple[str, int]], *, live: bool) -> AnalysisService:
     config = load_config(None, environ={})
     analyzers = [Counting(n, log) for n in ("hash", "model", "nudenet-320n")]

@@ -301,6 +301,9 @@ def test_a_cut_while_a_refresh_runs_is_analysed_at_once_and_the_refresh_dropped(
     assert isinstance(d, Reuse) and d.refresh == "age"
     cut = gate.decide(2.25, thumbnail(fit(photo("coffee"))))
     assert isinstance(cut, Fresh) and cut.reason == "cut"
+    # The refresh in flight is abandoned at the cut (the caller cancels it) ...
+    assert gate.refreshing is None and gate.stats()["refreshes_dropped"] == 1
+    # ... and one that lands anyway is dropped.
     assert gate.refreshed(d.ref, thumbnail(still(2.0)), 2.0) is None
     assert gate.ref == 2 and gate.stats()["fresh"] == 2
 
