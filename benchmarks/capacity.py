@@ -76,6 +76,7 @@ import cv2
 import numpy as np
 import websockets
 from loadgen import machine, percentiles
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.feed import Feed
@@ -378,19 +379,57 @@ async def _play(
     return streams, summaries
 
 
-async def run_level(daemon: DaemonProcess, clips: list[dict[str, Any]], n: int) -> dict[str, Any]:
-    """N streams of the mix started at once; waits for all to end."""
+async def run_level(
+    daemon: DaemonProcess, clips: list[dict[str, Any]], n: int, timeline_s: float = 0.0
+) -> dict[str, Any]:
+    """N streams of the mix started at once; waits for all to end. ``timeline_s`` > 0:
+    the daemon's drops and queues are also read that often (a diagnostic: each read
+    costs the daemon a metrics page)."""
     assert daemon.proc is not None
     base = daemon.base
     async with websockets.connect(daemon.ws) as ws, aiohttp.ClientSession() as http:
         feed = Feed(ws)
         before, cpu0, t0 = await _metrics(http, base), _cpu_s(daemon.proc.pid), time.time()
-        streams, summaries = await _play(http, base, feed, clips, n, "u")
+        line: list[list[float]] = []
+        watch = asyncio.create_task(_timeline(http, base, timeline_s, line)) if timeline_s else None
+        try:
+            streams, summaries = await _play(http, base, feed, clips, n, "u")
+        finally:
+            if watch is not None:
+                watch.cancel()
         after, cpu1 = await _metrics(http, base), _cpu_s(daemon.proc.pid)
     stream_s = sum(c["duration_s"] for _, c in streams) or 1.0
-    return _summarize(n, streams, feed, summaries, (before, after), cpu1 - cpu0, stream_s) | {
-        "wall_s": round(time.time() - t0, 1)
-    }
+    extra: dict[str, Any] = {"wall_s": round(time.time() - t0, 1)}
+    if timeline_s:
+        extra["timeline"] = {"columns": ["t_s", "drops", "queued_samples", "model_calls"]}
+        extra["timeline"]["rows"] = line
+    return _summarize(n, streams, feed, summaries, (before, after), cpu1 - cpu0, stream_s) | extra
+
+
+async def _timeline(
+    http: aiohttp.ClientSession, base: str, every_s: float, rows: list[list[float]]
+) -> None:
+    """Append (seconds since start, drops so far, samples queued, model calls pending)."""
+    t0 = time.monotonic()
+    first: float | None = None
+    while True:
+        async with http.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        drops = queued = calls = 0.0
+        for metric in text_string_to_metric_families(text):
+            for sample in metric.samples:
+                if sample.name == "livemod_drops_total" and sample.labels["stage"] == (
+                    "analysis_queue"
+                ):
+                    drops += sample.value
+                elif sample.name == "livemod_queue_depth":
+                    if sample.labels["queue"] == "analysis_queue":
+                        queued = sample.value
+                    elif sample.labels["queue"] == "inference":
+                        calls = sample.value
+        first = drops if first is None else first
+        rows.append([round(time.monotonic() - t0, 2), drops - first, queued, calls])
+        await asyncio.sleep(every_s)
 
 
 def _summarize(
@@ -404,13 +443,14 @@ def _summarize(
 ) -> dict[str, Any]:
     starts = [e for _, e in feed.events if e.get("type") == "action" and e.get("state") == "start"]
     onset_ms: dict[str, list[float]] = {}
+    by_insert: dict[int, list[float]] = {}
     misses: list[dict[str, Any]] = []
     other: dict[str, int] = {}
     caught = total = 0
     for sid, clip in streams:
         mine = [e for e in starts if e.get("stream_id") == sid]
         used: set[int] = set()
-        for onset in clip["onsets_s"]:
+        for nth, onset in enumerate(clip["onsets_s"]):
             total += 1
             hit = next(
                 (
@@ -438,6 +478,7 @@ def _summarize(
             used.add(id(hit))
             delay = float(hit["latency_ms"]) + 1000.0 * (float(hit["media_time_s"]) - onset)
             onset_ms.setdefault("known_bad", []).append(delay)
+            by_insert.setdefault(nth, []).append(delay)
         for e in mine:
             if id(e) not in used:
                 key = f"{e['category']}:{e['action']}"
@@ -461,6 +502,10 @@ def _summarize(
         "other_action_starts": other,
         "onset_to_action_ms": p,
         "onset_to_action_p95_ms": p95,
+        # Every stream of a level starts at once, so its nth inserts all come together.
+        "onset_to_action_by_insert_ms": {
+            str(nth + 1): percentiles(v) for nth, v in sorted(by_insert.items())
+        },
         "drops": drops,
         "samples": samples,
         "samples_per_stream_s": round(samples / stream_s, 2),
@@ -497,6 +542,7 @@ async def climb(
     *,
     stop: bool = True,
     name: str = "",
+    timeline_s: float = 0.0,
 ) -> dict[str, Any]:
     """Levels in order on one daemon until two in a row are not sustained (one failure
     on a shared machine can be a neighbour's burst)."""
@@ -511,7 +557,7 @@ async def climb(
     results: list[dict[str, Any]] = []
     try:
         for n in levels:
-            level = await run_level(daemon, clips, n)
+            level = await run_level(daemon, clips, n, timeline_s)
             results.append(level)
             if stop and len(results) >= 2 and not any(r["sustained"] for r in results[-2:]):
                 break
@@ -987,12 +1033,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         delays = None if args.no_scan else await media_delays(scanned, known_bad)
         stop = not args.all_levels
         off = await climb(work, known_bad, clips, args.baseline_levels, OFF, stop=stop)
-        on = await climb(work, known_bad, clips, args.gated_levels, {}, stop=stop)
+        on = await climb(
+            work, known_bad, clips, args.gated_levels, {}, stop=stop, timeline_s=args.timeline
+        )
         prev = None
         if args.prev or args.prev_env:
             levels = args.gated_levels
             env = {**PREVIOUS.get(args.prev or "", {}), **dict(args.prev_env)}
-            prev = await climb(work, known_bad, clips, levels, env, stop=stop, name="prev")
+            prev = await climb(
+                work,
+                known_bad,
+                clips,
+                levels,
+                env,
+                stop=stop,
+                name="prev",
+                timeline_s=args.timeline,
+            )
     ratio = (
         round(on["sustained_streams"] / off["sustained_streams"], 2)
         if off["sustained_streams"]
@@ -1079,6 +1136,13 @@ def main() -> int:
         "alone: the current defaults with only these changed)",
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
+    parser.add_argument(
+        "--timeline",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="read the gated daemons' drops and queues every S seconds (a diagnostic)",
+    )
     parser.add_argument(
         "--bframes",
         type=int,
