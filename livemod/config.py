@@ -312,6 +312,13 @@ class GatingConfig(_Section):
         description="Live streams: a refresh due only to age (max_reuse_s, motion_reuse_s) "
         "runs beside the stream, which reuses the scores until it is in (max_reuse_s at most)",
     )
+    beside_yield_s: float = Field(
+        0.5,
+        ge=0,
+        le=30,
+        description="A model call beside the streams (a refresh, a scheduled detector run) "
+        "waits behind the calls samples wait on, up to those this much younger than it",
+    )
     return_refs: int = Field(
         3,
         ge=0,

@@ -18,7 +18,7 @@ streams also leave to the background the model work nothing on screen asked for:
 refresh due only to age (``capacity.gating.background_refresh``) and a region detector
 due only by its schedule (``capacity.cascade.schedule_beside``). Its model calls go to
 the same workers behind every call a sample waits on (``PriorityPool``, with a handicap of
-``BESIDE_YIELD_S``), and its result joins the stream's next samples.
+``capacity.gating.beside_yield_s``), and its result joins the stream's next samples.
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ from livemod.vision.base import AnalyzerResult, FrameAnalyzer, StageEvidence, St
 from livemod.vision.batching import BatchPolicy, MicroBatcher
 
 log = logging.getLogger(__name__)
-
-BESIDE_YIELD_S = 0.5
-"""A model call beside the streams (a refresh, a scheduled detector run) waits behind the
-calls samples wait on, up to those this much younger than it (``PriorityPool``)."""
 
 ENDED_KEPT = 1024
 """Ended streams whose gate counts stay readable (their summaries outlive them)."""
@@ -85,7 +81,8 @@ class AnalysisService:
         self._analyzers = list(analyzers)
         # Per-stream stages (OCR) see the whole VideoFrame and schedule their own work.
         self._stages = list(stages)
-        self._pool = PriorityPool(workers, "livemod-infer", BESIDE_YIELD_S)
+        # Beside work's handicap comes from ``capacity`` (``_plan``); without it none runs.
+        self._pool = PriorityPool(workers, "livemod-infer", 0.0)
         self._pending = 0
         # One batcher per analyzer: frames of every stream share each model call.
         # The default policy (batch of 1, no wait) adds no latency on a CPU.
@@ -134,6 +131,7 @@ class AnalysisService:
             dict(c.settle_scores),
         )
         self._schedule_beside = self._background and c.enabled and c.schedule_beside
+        self._pool.handicap_s = g.beside_yield_s
         self._reuse_always = g.enabled and g.reuse_always
         for i, analyzer in enumerate(self._analyzers):
             name = model_name(analyzer)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import numpy as np
 
 from livemod.app.build import build_analyzers
 from livemod.config import RatesConfig, SamplingConfig, load_config
 from livemod.events.hub import EventHub
+from livemod.messages import VideoFrame
 from livemod.paths import DEFAULT_POLICY
 from livemod.pipeline.analysis import AnalysisService
 from livemod.pipeline.rates import RateController, RateLoop, RatePolicy, StreamView
@@ -134,5 +138,36 @@ def test_the_loop_sets_real_sessions_samplers(tmp_path: Path) -> None:
         assert sampler.fps == config.capacity.rates.calm_fps
         got = [t for t in (6 + i / 30 for i in range(300)) if sampler.admit(t)]
         assert 19 <= len(got) <= 21  # 2 fps for 10 s
+    finally:
+        analysis.close()
+
+
+def test_a_sample_waiting_for_its_first_analysis_counts_as_overload(tmp_path: Path) -> None:
+    """A stream whose first samples still wait (many streams started at once) has no
+    analysed lag yet; the wait of its oldest sample counts, so shedding starts before
+    the queue overflows."""
+    config = load_config(None, environ={})
+    analysis = AnalysisService(build_analyzers(config)[:1], workers=1)
+    engine = VoteEngine(load_policy(DEFAULT_POLICY))
+    hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
+    sessions = {
+        sid: Session(
+            SessionInfo(sid, "u", sid, "rtmp://127.0.0.1/live/x"), config, analysis, engine, hub
+        )
+        for sid in ("a", "b")
+    }
+    loop = RateLoop(sessions, engine, config.capacity.rates, config.sampling)
+    try:
+        for s in sessions.values():
+            s.status = "live"
+            s.sampler.admit(0.0)
+        assert all(not r.shed for r in loop.revise().values())
+        image = np.zeros((360, 640, 3), dtype=np.uint8)
+        waited = time.time() - 1.5
+        sessions["a"]._offer(VideoFrame("a", 0, 0.0, waited, image))
+        assert sessions["a"].backlog_s(waited + 1.5) == 1.5
+        assert sessions["b"].backlog_s(waited + 1.5) == 0.0
+        plan = loop.revise()
+        assert sum(r.shed for r in plan.values()) == 1
     finally:
         analysis.close()
