@@ -384,6 +384,13 @@ class RatesConfig(_Section):
         10.0, ge=0, description="Seconds without any hit before a stream counts as calm"
     )
     shed_fps: float = Field(2.0, ge=0.25, le=30.0, description="Rate of a shed stream")
+    shed_reuse_scale: float = Field(
+        2.0,
+        ge=1.0,
+        le=8.0,
+        description="A shed stream reuses scores this many times longer before its models "
+        "run again only because of their age (capacity.gating max_reuse_s, motion_reuse_s)",
+    )
     overload_lag_s: float = Field(
         0.75, gt=0, description="Analysis lag (arrival to done) that counts as overload"
     )

@@ -196,6 +196,13 @@ class AnalysisService:
             while len(self._ended) > ENDED_KEPT:
                 self._ended.popitem(last=False)
 
+    def stretch(self, stream_id: str, scale: float) -> None:
+        """Scale the reuse ages after which ``stream_id``'s scores are refreshed (1: as
+        configured; more under overload, see ``capacity.rates.shed_reuse_scale``)."""
+        gate = self._gates.get(stream_id)
+        if gate is not None:
+            gate.stretch = scale
+
     def stream_stats(self, stream_id: str) -> dict[str, int] | None:
         """Fresh and reused samples and detector runs of one stream (None: no gating)."""
         gate = self._gates.get(stream_id)

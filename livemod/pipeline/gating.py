@@ -286,6 +286,9 @@ class StreamGate:
         the picture cut back to an earlier one, before they landed."""
         self._refreshing: int | None = None
         """The reference a background refresh in flight was launched on."""
+        self.stretch = 1.0
+        """Scale of the reuse ages that ask for a refresh (a stream shed under overload
+        refreshes less often; ``capacity.rates.shed_reuse_scale``)."""
 
     @property
     def ref(self) -> int:
@@ -345,11 +348,12 @@ class StreamGate:
         age = abs(media_time_s - ref.at)
         if change < gate.change_threshold:
             unchanged = Reuse("unchanged", change, age, ref.ref)
-            if age >= gate.max_reuse_s:
-                return self._renew("age", unchanged, Fresh("age", change), gate.max_reuse_s)
+            due = gate.max_reuse_s * self.stretch
+            if age >= due:
+                return self._renew("age", unchanged, Fresh("age", change), due)
             return unchanged
         if change < gate.cut_threshold and gate.motion_reuse:
-            due = min(gate.motion_reuse_s, gate.max_reuse_s)
+            due = min(gate.motion_reuse_s, gate.max_reuse_s) * self.stretch
             if (age < due or gate.background_refresh) and self._same_content(ref, thumb):
                 moved = Reuse("motion", change, age, ref.ref)
                 if age < due:

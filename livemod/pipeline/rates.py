@@ -11,7 +11,10 @@ session's sampler every ``capacity.rates.interval_s``.
   samples not analysed yet, or new drops), the
   lowest-risk streams are *shed* first: ``shed_fps``, first-minute boost suspended, one
   tranche more per revision while the overload lasts, one tranche less per revision once
-  the lag is back under half the limit. A suspicious stream is never shed.
+  the lag is back under half the limit. A suspicious stream is never shed. A shed
+  stream's gate also waits ``shed_reuse_scale`` times longer before refreshing scores
+  only because of their age: with gating most model work comes by the clock (refreshes)
+  and by the content (cuts), not by the sample.
 """
 
 from __future__ import annotations
@@ -157,6 +160,7 @@ class RateLoop:
         self._sessions = sessions
         self._engine = engine
         self._interval = rates.interval_s
+        self._shed_reuse_scale = rates.shed_reuse_scale
         self._controller = RateController(RatePolicy.of(rates, sampling))
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -204,8 +208,11 @@ class RateLoop:
         plan = self._controller.plan(views, self._clock(), drops)
         by_id = {s.info.id: s for s in live}
         for sid, rate in plan.items():
-            sampler = by_id[sid].sampler
-            sampler.set_fps(rate.fps)
-            sampler.hold_initial_boost(rate.shed)
+            session = by_id[sid]
+            session.sampler.set_fps(rate.fps)
+            session.sampler.hold_initial_boost(rate.shed)
+            # The gated pipeline's work is mostly by time, not by sample: a shed stream
+            # also refreshes its reused scores less often.
+            session.stretch_reuse(self._shed_reuse_scale if rate.shed else 1.0)
             metrics.RATE_DECISIONS.labels(rate.state).inc()
         return plan

@@ -236,6 +236,10 @@ class Session:
         """Sampled frames waiting for analysis."""
         return len(self._queue)
 
+    def stretch_reuse(self, scale: float) -> None:
+        """Refresh reused scores ``scale`` times less often (a stream shed under overload)."""
+        self._analysis.stretch(self.info.id, scale)
+
     def backlog_s(self, now: float) -> float:
         """How long the oldest sample not yet analysed (in analysis or queued) has waited
         at wall-clock ``now``: the lag the next analysed sample will have at least, known

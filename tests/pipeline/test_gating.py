@@ -62,6 +62,15 @@ def test_unchanged_samples_reuse_until_the_reuse_age() -> None:
     assert all(isinstance(d, Reuse) and d.age_s < 2.0 for d in decisions[1:8])
 
 
+def test_a_stretched_gate_refreshes_less_often_but_still_runs_a_cut() -> None:
+    gate = StreamGate(GATE, CASCADE)
+    gate.stretch = 2.0  # shed under overload
+    decisions = [gate.decide(i / 4, thumbnail(still(i / 4))) for i in range(20)]
+    assert [i / 4 for i, d in enumerate(decisions) if isinstance(d, Fresh)] == [0.0, 4.0]
+    cut = gate.decide(5.0, thumbnail(fit(photo("coffee"))))
+    assert isinstance(cut, Fresh) and cut.reason == "cut"
+
+
 def test_without_motion_reuse_motion_and_cuts_always_run_the_models() -> None:
     gate = StreamGate(replace(GATE, motion_reuse=False), CASCADE)
     # A 60x60 box moving 30 px a sample (1.6 % of the picture): never two reuses in a row.

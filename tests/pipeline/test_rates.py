@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -147,7 +148,9 @@ def test_a_sample_waiting_for_its_first_analysis_counts_as_overload(tmp_path: Pa
     analysed lag yet; the wait of its oldest sample counts, so shedding starts before
     the queue overflows."""
     config = load_config(None, environ={})
-    analysis = AnalysisService(build_analyzers(config)[:1], workers=1)
+    analysis = AnalysisService(
+        build_analyzers(config)[:1], workers=1, capacity=config.capacity, background_stages=True
+    )
     engine = VoteEngine(load_policy(DEFAULT_POLICY))
     hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
     sessions = {
@@ -158,16 +161,20 @@ def test_a_sample_waiting_for_its_first_analysis_counts_as_overload(tmp_path: Pa
     }
     loop = RateLoop(sessions, engine, config.capacity.rates, config.sampling)
     try:
-        for s in sessions.values():
+        image = np.zeros((360, 640, 3), dtype=np.uint8)
+        for sid, s in sessions.items():
             s.status = "live"
             s.sampler.admit(0.0)
+            asyncio.run(analysis.analyze(VideoFrame(sid, 0, 0.0, time.time(), image)))
         assert all(not r.shed for r in loop.revise().values())
-        image = np.zeros((360, 640, 3), dtype=np.uint8)
         waited = time.time() - 1.5
         sessions["a"]._offer(VideoFrame("a", 0, 0.0, waited, image))
         assert sessions["a"].backlog_s(waited + 1.5) == 1.5
         assert sessions["b"].backlog_s(waited + 1.5) == 0.0
         plan = loop.revise()
         assert sum(r.shed for r in plan.values()) == 1
+        # A shed stream also refreshes its reused scores less often.
+        stretch = {sid: analysis._gates[sid].stretch for sid in plan}
+        assert sorted(stretch.values()) == [1.0, config.capacity.rates.shed_reuse_scale]
     finally:
         analysis.close()
