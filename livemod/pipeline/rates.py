@@ -7,8 +7,7 @@ session's sampler every ``capacity.rates.interval_s``.
 - A *suspicious* stream (a recent hit) is left to its sampler's boost (``boost_fps``).
 - A stream in its first ``sampling.boost_initial_s`` keeps the first-minute boost.
 - A *calm* stream (no hit for ``calm_after_s``) drops to ``calm_fps``.
-- Under overload (the worst analysis lag above ``overload_lag_s``, counting the wait of
-  samples not analysed yet, or new drops), the
+- Under overload (the worst analysis lag above ``overload_lag_s``, or new drops), the
   lowest-risk streams are *shed* first: ``shed_fps``, first-minute boost suspended, one
   tranche more per revision while the overload lasts, one tranche less per revision once
   the lag is back under half the limit. A suspicious stream is never shed. A shed
@@ -72,8 +71,7 @@ class StreamView:
     initial: bool
     """In its first-minute boost."""
     lag_s: float
-    """Arrival to analysis done of its latest sample, or the wait of its oldest sample
-    not yet analysed if that is longer."""
+    """Arrival to analysis done of its latest sample."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +189,6 @@ class RateLoop:
         ]
         views = []
         drops = 0
-        now = time.time()  # samples' arrival clock
         for s in live:
             key = s.info.key
             last = s.sampler.last_time
@@ -201,7 +198,7 @@ class RateLoop:
                     risk=max(self._engine.levels(key).values(), default=0.0),
                     suspicious=self._engine.suspicious(key),
                     initial=last is not None and s.sampler.in_initial_boost(last),
-                    lag_s=max(s.last_lag_s, s.backlog_s(now)),
+                    lag_s=s.last_lag_s,
                 )
             )
             drops += s.drops

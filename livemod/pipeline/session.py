@@ -165,8 +165,6 @@ class Session:
         self.flagged: list[float] = []
         self.actions: list[dict[str, Any]] = []
         self.last_lag_s = 0.0
-        self._head_arrival: float | None = None
-        """Arrival (wall clock) of the sample in analysis now, if one is."""
         self._evidence_ids: dict[tuple[str, str], str] = {}
         self._side_tasks: set[asyncio.Future[Any]] = set()
 
@@ -240,15 +238,6 @@ class Session:
         """Refresh reused scores ``scale`` times less often (a stream shed under overload)."""
         self._analysis.stretch(self.info.id, scale)
 
-    def backlog_s(self, now: float) -> float:
-        """How long the oldest sample not yet analysed (in analysis or queued) has waited
-        at wall-clock ``now``: the lag the next analysed sample will have at least, known
-        before it is analysed (a stream's first sample, a burst of cuts)."""
-        oldest = self._head_arrival
-        if oldest is None and self._queue:
-            oldest = self._queue[0].t_arrival
-        return 0.0 if oldest is None else max(0.0, now - oldest)
-
     def stop(self) -> None:
         self._source.stop()
 
@@ -321,11 +310,7 @@ class Session:
             self.first_frame_at = time.time()
             self.status = "live"
         self.ring.push(frame)
-        self._head_arrival = frame.t_arrival
-        try:
-            analysis = await self._analysis.analyze(frame)
-        finally:
-            self._head_arrival = None
+        analysis = await self._analysis.analyze(frame)
         self.samples += 1
         self.last_lag_s = analysis.t_analyzed - frame.t_arrival
         metrics.SAMPLE_LATENCY.observe(self.last_lag_s)
