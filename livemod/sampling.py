@@ -20,9 +20,10 @@ from livemod.messages import VideoFrame
 class FrameSampler:
     """Admits frames at ``fps`` (``boost_fps`` while boosted) by media time.
 
-    Boost covers the first ``boost_initial_s`` of a session and the
-    ``boost_suspicious_s`` after the policy marks the stream suspicious, so a
-    developing violation is confirmed at a higher rate. The base rate may be changed
+    Boost covers the first ``boost_initial_s`` of a session (from its first analysed
+    sample on, with ``initial_after_first``) and the ``boost_suspicious_s`` after the
+    policy marks the stream suspicious, so a developing violation is confirmed at a
+    higher rate. The base rate may be changed
     while the stream runs (:meth:`set_fps`, the adaptive rate controller).
 
     The admitted rate never exceeds ``max(fps, boost_fps)`` whatever the decoder's
@@ -39,6 +40,7 @@ class FrameSampler:
         *,
         boost_initial_s: float = 0.0,
         boost_suspicious_s: float = 0.0,
+        initial_after_first: bool = False,
     ) -> None:
         if fps <= 0 or boost_fps <= 0:
             raise ValueError("fps and boost_fps must be positive")
@@ -57,6 +59,10 @@ class FrameSampler:
         self._lock = threading.Lock()
         self._boost_until = 0.0
         self._initial_held = False
+        self._awaiting_first = initial_after_first
+        """The first-minute boost waits until the first sample is analysed
+        (:meth:`first_analysed`): a live stream that starts among many, while its first
+        analysis queues, would only queue more samples behind it."""
         self.last_time: float | None = None
         """Media time of the latest frame the decoder offered (admitted or not)."""
         self.admitted = 0
@@ -88,13 +94,24 @@ class FrameSampler:
         A suspicious boost still applies."""
         self._initial_held = held
 
+    def first_analysed(self) -> None:
+        """The stream's first sample is analysed: the first-minute boost may apply (it still
+        ends ``boost_initial_s`` after the first frame). The next slot is pulled in to one
+        boosted interval after the last one taken, as if the boost had applied all along."""
+        if not self._awaiting_first:
+            return
+        self._awaiting_first = False
+        if self._boost_initial_s > 0 and not self._initial_held:
+            with self._lock:
+                self._pull_in(self._boost_interval)
+
     def in_initial_boost(self, media_time_s: float) -> bool:
         """Whether ``media_time_s`` lies in the session's first ``boost_initial_s``."""
         origin = self._origin
         return origin is not None and media_time_s - origin < self._boost_initial_s
 
     def boosted(self, media_time_s: float) -> bool:
-        if not self._initial_held and self.in_initial_boost(media_time_s):
+        if not (self._initial_held or self._awaiting_first) and self.in_initial_boost(media_time_s):
             return True
         with self._lock:
             return media_time_s < self._boost_until

@@ -38,6 +38,20 @@ def test_initial_boost_then_normal_rate() -> None:
     assert 19 <= len(later) <= 21
 
 
+def test_initial_boost_waits_for_the_first_analysis() -> None:
+    """A live stream started among many: while its first sample waits for analysis it is
+    sampled at the base rate; the boost starts with the first result and still ends
+    boost_initial_s after the first frame."""
+    sampler = FrameSampler(4.0, 8.0, boost_initial_s=5.0, initial_after_first=True)
+    waiting = admitted(sampler, 30.0, 2.0)
+    assert 7 <= len(waiting) <= 9  # 4 fps
+    sampler.first_analysed()
+    boosted = admitted(sampler, 30.0, 3.0, start=2.0)
+    assert 23 <= len(boosted) <= 25  # 8 fps from the next boosted slot on
+    later = admitted(sampler, 30.0, 5.0, start=5.0)
+    assert 19 <= len(later) <= 21  # the first minute (here 5 s) still ends on time
+
+
 def test_suspicious_boost_is_bounded_in_time() -> None:
     sampler = FrameSampler(4.0, 8.0, boost_suspicious_s=2.0)
     admitted(sampler, 30.0, 5.0)

@@ -33,6 +33,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "rate_p": draw(st.floats(0.0, 0.05)),
         "initial_s": draw(st.sampled_from([0.0, 2.0, 60.0])),
         "suspicious_s": draw(st.sampled_from([0.0, 1.0, 10.0])),
+        "after_first": draw(st.booleans()),
         "seed": draw(st.integers(0, 2**32 - 1)),
     }
 
@@ -46,6 +47,7 @@ def simulate(sc: dict[str, object], seconds: float = 20.0) -> tuple[list[float],
         boost,
         boost_initial_s=float(sc["initial_s"]),  # type: ignore[arg-type]
         boost_suspicious_s=float(sc["suspicious_s"]),  # type: ignore[arg-type]
+        initial_after_first=bool(sc.get("after_first", False)),
     )
     period = 1.0 / float(sc["source_fps"])  # type: ignore[arg-type]
     jitter, lag = float(sc["jitter"]), float(sc["lag_s"])  # type: ignore[arg-type]
@@ -60,6 +62,7 @@ def simulate(sc: dict[str, object], seconds: float = 20.0) -> tuple[list[float],
         # Analysis finishes ``lag`` behind the decoder and marks the analyzed time.
         while pending and pending[0] <= t - lag:
             done = pending.pop(0)
+            sampler.first_analysed()
             if rng.random() < float(sc["mark_p"]):  # type: ignore[arg-type]
                 sampler.mark_suspicious(done)
         if rng.random() < float(sc["rate_p"]):  # type: ignore[arg-type]

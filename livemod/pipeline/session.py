@@ -103,6 +103,9 @@ class Session:
             s.boost_fps,
             boost_initial_s=s.boost_initial_s,
             boost_suspicious_s=s.boost_suspicious_s,
+            # Live: a stream started among many boosts once its analysis has begun (a
+            # file read with backpressure waits for analysis anyway).
+            initial_after_first=not blocking,
         )
         self.ring = FrameRing(s.ring_frames)
         self._queue: deque[VideoFrame] = deque()
@@ -312,6 +315,8 @@ class Session:
         self.ring.push(frame)
         analysis = await self._analysis.analyze(frame)
         self.samples += 1
+        if self.samples == 1:
+            self.sampler.first_analysed()
         self.last_lag_s = analysis.t_analyzed - frame.t_arrival
         metrics.SAMPLE_LATENCY.observe(self.last_lag_s)
         started = time.perf_counter()
