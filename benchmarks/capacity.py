@@ -354,11 +354,15 @@ async def _play(
     clips: list[dict[str, Any]],
     n: int,
     prefix: str,
+    stagger_s: float = 0.0,
 ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-    """Start ``n`` streams of ``clips`` through ``POST /v1/streams`` at once, wait until
-    each has ended (or a minute past the longest clip) and read their summaries."""
+    """Start ``n`` streams of ``clips`` through ``POST /v1/streams`` at once (or spread
+    evenly over ``stagger_s``), wait until each has ended (or a minute past the longest
+    clip) and read their summaries."""
     streams: list[tuple[str, dict[str, Any]]] = []
     for i in range(n):
+        if i and stagger_s > 0:
+            await asyncio.sleep(stagger_s / n)
         clip = clips[i % len(clips)]
         body = {"url": clip["path"], "user_id": f"{prefix}{n}-{i}", "room_id": f"r{n}-{i}"}
         async with http.post(f"{base}/v1/streams", json={**body, "realtime": True}) as resp:
@@ -380,7 +384,11 @@ async def _play(
 
 
 async def run_level(
-    daemon: DaemonProcess, clips: list[dict[str, Any]], n: int, timeline_s: float = 0.0
+    daemon: DaemonProcess,
+    clips: list[dict[str, Any]],
+    n: int,
+    timeline_s: float = 0.0,
+    stagger_s: float = 0.0,
 ) -> dict[str, Any]:
     """N streams of the mix started at once; waits for all to end. ``timeline_s`` > 0:
     the daemon's drops and queues are also read that often (a diagnostic: each read
@@ -393,7 +401,7 @@ async def run_level(
         line: list[list[float]] = []
         watch = asyncio.create_task(_timeline(http, base, timeline_s, line)) if timeline_s else None
         try:
-            streams, summaries = await _play(http, base, feed, clips, n, "u")
+            streams, summaries = await _play(http, base, feed, clips, n, "u", stagger_s)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -543,6 +551,7 @@ async def climb(
     stop: bool = True,
     name: str = "",
     timeline_s: float = 0.0,
+    stagger_s: float = 0.0,
 ) -> dict[str, Any]:
     """Levels in order on one daemon until two in a row are not sustained (one failure
     on a shared machine can be a neighbour's burst)."""
@@ -557,7 +566,7 @@ async def climb(
     results: list[dict[str, Any]] = []
     try:
         for n in levels:
-            level = await run_level(daemon, clips, n, timeline_s)
+            level = await run_level(daemon, clips, n, timeline_s, stagger_s)
             results.append(level)
             if stop and len(results) >= 2 and not any(r["sustained"] for r in results[-2:]):
                 break
@@ -1032,9 +1041,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         scanned = clips[:1] if args.quick else clips[: len(KINDS)]
         delays = None if args.no_scan else await media_delays(scanned, known_bad)
         stop = not args.all_levels
-        off = await climb(work, known_bad, clips, args.baseline_levels, OFF, stop=stop)
+        every, stagger = args.timeline, args.stagger
+        off = await climb(
+            work, known_bad, clips, args.baseline_levels, OFF, stop=stop, stagger_s=stagger
+        )
         on = await climb(
-            work, known_bad, clips, args.gated_levels, {}, stop=stop, timeline_s=args.timeline
+            work,
+            known_bad,
+            clips,
+            args.gated_levels,
+            {},
+            stop=stop,
+            timeline_s=every,
+            stagger_s=stagger,
         )
         prev = None
         if args.prev or args.prev_env:
@@ -1048,7 +1067,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 env,
                 stop=stop,
                 name="prev",
-                timeline_s=args.timeline,
+                timeline_s=every,
+                stagger_s=stagger,
             )
     ratio = (
         round(on["sustained_streams"] / off["sustained_streams"], 2)
@@ -1070,6 +1090,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             + (f"{args.bframes} B-frames in a row" if args.bframes else "zerolatency, no B-frames"),
             "insert_s": INSERT_S,
             "sustained_rule": "all started, every insert caught, no drops, onset->action p95 <= 1s",
+            "start": (
+                f"a level's streams started evenly over {args.stagger:g} s"
+                if args.stagger
+                else "a level's streams started at once"
+            ),
         },
         "baseline": off,
         "gated": on,
@@ -1142,6 +1167,14 @@ def main() -> int:
         default=0.0,
         metavar="S",
         help="read the gated daemons' drops and queues every S seconds (a diagnostic)",
+    )
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start a level's streams evenly over S seconds, not at once (copies of one "
+        "clip then no longer cut and show their inserts in the same instant)",
     )
     parser.add_argument(
         "--bframes",
