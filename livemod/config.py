@@ -421,8 +421,11 @@ class VisionConfig(_Section):
     manifest: Path = Field(MODELS_MANIFEST, description="Model manifest file")
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per call")
     workers: int = Field(2, ge=1, le=64, description="Concurrent analysis calls")
-    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
-        "auto", description="ONNX Runtime execution providers (auto: TensorRT, CUDA, else CPU)"
+    providers: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
+        "auto",
+        description="ONNX Runtime execution providers (auto: TensorRT, CUDA, else CPU); "
+        "openvino: OpenVINO in bf16 on a CPU that computes it (the vision models; OCR stays "
+        "on ONNX Runtime)",
     )
     batch_size: int = Field(1, ge=1, le=256, description="Frames of all streams per model call")
     batch_wait_ms: float = Field(0.0, ge=0, le=100, description="Longest wait to fill a batch")

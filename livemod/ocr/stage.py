@@ -327,13 +327,16 @@ class OcrStage:
 def build_ocr_stage(config: Config) -> OcrStage:
     """The OCR stage the ``ocr`` config section describes (models verified, text policy
     loaded). Raises ``ModelError`` or ``ConfigError`` at start-up."""
-    from livemod.vision import providers
+    from livemod.vision import openvino, providers
     from livemod.vision.manifest import load_manifest
 
     c = config.ocr
     plan = providers.resolve(config.vision.providers)
     # TensorRT would build an engine for every new text-line width: CUDA or CPU only.
-    chosen = [p for p in plan.providers if p != "TensorrtExecutionProvider"]
+    # OpenVINO (vision.providers: openvino) is for the vision models only.
+    chosen = [
+        p for p in plan.providers if p not in ("TensorrtExecutionProvider", openvino.PROVIDER)
+    ] or ["CPUExecutionProvider"]
     options = OcrOptions(c.det_limit_side_len, c.box_thresh, c.min_text_score, c.threads)
     engine = OcrEngine.from_manifest(load_manifest(config.vision.manifest), options, chosen)
     for name in (DET_MODEL, REC_MODEL):

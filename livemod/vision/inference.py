@@ -13,13 +13,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from livemod.errors import ModelError
+from livemod.vision import openvino
 
 IoBindingChoice = Literal["auto", "on", "off"]
 
@@ -68,6 +69,9 @@ def make_session(
     """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share).
 
     ``engine_cache``: where TensorRT keeps its built engines (see ``provider_entries``)."""
+    if providers and providers[0] == openvino.PROVIDER:
+        # Duck-typed: the subset of InferenceSession the analyzers call.
+        return cast(ort.InferenceSession, openvino.OpenVinoSession(path, threads))
     opts = ort.SessionOptions()
     # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
     opts.intra_op_num_threads = max(1, threads)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from livemod.errors import ConfigError
+from livemod.vision import openvino
 
 log = logging.getLogger(__name__)
 
-ProviderChoice = Literal["auto", "cpu", "cuda", "tensorrt"]
+ProviderChoice = Literal["auto", "cpu", "cuda", "tensorrt", "openvino"]
 
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -57,10 +58,18 @@ def check_single_runtime() -> None:
         )
 
 
-def plan(choice: ProviderChoice, available: list[str]) -> ProviderPlan:
-    """Pure: the provider list for a configured choice and what the runtime offers."""
+def plan(
+    choice: ProviderChoice, available: list[str], *, openvino_bf16: bool = False
+) -> ProviderPlan:
+    """Pure: the provider list for a configured choice, what the runtime offers and
+    whether OpenVINO can run bf16 on this CPU (``vision.providers: openvino`` only)."""
     if choice == "cpu":
         return ProviderPlan((_CPU,), "cpu")
+    if choice == "openvino":
+        if openvino_bf16:
+            return ProviderPlan((openvino.PROVIDER,), "cpu")
+        missing = "vision.providers=openvino but OpenVINO or this CPU's bf16 is missing"
+        return ProviderPlan((_CPU,), "cpu", missing)
     wanted: list[str] = []
     if choice in ("auto", "tensorrt") and _TRT in available:
         wanted.append(_TRT)
@@ -82,7 +91,8 @@ def resolve(choice: ProviderChoice) -> ProviderPlan:
     import onnxruntime as ort
 
     check_single_runtime()
-    result = plan(choice, list(ort.get_available_providers()))
+    bf16 = choice == "openvino" and openvino.bf16_capable()
+    result = plan(choice, list(ort.get_available_providers()), openvino_bf16=bf16)
     if result.fallback_reason:
         log.info("inference on CPU: %s", result.fallback_reason)
     else:
