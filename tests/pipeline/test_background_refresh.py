@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,8 +97,9 @@ async def test_a_scan_runs_the_models_on_the_sample_itself() -> None:
         analysis.close()
 
 
-async def test_a_refresh_waits_behind_the_samples_that_wait_on_a_model() -> None:
-    log: list[tuple[str, int]] = []
+async def one_worker_with_a_refresh_due(log: list[tuple[str, int]]) -> AnalysisService:
+    """A live service with one worker whose stream "a" (level 60) has its age refresh due
+    on its next sample; a picture at level 100 holds the worker 0.3 s."""
     config = load_config(None, environ={})
     analysis = AnalysisService(
         [Counting(n, log, slow={100: 0.3}) for n in ("hash", "model")],
@@ -105,14 +107,27 @@ async def test_a_refresh_waits_behind_the_samples_that_wait_on_a_model() -> None
         capacity=config.capacity,
         background_stages=True,
     )
+    for i in range(16):
+        await analysis.analyze(still("a", i, level=60))
+    return analysis
+
+
+async def refresh_behind_a_busy_worker(analysis: AnalysisService) -> asyncio.Task[Any]:
+    """Stream c's first sample (level 100) takes the one worker; then a's next sample asks
+    for its refresh, which queues. Returns c's analysis."""
+    c = asyncio.create_task(analysis.analyze(still("c", 0, level=100)))
+    await asyncio.sleep(0.1)
+    await analysis.analyze(still("a", 16, level=60))
+    return c
+
+
+async def test_a_refresh_waits_behind_the_samples_that_wait_on_a_model() -> None:
+    log: list[tuple[str, int]] = []
+    analysis = await one_worker_with_a_refresh_due(log)
     try:
-        for i in range(16):
-            await analysis.analyze(still("a", i, level=60))
         # Stream c's first sample holds the one worker; meanwhile a's refresh comes due
         # and then b's first sample arrives: both queue.
-        c = asyncio.create_task(analysis.analyze(still("c", 0, level=100)))
-        await asyncio.sleep(0.1)
-        await analysis.analyze(still("a", 16, level=60))
+        c = await refresh_behind_a_busy_worker(analysis)
         b = asyncio.create_task(analysis.analyze(still("b", 0, level=200)))
         await asyncio.gather(b, c)
         await analysis.idle()
@@ -126,20 +141,10 @@ async def test_a_refresh_waits_behind_the_samples_that_wait_on_a_model() -> None
 
 async def test_a_refresh_overtaken_by_a_cut_is_cancelled_before_it_runs() -> None:
     log: list[tuple[str, int]] = []
-    config = load_config(None, environ={})
-    analysis = AnalysisService(
-        [Counting(n, log, slow={100: 0.3}) for n in ("hash", "model")],
-        workers=1,
-        capacity=config.capacity,
-        background_stages=True,
-    )
+    analysis = await one_worker_with_a_refresh_due(log)
     try:
-        for i in range(16):
-            await analysis.analyze(still("a", i, level=60))
         # Stream c holds the one worker while a's refresh comes due and queues ...
-        c = asyncio.create_task(analysis.analyze(still("c", 0, level=100)))
-        await asyncio.sleep(0.1)
-        await analysis.analyze(still("a", 16, level=60))
+        c = await refresh_behind_a_busy_worker(analysis)
         asked = analysis.stream_stats("a")
         assert asked is not None and asked["refreshes"] == 1
         # ... then a cuts to something new: the models run on it, the refresh never does.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from livemod.app.build import build_analyzers
-from livemod.config import RatesConfig, SamplingConfig, load_config
+from livemod.config import Config, RatesConfig, SamplingConfig, load_config
 from livemod.events.hub import EventHub
 from livemod.messages import VideoFrame
 from livemod.paths import DEFAULT_POLICY
@@ -103,6 +103,19 @@ def test_a_shed_stream_gives_up_its_first_minute_boost() -> None:
     assert 39 <= len(hot) <= 41
 
 
+def two_sessions(
+    tmp_path: Path, config: Config, analysis: AnalysisService, engine: VoteEngine
+) -> dict[str, Session]:
+    """Real sessions "a" and "b" (never started) sharing one analysis and vote."""
+    hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
+    return {
+        sid: Session(
+            SessionInfo(sid, "u", sid, "rtmp://127.0.0.1/live/x"), config, analysis, engine, hub
+        )
+        for sid in ("a", "b")
+    }
+
+
 def test_the_loop_sets_real_sessions_samplers(tmp_path: Path) -> None:
     """RateLoop.revise over real Session objects: a quiet stream past its first minute
     goes calm, and its sampler admits at calm_fps."""
@@ -115,13 +128,7 @@ def test_the_loop_sets_real_sessions_samplers(tmp_path: Path) -> None:
     )
     analysis = AnalysisService(build_analyzers(config)[:1], workers=1)  # known-bad only
     engine = VoteEngine(load_policy(DEFAULT_POLICY))
-    hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
-    sessions = {
-        sid: Session(
-            SessionInfo(sid, "u", sid, "rtmp://127.0.0.1/live/x"), config, analysis, engine, hub
-        )
-        for sid in ("a", "b")
-    }
+    sessions = two_sessions(tmp_path, config, analysis, engine)
     clock = [0.0]
     loop = RateLoop(
         sessions, engine, config.capacity.rates, config.sampling, clock=lambda: clock[0]
@@ -151,13 +158,7 @@ def test_a_shed_stream_refreshes_its_reused_scores_less_often(tmp_path: Path) ->
         build_analyzers(config)[:1], workers=1, capacity=config.capacity, background_stages=True
     )
     engine = VoteEngine(load_policy(DEFAULT_POLICY))
-    hub = EventHub(Store(tmp_path / "db.sqlite", tmp_path / "evidence"))
-    sessions = {
-        sid: Session(
-            SessionInfo(sid, "u", sid, "rtmp://127.0.0.1/live/x"), config, analysis, engine, hub
-        )
-        for sid in ("a", "b")
-    }
+    sessions = two_sessions(tmp_path, config, analysis, engine)
     loop = RateLoop(sessions, engine, config.capacity.rates, config.sampling)
     try:
         image = np.zeros((360, 640, 3), dtype=np.uint8)
