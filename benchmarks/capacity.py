@@ -409,8 +409,8 @@ async def run_level(
     stream_s = sum(c["duration_s"] for _, c in streams) or 1.0
     extra: dict[str, Any] = {"wall_s": round(time.time() - t0, 1)}
     if timeline_s:
-        extra["timeline"] = {"columns": ["t_s", "drops", "queued_samples", "model_calls"]}
-        extra["timeline"]["rows"] = line
+        columns = ["t_s", "drops", "queued_samples", "model_calls"]
+        extra["timeline"] = {"columns": columns, "rows": line}
     return _summarize(n, streams, feed, summaries, (before, after), cpu1 - cpu0, stream_s) | extra
 
 
@@ -510,7 +510,7 @@ def _summarize(
         "other_action_starts": other,
         "onset_to_action_ms": p,
         "onset_to_action_p95_ms": p95,
-        # Every stream of a level starts at once, so its nth inserts all come together.
+        # Started at once (no --stagger), a level's nth inserts all come together.
         "onset_to_action_by_insert_ms": {
             str(nth + 1): percentiles(v) for nth, v in sorted(by_insert.items())
         },
