@@ -20,6 +20,8 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
+	@# Measured once per CPU and model (cached): the suite's daemons then start at once.
+	$(VENV)/bin/python -m livemod models --runtimes
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=30
 
 bench: setup

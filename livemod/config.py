@@ -423,14 +423,18 @@ class VisionConfig(_Section):
     workers: int = Field(2, ge=1, le=64, description="Concurrent analysis calls")
     providers: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
         "auto",
-        description="ONNX Runtime execution providers (auto: TensorRT, CUDA, else CPU); "
-        "openvino: OpenVINO in bf16 on a CPU that computes it (the vision models; OCR stays "
-        "on ONNX Runtime)",
+        description="ONNX Runtime execution providers (auto: TensorRT, CUDA, else CPU, where "
+        "precision auto picks each vision model's runtime); cpu: ONNX Runtime's CPU "
+        "provider only; openvino: every vision model on OpenVINO in bf16 on a CPU that "
+        "computes it (OCR stays on ONNX Runtime)",
     )
     batch_size: int = Field(1, ge=1, le=256, description="Frames of all streams per model call")
     batch_wait_ms: float = Field(0.0, ge=0, le=100, description="Longest wait to fill a batch")
     precision: Literal["auto", "fp32", "fp16"] = Field(
-        "auto", description="Model precision (auto: fp16 on CUDA/TensorRT if it passes its check)"
+        "auto",
+        description="Model precision (auto: fp16 on CUDA/TensorRT if it passes its check; on "
+        "a CPU under providers auto, per model the fastest of ONNX Runtime, OpenVINO fp32 and "
+        "OpenVINO bf16 that passes it)",
     )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto", description="Feed sessions through IOBinding (auto: on CUDA/TensorRT)"
@@ -438,7 +442,8 @@ class VisionConfig(_Section):
     model_cache: Path = Field(
         Path("~/.cache/livemod/models"),
         validate_default=True,
-        description="Folder for converted (fp16) models and their accuracy reports",
+        description="Folder for converted (fp16) models, their accuracy reports and the CPU "
+        "runtime reports",
     )
 
     @field_validator("io_binding", mode="before")

@@ -67,4 +67,8 @@ if [ ! -f "$PLAYER_JS" ] || [ "$PLAYER/package-lock.json" -nt "$PLAYER_JS" ]; th
     echo "setup: installing the HLS player (npm)"
     (cd "$PLAYER" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Which runtime runs each vision model on this CPU (ONNX Runtime, OpenVINO fp32 or bf16),
+# measured once into ~/.cache/livemod/models so that the first daemon starts at once.
+echo "setup: choosing each vision model's CPU runtime (livemod models --runtimes)"
+.venv/bin/python -m livemod models --runtimes
 echo "setup: ok"

@@ -49,7 +49,10 @@ def build_analyzers(config: Config) -> list[FrameAnalyzer]:
             config.vision.threads,
             plan.providers,
             precision=PrecisionPlan(
-                config.vision.precision, plan.device, config.vision.model_cache
+                config.vision.precision,
+                plan.device,
+                config.vision.model_cache,
+                cpu_runtimes=config.vision.providers == "auto",
             ),
             io_binding=use_io_binding(config.vision.io_binding, plan.device),
         )

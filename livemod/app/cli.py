@@ -99,6 +99,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     statuses = check_all(specs)
     usable = [spec for spec, st in zip(specs, statuses, strict=True) if st.ok]
     fp16 = _prepare_fp16(config, usable) if args.fp16 else []
+    if args.runtimes:
+        return _prepare_runtimes(config, usable, as_json=args.json)
     if args.json:
         listing = [s.as_dict() for s in statuses]
         json.dump({"models": listing, "fp16": fp16} if args.fp16 else listing, sys.stdout, indent=2)
@@ -142,6 +144,40 @@ def _prepare_fp16(config: Config, specs: Sequence[ModelSpec]) -> list[dict[str, 
         entry["path"] = str(fp16_path(spec, config.vision.model_cache))
         out.append(entry)
     return out
+
+
+def _prepare_runtimes(config: Config, specs: Sequence[ModelSpec], *, as_json: bool) -> int:
+    """Measure (or read) each enabled vision model's CPU runtime (``livemod models
+    --runtimes``): what a daemon started with this configuration will run it on."""
+    import dataclasses
+
+    from livemod.vision import cpu_runtime
+    from livemod.vision.kinds import ANALYZER_KINDS
+
+    out: list[dict[str, Any]] = []
+    failed = False
+    for spec in specs:
+        if spec.kind not in ANALYZER_KINDS or spec.name not in config.vision.models:
+            continue
+        try:
+            report = cpu_runtime.prepare(
+                spec, config.vision.model_cache, threads=config.vision.threads
+            )
+        except LivemodError as exc:
+            failed = True
+            out.append({"model": spec.name, "error": str(exc)})
+            continue
+        out.append(dataclasses.asdict(report))
+        if not as_json:
+            print(f"{spec.name}: {report.summary()}")
+    if as_json:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for entry in out:
+            if "error" in entry:
+                print(f"FAIL {entry['model']}: {entry['error']}")
+    return 1 if failed else 0
 
 
 def _print_fp16(entry: dict[str, Any]) -> None:
@@ -192,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also make the vision models' fp16 variants (vision.model_cache) and compare "
         "them with fp32 on the configured providers",
+    )
+    p.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="measure (or read from vision.model_cache) which runtime runs each enabled "
+        "vision model on this CPU: ONNX Runtime, OpenVINO fp32 or OpenVINO bf16",
     )
     p.set_defaults(func=cmd_models)
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from livemod.messages import Image
-from livemod.vision.reference import SIZE, photo
+from livemod.vision.reference import SIZE, cartoon, photo
 
 SKIMAGE_PHOTOS = (
     "astronaut", "camera", "cat", "chelsea", "coffee", "horse", "hubble_deep_field",
@@ -70,18 +70,6 @@ def _read(path: Path | None) -> Image | None:
         return None
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def cartoon(image: Image) -> Image:
-    """A drawn rendering of a photograph: flat colour areas with dark outlines."""
-    small = cv2.resize(image, (image.shape[1] // 2 or 1, image.shape[0] // 2 or 1))
-    for _ in range(4):
-        small = cv2.bilateralFilter(small, 9, 60, 9)
-    flat = cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-    flat = (flat // 48) * 48 + 24
-    gray = cv2.medianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), 7)
-    edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 4)
-    return np.ascontiguousarray(np.where(edges[..., None] == 0, 20, flat).astype(np.uint8))
 
 
 @functools.cache

@@ -22,8 +22,8 @@ def build_vision_analyzers(
 ) -> list[FrameAnalyzer]:
     """One analyzer per enabled model name, chosen by the manifest entry's kind.
 
-    ``precision`` picks each model's file (fp32, or its checked fp16 variant); without it
-    every model loads the manifest's fp32 file.
+    ``precision`` picks each model's file (fp32, or its checked fp16 variant) and on a CPU
+    its runtime; without it every model loads the manifest's fp32 file.
     """
     by_name = {spec.name: spec for spec in specs}
     analyzers: list[FrameAnalyzer] = []
@@ -40,11 +40,14 @@ def build_vision_analyzers(
         if precision is not None:
             plan = list(providers) if providers else ["CPUExecutionProvider"]
             model = select_model(spec, precision, providers=plan, threads=threads)
+        runs_on = list(providers) if providers else None
+        if model is not None and model.provider is not None:
+            runs_on = [model.provider]
         analyzers.append(
             cls(
                 spec,
                 threads=threads,
-                providers=list(providers) if providers else None,
+                providers=runs_on,
                 model=model,
                 io_binding=io_binding,
                 # TensorRT engines live beside the fp16 variants, keyed by model file.

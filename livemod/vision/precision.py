@@ -8,11 +8,13 @@ instead of measuring again; a report made for another file, runtime version, pro
 frame set or tolerance is measured again.
 
 ``vision.precision``: ``auto`` runs fp16 on CUDA/TensorRT when the report passed. On a CPU
-fp16 buys nothing: ONNX Runtime's CPU provider folds the fp16 weights back to float32 when
-it loads the model and runs its float32 kernels, so a frame costs the same (measured within
-4%, see the README) and only the rounding error remains; auto keeps fp32 there and skips
-the conversion. ``fp16`` runs the variant on any provider and refuses to start when the
-check fails; ``fp32`` never converts anything.
+(with ``vision.providers: auto``) it picks each model's runtime instead, ONNX Runtime or
+OpenVINO in fp32 or bf16, by the same accuracy check and a timing
+(``livemod.vision.cpu_runtime``). fp16 buys nothing on a CPU: ONNX Runtime's CPU provider
+folds the fp16 weights back to float32 when it loads the model and runs its float32
+kernels, so a frame costs the same (measured within 4%, see the README) and only the
+rounding error remains; auto never converts to fp16 there. ``fp16`` runs the variant on
+any provider and refuses to start when the check fails; ``fp32`` never converts anything.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livemod.errors import ModelError
+from livemod.vision import cpu_runtime, openvino
 from livemod.vision.accuracy import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -37,6 +38,7 @@ from livemod.vision.accuracy import (
     compare,
     reference_frames,
 )
+from livemod.vision.cache import write_atomic
 from livemod.vision.kinds import ANALYZER_KINDS
 from livemod.vision.manifest import ModelFile, ModelSpec, sha256_file, verify
 
@@ -61,6 +63,9 @@ class PrecisionPlan:
     device: str = "cpu"
     cache_dir: Path = DEFAULT_CACHE
     tolerances: Tolerances = DEFAULT_TOLERANCES
+    cpu_runtimes: bool = False
+    """Under ``auto`` on a CPU, pick each model's runtime (``livemod.vision.cpu_runtime``);
+    set where ``vision.providers`` is ``auto``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,7 @@ def convert_to_fp16(src: Path, dst: Path) -> float:
         data = converted.SerializeToString()
     except Exception as exc:  # onnx raises assorted errors for a model it cannot read
         raise ModelError(f"cannot convert {src} to fp16: {exc}") from exc
-    _write_atomic(dst, data)
+    write_atomic(dst, data)
     return time.perf_counter() - started
 
 
@@ -197,7 +202,7 @@ def prepare_fp16(
         convert_s=round(convert_s, 3),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
-    _write_atomic(where, (json.dumps(dataclasses.asdict(report), indent=2) + "\n").encode())
+    write_atomic(where, (json.dumps(dataclasses.asdict(report), indent=2) + "\n").encode())
     log.info("fp16 variant of %s checked: %s", spec.name, report.summary())
     return report
 
@@ -207,6 +212,11 @@ def select_model(
 ) -> ModelFile:
     """The file an analyzer loads for ``spec`` under ``plan``; logs the choice once."""
     fp32 = ModelFile(verify(spec), "fp32")
+    if providers and providers[0] == openvino.PROVIDER:
+        log.info("model %s runs at bf16 on OpenVINO (vision.providers=openvino)", spec.name)
+        return ModelFile(fp32.path, "bf16")
+    if plan.choice == "auto" and plan.device not in _GPU_DEVICES and plan.cpu_runtimes:
+        return _cpu_runtime(spec, plan, fp32, threads)
     if plan.choice == "fp32" or (plan.choice == "auto" and plan.device not in _GPU_DEVICES):
         why = "configured" if plan.choice == "fp32" else f"auto on {plan.device}"
         log.info("model %s runs at fp32 (%s)", spec.name, why)
@@ -234,24 +244,19 @@ def select_model(
     return fp32
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the whole new one, never a part (temp file + rename)."""
+def _cpu_runtime(spec: ModelSpec, plan: PrecisionPlan, fp32: ModelFile, threads: int) -> ModelFile:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fp:
-                fp.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a model is not a secret
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise ModelError(
-            f"cannot write {path}: {exc.strerror or exc}; set vision.model_cache to a "
-            "writable folder"
-        ) from exc
+        report = cpu_runtime.prepare(
+            spec, plan.cache_dir, threads=threads, tolerances=plan.tolerances
+        )
+    except ModelError as exc:
+        log.warning("model %s runs at fp32 on ONNX Runtime: %s", spec.name, exc)
+        return fp32
+    choice = report.choice
+    log.info("model %s runs on %s", spec.name, report.summary())
+    if choice.provider == cpu_runtime.ORT_CPU:
+        return fp32
+    return ModelFile(fp32.path, choice.precision, choice.provider)
 
 
 def report_dict(report: AccuracyReport) -> dict[str, Any]:
