@@ -103,9 +103,13 @@ class RuntimeReport:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             raw["candidates"] = [Candidate(**c) for c in raw["candidates"]]
-            return cls(**raw)
+            report = cls(**raw)
         except (OSError, ValueError, TypeError, KeyError):
             return None
+        # A report edited by hand to choose what was not measured, or what failed, is none.
+        if not any(c.provider == report.chosen and c.passed for c in report.candidates):
+            return None
+        return report
 
 
 def _label(candidate: Candidate) -> str:

@@ -123,6 +123,23 @@ def test_with_no_candidate_within_tolerance_the_model_stays_on_onnx_runtime(
     assert (model.precision, model.provider) == ("fp32", None)
 
 
+def test_a_damaged_or_edited_report_is_measured_again(
+    measured: tuple[Path, RuntimeReport], specs: dict[str, ModelSpec], tmp_path: Path
+) -> None:
+    cache, _ = measured
+    stored = json.loads(cpu_runtime.report_path(specs["opennsfw"], cache).read_text())
+    where = cpu_runtime.report_path(specs["opennsfw"], tmp_path)
+    failed = next((c["provider"] for c in stored["candidates"] if not c["passed"]), None)
+    for chosen in ("SomeOtherProvider", failed):
+        if chosen is not None:
+            where.write_text(json.dumps({**stored, "chosen": chosen}))
+            assert RuntimeReport.load(where) is None
+    where.write_text('{"model": "opennsfw", "chos')
+    assert RuntimeReport.load(where) is None
+    again = cpu_runtime.prepare(specs["opennsfw"], tmp_path)
+    assert again.choice.passed and RuntimeReport.load(where) == again
+
+
 def test_starts_together_measure_once(
     specs: dict[str, ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
