@@ -36,6 +36,8 @@ PROVIDER_FP32 = "OpenVINOExecutionFP32"
 PRECISIONS = {PROVIDER: "bf16", PROVIDER_FP32: "f32"}
 """Provider name → OpenVINO's inference precision hint."""
 
+_FIRST_CALL = threading.Lock()
+
 
 @dataclass(frozen=True, slots=True)
 class _Arg:
@@ -103,6 +105,26 @@ class OpenVinoSession:
         self._inputs = [_arg(port) for port in self._compiled.inputs]
         self._outputs = [_arg(port) for port in self._compiled.outputs]
         self._local = threading.local()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One call on zeros, here, before any worker thread calls ``run``.
+
+        OpenVINO's Python binding initialises its numpy bridge on first use, inside a C++
+        static guard that then waits for the GIL. Two threads making their first call at
+        once deadlock there: one holds the guard and waits for the GIL, the other holds the
+        GIL and waits for the guard. A daemon whose analysis threads both started on an
+        OpenVINO model hung that way in CI. The first call is therefore made here, under a
+        process-wide lock, on the thread that builds the session."""
+        feeds = {
+            arg.name: np.zeros(
+                [d if isinstance(d, int) else 1 for d in arg.shape],
+                port.get_element_type().to_dtype(),
+            )
+            for arg, port in zip(self._inputs, self._compiled.inputs, strict=True)
+        }
+        with _FIRST_CALL:
+            self.run(None, feeds)
 
     def get_inputs(self) -> list[_Arg]:
         return list(self._inputs)
