@@ -442,8 +442,8 @@ class VisionConfig(_Section):
     model_cache: Path = Field(
         Path("~/.cache/livemod/models"),
         validate_default=True,
-        description="Folder for converted (fp16) models, their accuracy reports and the CPU "
-        "runtime reports",
+        description="Folder for converted (fp16) models, their accuracy reports, the CPU "
+        "runtime reports and compiled models (TensorRT, OpenVINO)",
     )
 
     @field_validator("io_binding", mode="before")

@@ -65,6 +65,18 @@ class Comparison:
         return not self.failures
 
 
+def reference_frame_names() -> list[str]:
+    """The names of ``reference_frames()``, in order, without making the frames (a cache
+    key read at every start-up)."""
+    return [
+        *REFERENCE_PHOTOS,
+        "astronaut-512x512",
+        "astronaut-crop",
+        *(f"cartoon:{name}" for name in CARTOONS),
+        "page-191x384",
+    ]
+
+
 @functools.cache
 def reference_frames() -> tuple[tuple[str, Image], ...]:
     """Named RGB frames at stream resolution (640x360), plus a square and a crop."""

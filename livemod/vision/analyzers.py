@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from livemod.errors import ModelError
+from livemod.vision import openvino
 from livemod.vision.base import FrameAnalyzer
 from livemod.vision.kinds import ANALYZER_KINDS
 from livemod.vision.manifest import ModelFile, ModelSpec
@@ -50,8 +52,16 @@ def build_vision_analyzers(
                 providers=runs_on,
                 model=model,
                 io_binding=io_binding,
-                # TensorRT engines live beside the fp16 variants, keyed by model file.
-                engine_cache=precision.cache_dir / "tensorrt" if precision else None,
+                # TensorRT engines and OpenVINO's compiled models live beside the fp16
+                # variants, keyed by model file.
+                engine_cache=_engine_cache(precision, runs_on),
             )
         )
     return analyzers
+
+
+def _engine_cache(precision: PrecisionPlan | None, runs_on: Sequence[str] | None) -> Path | None:
+    if precision is None:
+        return None
+    on_openvino = runs_on is not None and runs_on[0] in openvino.PRECISIONS
+    return precision.cache_dir / ("openvino" if on_openvino else "tensorrt")

@@ -40,6 +40,7 @@ from livemod.vision.accuracy import (
     Comparison,
     Tolerances,
     compare,
+    reference_frame_names,
     reference_frames,
 )
 from livemod.vision.cache import locked, write_atomic
@@ -209,7 +210,7 @@ def prepare(
         "cpu": openvino.describe_cpu(),
         "onnxruntime": ort.__version__,
         "threads": threads,
-        "frames": [name for name, _ in reference_frames()],
+        "frames": reference_frame_names(),
         "tolerances": dataclasses.asdict(tolerances),
     }
     where = report_path(spec, cache_dir)

@@ -68,10 +68,12 @@ def make_session(
 ) -> ort.InferenceSession:
     """One ``onnxruntime.InferenceSession`` with pinned threads (it is safe to share).
 
-    ``engine_cache``: where TensorRT keeps its built engines (see ``provider_entries``)."""
+    ``engine_cache``: where TensorRT keeps its built engines (see ``provider_entries``), or
+    OpenVINO its compiled models."""
     if providers and providers[0] in openvino.PRECISIONS:
         # Duck-typed: the subset of InferenceSession the analyzers call.
-        return cast(ort.InferenceSession, openvino.OpenVinoSession(path, threads, providers[0]))
+        session = openvino.OpenVinoSession(path, threads, providers[0], cache_dir=engine_cache)
+        return cast(ort.InferenceSession, session)
     opts = ort.SessionOptions()
     # Pinned and sequential, so several analyzers on one host do not oversubscribe cores.
     opts.intra_op_num_threads = max(1, threads)

