@@ -1121,8 +1121,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not key.startswith("LIVEMOD_"):
-        raise argparse.ArgumentTypeError(f"want LIVEMOD_SECTION__KEY=VALUE, got {text!r}")
+    if not sep or not (key.startswith("LIVEMOD_") or key == "PYTHONPATH"):
+        raise argparse.ArgumentTypeError(
+            f"want LIVEMOD_SECTION__KEY=VALUE or PYTHONPATH=DIR, got {text!r}"
+        )
     return key, value
 
 
@@ -1158,7 +1160,9 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="climb the earlier pipeline with this LIVEMOD_* override too (repeatable; "
-        "alone: the current defaults with only these changed)",
+        "alone: the current defaults with only these changed); PYTHONPATH=DIR climbs another "
+        "build (a git worktree of an earlier commit: run from outside the checkout, as "
+        "'python -m livemod' looks in the current directory first)",
     )
     parser.add_argument("--no-scan", action="store_true", help="skip the gating-delay scans")
     parser.add_argument(

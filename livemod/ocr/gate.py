@@ -41,6 +41,9 @@ CELL_DELTA = 12
 """Grey levels (of 255) a cell must fall outside its old neighbourhood to count."""
 DRIFT_FACTOR = 3.0
 _NEIGHBOURS = np.ones((3, 3), dtype=np.uint8)
+_MINUS_DELTA = np.clip(np.arange(256) - CELL_DELTA, 0, 255).astype(np.uint8)
+_PLUS_DELTA = np.clip(np.arange(256) + CELL_DELTA, 0, 255).astype(np.uint8)
+"""Levels less and more ``CELL_DELTA``, saturated (a lookup table each)."""
 
 GateOutcome = Literal["run", "rate", "unchanged"]
 
@@ -101,27 +104,47 @@ def text_cells(
     return mask
 
 
-def changed_fraction(new: Thumb, ref: Thumb, text: Cells | None = None) -> float:
+Limits = tuple[Thumb, Thumb]
+"""A thumbnail's per-cell range: the min and max over each cell's 3x3 neighbourhood,
+widened by ``CELL_DELTA`` (saturating at 0 and 255, which no level passes anyway)."""
+
+
+def limits(thumb: Thumb) -> Limits:
+    """The range a cell of another thumbnail must stay in to fit ``thumb``."""
+    low = cv2.LUT(cv2.erode(thumb, _NEIGHBOURS), _MINUS_DELTA)
+    high = cv2.LUT(cv2.dilate(thumb, _NEIGHBOURS), _PLUS_DELTA)
+    return cast(Thumb, low), cast(Thumb, high)
+
+
+def changed_fraction(
+    new: Thumb,
+    ref: Thumb,
+    text: Cells | None = None,
+    *,
+    new_limits: Limits | None = None,
+    ref_limits: Limits | None = None,
+) -> float:
     """Fraction of cells that appeared or vanished: outside the other thumbnail's 3x3
     neighbourhood range by more than ``CELL_DELTA``, either way round (1.0 when the frame
     size changed). Both ways, because text leaving shows only the second way: the
     photograph's levels fit inside the range of a black-and-white caption's cells.
-    Within ``text`` cells, any move by more than ``CELL_DELTA`` counts."""
+    Within ``text`` cells, any move by more than ``CELL_DELTA`` counts. Each thumbnail
+    is compared with two others (the next sample, a reading), so a caller may pass the
+    ``limits`` it already has."""
     if new.shape != ref.shape:
         return 1.0
-    appeared, vanished = _outside(new, ref), _outside(ref, new)
+    appeared = _outside(new, ref_limits or limits(ref))
+    vanished = _outside(ref, new_limits or limits(new))
     if text is not None and text.shape == new.shape:
-        moved = text & (np.abs(new.astype(np.int16) - ref.astype(np.int16)) > CELL_DELTA)
+        moved = text & (cv2.absdiff(new, ref) > CELL_DELTA)
         appeared |= moved
         vanished |= moved
     return max(float(appeared.mean()), float(vanished.mean()))
 
 
-def _outside(cells: Thumb, ref: Thumb) -> Cells:
-    high = cv2.dilate(ref, _NEIGHBOURS).astype(np.int16) + CELL_DELTA
-    low = cv2.erode(ref, _NEIGHBOURS).astype(np.int16) - CELL_DELTA
-    values = cells.astype(np.int16)
-    return (values > high) | (values < low)
+def _outside(cells: Thumb, ref: Limits) -> Cells:
+    # inRange marks the cells within [low, high]: one pass in C.
+    return cast(Cells, cv2.inRange(cells, *ref) == 0)
 
 
 @dataclass(slots=True)
@@ -172,6 +195,8 @@ class OcrGate:
         self._last_thumb: Thumb | None = None
         self._last_text: Cells | None = None
         self._prev: Thumb | None = None
+        self._prev_limits: Limits | None = None
+        self._last_limits: Limits | None = None
         self._popped = False
         """A sample differed suddenly from the one before since the last reading."""
 
@@ -185,9 +210,15 @@ class OcrGate:
         return outcome
 
     def _decide(self, t: float, thumb: Thumb) -> GateOutcome:
+        own = limits(thumb)  # this sample's range, for this and the next comparison
         prev, self._prev = self._prev, thumb
+        prev_limits, self._prev_limits = self._prev_limits, own
         text = self._last_text
-        if prev is not None and changed_fraction(thumb, prev, text) >= self.change_threshold:
+        if (
+            prev is not None
+            and changed_fraction(thumb, prev, text, new_limits=own, ref_limits=prev_limits)
+            >= self.change_threshold
+        ):
             self._popped = True
         last_t, last_thumb = self._last_t, self._last_thumb
         if last_t is None or last_thumb is None or t < last_t:
@@ -199,7 +230,9 @@ class OcrGate:
             return "rate"
         if self._popped or elapsed >= self.refresh_s:
             return "run"
-        drift = changed_fraction(thumb, last_thumb, text)
+        drift = changed_fraction(
+            thumb, last_thumb, text, new_limits=own, ref_limits=self._last_limits
+        )
         return "run" if drift >= DRIFT_FACTOR * self.change_threshold else "unchanged"
 
     def ran(self, media_time_s: float, thumb: Thumb, text: Cells | None = None) -> None:
@@ -208,6 +241,7 @@ class OcrGate:
         self.counts.run += 1
         self._last_t = media_time_s
         self._last_thumb = thumb
+        self._last_limits = limits(thumb)
         self._last_text = text
         self._popped = False
 

@@ -122,6 +122,30 @@ def frame_thumbnail(frame: VideoFrame) -> Thumb:
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
+Bounds = tuple[Thumb, Thumb]
+"""A reference thumbnail's per-cell range (min and max over each cell's 3x3
+neighbourhood, widened by ``CELL_DELTA``): what ``outside_fraction`` tests a sample
+against. A reference is compared with every sample until the next fresh analysis, so
+its bounds are computed once (``_Ref.bounds``)."""
+
+
+def bounds(ref: Thumb) -> Bounds:
+    """The range each cell of a sample may take and still fit ``ref`` (see ``Bounds``)."""
+    # Min and max over each cell's 3x3 neighbourhood (the border ignores outside cells).
+    return cv2.erode(ref, _NEIGHBOURS) - CELL_DELTA, cv2.dilate(ref, _NEIGHBOURS) + CELL_DELTA
+
+
+def outside_fraction(ref: Bounds, now: Thumb) -> float:
+    """Fraction of cells of ``now`` with any channel outside ``ref``'s range."""
+    lo, hi = ref
+    if lo.shape != now.shape:
+        return 1.0
+    h, w = now.shape[:2]
+    # inRange marks the cells whose every channel lies within [lo, hi]: one pass in C.
+    inside = cv2.countNonZero(cv2.inRange(now, lo, hi))
+    return float(h * w - inside) / float(h * w)
+
+
 def changed_fraction(ref: Thumb, now: Thumb) -> float:
     """Fraction of cells of ``now`` whose colour lies outside the range (per channel,
     widened by ``CELL_DELTA``) of the same cell of ``ref`` and its 8 neighbours.
@@ -130,12 +154,7 @@ def changed_fraction(ref: Thumb, now: Thumb) -> float:
     content on screen does not."""
     if ref.shape != now.shape:
         return 1.0
-    h, w = now.shape[:2]
-    # Min and max over each cell's 3x3 neighbourhood (the border ignores outside cells).
-    lo = cv2.erode(ref, _NEIGHBOURS)
-    hi = cv2.dilate(ref, _NEIGHBOURS)
-    outside = (now < lo - CELL_DELTA) | (now > hi + CELL_DELTA)
-    return float(np.count_nonzero(outside.any(axis=2))) / float(h * w)
+    return outside_fraction(bounds(ref), now)
 
 
 def region_stats(thumb: Thumb) -> Stats:
@@ -253,6 +272,14 @@ class _Ref:
     at: float
     ref: int
     stats: Stats | None = None
+    limits: Bounds | None = None
+
+    def bounds(self) -> Bounds:
+        """``bounds(thumb)``, computed once: every sample until the next fresh analysis
+        is compared with it."""
+        if self.limits is None:
+            self.limits = bounds(self.thumb)
+        return self.limits
 
 
 class StreamGate:
@@ -343,7 +370,7 @@ class StreamGate:
         ref = self._ref
         if ref is None:
             return Fresh("first", 1.0)
-        change = changed_fraction(ref.thumb, thumb)
+        change = outside_fraction(ref.bounds(), thumb)
         # abs(): a timeline restart must not make old scores look new forever.
         age = abs(media_time_s - ref.at)
         if change < gate.change_threshold:
@@ -406,7 +433,7 @@ class StreamGate:
             age = abs(media_time_s - earlier.at)
             if age >= gate.max_reuse_s:
                 continue
-            change = changed_fraction(earlier.thumb, thumb)
+            change = outside_fraction(earlier.bounds(), thumb)
             if change < gate.change_threshold:
                 return Reuse("return", change, age, earlier.ref)
         return None

@@ -86,12 +86,23 @@ class VoteEngine:
 
     def _update(self, key: str, state: _KeyState, analysis: FrameAnalysis) -> list[Decision]:
         decisions: list[Decision] = []
+        by_category: dict[str, list[Signal]] = {}
+        for sig in analysis.signals:
+            by_category.setdefault(sig.category, []).append(sig)
+        quiet: _Sample | None = None
         for name, cat in self._policy.categories.items():
             cstate = state.categories.get(name)
             if cstate is None:
                 cstate = _CategoryState(window=deque(maxlen=cat.n))
                 state.categories[name] = cstate
-            sample = _sample(cat, analysis)
+            signals = by_category.get(name)
+            if signals is None and cat.floor > 0.0:
+                # Most categories see nothing in most samples: one shared, scoreless
+                # sample (frozen) stands for all of them.
+                quiet = quiet or _sample(cat, analysis, [])
+                sample = quiet
+            else:
+                sample = _sample(cat, analysis, signals or [])
             cstate.window.append(sample)
             cstate.peak = max(cstate.peak, _level(cat, cstate.window))
             decisions.extend(self._step(key, cat, cstate, sample, cat.actions))
@@ -335,8 +346,8 @@ def _level(cat: CategoryPolicy, window: deque[_Sample]) -> float:
     return sorted((s.score for s in window), reverse=True)[cat.k - 1]
 
 
-def _sample(cat: CategoryPolicy, analysis: FrameAnalysis) -> _Sample:
-    signals = [s for s in analysis.signals if s.category == cat.name]
+def _sample(cat: CategoryPolicy, analysis: FrameAnalysis, signals: Sequence[Signal]) -> _Sample:
+    """The vote sample of ``cat`` from its ``signals`` in ``analysis``."""
     fused = fuse(signals, cat.floor, cat.fusion, analysis.scores)
     score = fused.score
     hit = score >= cat.floor

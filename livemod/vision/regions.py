@@ -58,6 +58,8 @@ _MARGIN: Final = 0.08
 """How far from the frame's edge a corner inset's outer sides are looked for."""
 _MAX_LINES: Final = 12
 """Strongest vertical and horizontal lines combined into rectangles (66 x 66 pairs)."""
+_PAD3: Final = np.zeros(3, np.float64)
+_PAD2: Final = np.zeros(2, np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,7 @@ def _best_step(steps: npt.NDArray[np.bool_], lo: int, keep: int) -> int:
     is at least half a border. A thin line (a mortar joint, a stripe) steps twice,
     two or three pixels apart, so a step with another that close is discounted."""
     frac = steps.mean(axis=1)
-    padded = np.pad(frac, 3)
+    padded = np.concatenate((_PAD3, frac, _PAD3))  # np.pad's 0.04 ms, a dozen times a sample
     near = np.maximum.reduce([padded[1:-5], padded[5:-1], padded[:-6], padded[6:]])
     score = frac - 0.5 * near
     k = int(np.argmax(score))
@@ -333,7 +335,7 @@ def _longest_runs(lines: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
 
 def _peaks(counts: npt.NDArray[np.int64], floor: int, limit: int) -> npt.NDArray[np.intp]:
     """Indices of the strongest lines: local maxima (within 2) of at least ``floor``."""
-    padded = np.pad(counts, 2, mode="constant")
+    padded = np.concatenate((_PAD2, counts, _PAD2))
     window = np.lib.stride_tricks.sliding_window_view(padded, 5).max(axis=1)
     idx = np.flatnonzero((counts == window) & (counts >= floor))
     top = idx[np.argsort(-counts[idx], kind="stable")[:limit]]

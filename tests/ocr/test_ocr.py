@@ -142,6 +142,39 @@ def test_gate_runs_at_its_rate_and_only_on_change() -> None:
     assert (gate.counts.run, gate.counts.rate, gate.counts.unchanged) == (2, 2, 2)
 
 
+def test_gate_change_measure_is_its_definition() -> None:
+    """The measure runs in OpenCV over saturated ranges (computed once per thumbnail);
+    it must count exactly the cells of the plain definition: outside the other
+    thumbnail's 3x3 range by more than CELL_DELTA either way, or in a text cell moved
+    by more than it, including at the black and white ends where the range saturates."""
+    rng = np.random.default_rng(3)
+    kernel = np.ones((3, 3), np.uint8)
+
+    def outside(cells: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        high = cv2.dilate(ref, kernel).astype(np.int16) + gate.CELL_DELTA
+        low = cv2.erode(ref, kernel).astype(np.int16) - gate.CELL_DELTA
+        values = cells.astype(np.int16)
+        return np.asarray((values > high) | (values < low))
+
+    for k in range(400):
+        ref = rng.integers(0, 256, (72, 128)).astype(np.uint8)
+        if k % 4 == 0:
+            ref[:] = rng.choice([0, 5, 250, 255])  # flat black or white: saturated ranges
+        moved = ref.astype(np.int16) + rng.integers(-20, 21, ref.shape)
+        new = np.clip(moved, 0, 255).astype(np.uint8)
+        text = rng.random(ref.shape) < 0.1 if k % 2 else None
+        appeared, vanished = outside(new, ref), outside(ref, new)
+        if text is not None:
+            jump = text & (np.abs(new.astype(np.int16) - ref.astype(np.int16)) > gate.CELL_DELTA)
+            appeared, vanished = appeared | jump, vanished | jump
+        plain = max(float(appeared.mean()), float(vanished.mean()))
+        assert changed_fraction(new, ref, text) == plain
+        given = changed_fraction(
+            new, ref, text, new_limits=gate.limits(new), ref_limits=gate.limits(ref)
+        )
+        assert given == plain
+
+
 def test_gate_overlooks_a_moving_speaker() -> None:
     gate = OcrGate(fps=1.0, change_threshold=0.005, refresh_s=30.0)
     outcomes = []

@@ -50,6 +50,23 @@ def test_same_picture_is_unchanged_and_another_is_a_cut() -> None:
     assert changed_fraction(a, thumbnail(fit(photo("coffee")))) >= GATE.cut_threshold
 
 
+def test_the_change_measure_is_its_definition_on_any_thumbnails() -> None:
+    """The measure runs in OpenCV (inRange over the reference's precomputed range); it
+    must count exactly the cells the plain definition counts: any channel below the 3x3
+    neighbourhood's minimum or above its maximum by more than CELL_DELTA."""
+    rng = np.random.default_rng(7)
+    kernel = np.ones((3, 3), np.uint8)
+    for k in range(300):
+        ref = rng.integers(0, 256, (36, 64, 3)).astype(np.float32)
+        now = ref + rng.normal(0, 3 + k % 12, ref.shape).astype(np.float32)
+        if k % 3 == 0:
+            now = np.round(now)  # whole levels: values land exactly on the bounds too
+        lo, hi = cv2.erode(ref, kernel) - 12.0, cv2.dilate(ref, kernel) + 12.0
+        plain = float(((now < lo) | (now > hi)).any(axis=2).mean())
+        assert changed_fraction(ref, now) == pytest.approx(plain, abs=1e-12)
+    assert changed_fraction(ref, now[:, :32]) == 1.0  # another frame size: all changed
+
+
 def test_unchanged_samples_reuse_until_the_reuse_age() -> None:
     gate = StreamGate(GATE, CASCADE)
     decisions = [gate.decide(i / 4, thumbnail(still(i / 4))) for i in range(20)]
