@@ -651,6 +651,14 @@ class IngestConfig(_Section):
         description="Skip pictures no other picture refers to (B-frames): the sampler "
         "takes the next one (never for a relayed stream or with hwaccel)",
     )
+    nice: int = Field(
+        4,
+        ge=0,
+        le=19,
+        description="Lower each decoding thread's priority by this (nice): when every core "
+        "is wanted at once, the event loop and the model workers go first, and decoding, "
+        "which buffered input lets catch up, after",
+    )
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"
     )

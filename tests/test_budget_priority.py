@@ -1,13 +1,18 @@
-"""``lower_priority``: background threads yield the cores to the rest of the daemon."""
+"""``lower_priority``: background threads and decoding yield the cores to the rest of the
+daemon."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from livemod.budget import lower_priority
+from livemod.ingest.av_source import AvSource, SourceOptions
 from livemod.ocr.stage import OcrStage, StageSettings
+from livemod.sampling import FrameSampler
 
 
 def nice_of_this_thread() -> int:
@@ -32,3 +37,25 @@ def test_ocr_workers_run_at_the_configured_nice() -> None:
         assert stage._pool.submit(nice_of_this_thread).result() == min(19, before + 7)
     finally:
         stage.close()
+
+
+def test_decoding_threads_run_at_the_configured_nice(tmp_path: Path) -> None:
+    """A real file decoded by ``AvSource``: each frame is handed on from the decoding
+    thread, which runs ``ingest.nice`` lower than the thread that started it."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+         "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+    )  # fmt: skip
+    before = nice_of_this_thread()
+    seen: list[int] = []
+    source = AvSource(
+        "nice",
+        SourceOptions(url=str(clip), nice=3),
+        FrameSampler(4.0, 4.0),
+        lambda frame: seen.append(nice_of_this_thread()),
+    )
+    assert source.run().reason == "eof"
+    assert seen and set(seen) == {min(19, before + 3)}
+    assert nice_of_this_thread() == before

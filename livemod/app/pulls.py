@@ -147,6 +147,7 @@ class PullManager:
                 max_pixels=ingest.max_pixels,
                 threaded_pixels=ingest.threaded_pixels,
                 fast_decode=ingest.fast_decode,
+                nice=ingest.nice,
             )
             return ReconnectingSource(
                 stream_id, options, sampler, deliver, control, deliver_audio=deliver_audio

@@ -31,6 +31,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from livemod import metrics
+from livemod.budget import lower_priority
 from livemod.errors import IngestError, InputLost
 from livemod.ingest.audio import AudioDecoder, AudioSink, stream_origin
 from livemod.ingest.tap import FrameTap
@@ -73,6 +74,8 @@ class SourceOptions:
     fast_decode: bool = True
     """Skip the pictures no other picture refers to (:func:`skip_for_analysis`). Never
     with a tap (the relay shows viewers every frame) or hardware decoding."""
+    nice: int = 0
+    """Lower the decoding thread's priority by this (``budget.lower_priority``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,7 @@ class AvSource:
 
         def work() -> None:
             try:
+                lower_priority(self._opts.nice)
                 result.append(self._run(started))
             except Exception as exc:  # a bug ends this source, not the caller's thread
                 log.exception("decoder crashed", extra={"stream_id": self._stream_id})

@@ -150,6 +150,7 @@ class Session:
                     max_pixels=config.ingest.max_pixels,
                     threaded_pixels=config.ingest.threaded_pixels,
                     fast_decode=config.ingest.fast_decode,
+                    nice=config.ingest.nice,
                 ),
                 self.sampler,
                 self._deliver,
