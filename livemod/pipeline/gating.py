@@ -272,14 +272,14 @@ class _Ref:
     at: float
     ref: int
     stats: Stats | None = None
-    limits: Bounds | None = None
+    cached_bounds: Bounds | None = None
 
     def bounds(self) -> Bounds:
         """``bounds(thumb)``, computed once: every sample until the next fresh analysis
         is compared with it."""
-        if self.limits is None:
-            self.limits = bounds(self.thumb)
-        return self.limits
+        if self.cached_bounds is None:
+            self.cached_bounds = bounds(self.thumb)
+        return self.cached_bounds
 
 
 class StreamGate:

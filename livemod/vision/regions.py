@@ -229,7 +229,8 @@ def _best_step(steps: npt.NDArray[np.bool_], lo: int, keep: int) -> int:
     is at least half a border. A thin line (a mortar joint, a stripe) steps twice,
     two or three pixels apart, so a step with another that close is discounted."""
     frac = steps.mean(axis=1)
-    padded = np.concatenate((_PAD3, frac, _PAD3))  # np.pad's 0.04 ms, a dozen times a sample
+    # np.pad costs 20 µs a call, this 2; it runs for every side of every inset of a sample
+    padded = np.concatenate((_PAD3, frac, _PAD3))
     near = np.maximum.reduce([padded[1:-5], padded[5:-1], padded[:-6], padded[6:]])
     score = frac - 0.5 * near
     k = int(np.argmax(score))
