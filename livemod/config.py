@@ -655,9 +655,10 @@ class IngestConfig(_Section):
         4,
         ge=0,
         le=19,
-        description="Lower each decoding thread's priority by this (nice): when every core "
-        "is wanted at once, the event loop and the model workers go first, and decoding, "
-        "which buffered input lets catch up, after",
+        description="Lower each live stream's decoding thread's priority by this (nice): "
+        "when every core is wanted at once, the event loop and the model workers go first, "
+        "and decoding, which buffered input lets catch up, after (not for a file scanned "
+        "with backpressure)",
     )
     hwaccel: Literal["none", "cuda", "vaapi", "qsv", "videotoolbox"] = Field(
         "none", description="Hardware video decoding (falls back to software when unusable)"

@@ -9,8 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from livemod.app.scan import scan
 from livemod.budget import lower_priority
+from livemod.config import load_config
 from livemod.ingest.av_source import AvSource, SourceOptions
+from livemod.messages import FrameAnalysis
 from livemod.ocr.stage import OcrStage, StageSettings
 from livemod.sampling import FrameSampler
 
@@ -39,15 +44,21 @@ def test_ocr_workers_run_at_the_configured_nice() -> None:
         stage.close()
 
 
-def test_decoding_threads_run_at_the_configured_nice(tmp_path: Path) -> None:
-    """A real file decoded by ``AvSource``: each frame is handed on from the decoding
-    thread, which runs ``ingest.nice`` lower than the thread that started it."""
-    clip = tmp_path / "clip.mp4"
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two seconds of 320x180 H.264."""
+    path = tmp_path_factory.mktemp("nice") / "clip.mp4"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-         "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+         "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
         check=True,
     )  # fmt: skip
+    return path
+
+
+def test_decoding_threads_run_at_the_configured_nice(clip: Path) -> None:
+    """A real file decoded by ``AvSource``: each frame is handed on from the decoding
+    thread, which runs ``ingest.nice`` lower than the thread that started it."""
     before = nice_of_this_thread()
     seen: list[int] = []
     source = AvSource(
@@ -59,3 +70,22 @@ def test_decoding_threads_run_at_the_configured_nice(tmp_path: Path) -> None:
     assert source.run().reason == "eof"
     assert seen and set(seen) == {min(19, before + 3)}
     assert nice_of_this_thread() == before
+
+
+async def test_a_scan_decodes_at_full_priority(clip: Path) -> None:
+    """``livemod scan`` (a file read with backpressure) waits for the analysis anyway:
+    its decoding thread keeps the daemon's priority whatever ``ingest.nice`` says."""
+    config = load_config(
+        None, environ={"LIVEMOD_VISION__MODELS": "[]", "LIVEMOD_INGEST__NICE": "6"}
+    )
+    seen: list[int] = []
+
+    def on_sample(_: FrameAnalysis) -> None:
+        # Called on the event loop while the decoding thread (av-<stream id>) runs.
+        for thread in threading.enumerate():
+            if thread.name.startswith("av-") and thread.native_id is not None:
+                seen.append(os.getpriority(os.PRIO_PROCESS, thread.native_id))
+
+    report = await scan(config, str(clip), on_sample=on_sample)
+    assert report["status"] == "ok"
+    assert seen and set(seen) == {nice_of_this_thread()}

@@ -150,7 +150,10 @@ class Session:
                     max_pixels=config.ingest.max_pixels,
                     threaded_pixels=config.ingest.threaded_pixels,
                     fast_decode=config.ingest.fast_decode,
-                    nice=config.ingest.nice,
+                    # Yielding to the analysis only helps what is live: a file read with
+                    # backpressure waits for the analysis anyway, and its ASR windows
+                    # (what audio has arrived when Whisper is free) stay as they were.
+                    nice=0 if blocking else config.ingest.nice,
                 ),
                 self.sampler,
                 self._deliver,
