@@ -8,7 +8,7 @@ the raw model outputs are compared, then the final results the policy would see
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,31 +65,35 @@ class Comparison:
         return not self.failures
 
 
-def reference_frame_names() -> list[str]:
-    """The names of ``reference_frames()``, in order, without making the frames (a cache
-    key read at every start-up)."""
-    return [
-        *REFERENCE_PHOTOS,
-        "astronaut-512x512",
-        "astronaut-crop",
-        *(f"cartoon:{name}" for name in CARTOONS),
-        "page-191x384",
+def _reference_makers() -> list[tuple[str, Callable[[], Image]]]:
+    """Each reference frame's name and how to make it: names are read at every start-up
+    (a cache key), pictures only when a check runs."""
+    makers: list[tuple[str, Callable[[], Image]]] = [
+        (name, functools.partial(lambda n: fit(photo(n)), name)) for name in REFERENCE_PHOTOS
     ]
+    makers.append(("astronaut-512x512", lambda: photo("astronaut")))
+    makers.append(
+        ("astronaut-crop", lambda: np.ascontiguousarray(photo("astronaut")[40:400, 60:300]))
+    )
+    # Drawn pictures and a small page at its own size: where bf16 moved EfficientNet's
+    # comic_book by 0.075 and pill_bottle by 0.034 (the photographs above, by 0.017).
+    makers += [
+        (f"cartoon:{name}", functools.partial(lambda n: cartoon(photo(n)), name))
+        for name in CARTOONS
+    ]
+    makers.append(("page-191x384", lambda: photo("page")))
+    return makers
+
+
+def reference_frame_names() -> list[str]:
+    """The names of ``reference_frames()``, in order, without making the frames."""
+    return [name for name, _ in _reference_makers()]
 
 
 @functools.cache
 def reference_frames() -> tuple[tuple[str, Image], ...]:
     """Named RGB frames at stream resolution (640x360), plus a square and a crop."""
-    frames = [(name, fit(photo(name))) for name in REFERENCE_PHOTOS]
-    astronaut = photo("astronaut")
-    frames.append(("astronaut-512x512", astronaut))
-    frames.append(("astronaut-crop", np.ascontiguousarray(astronaut[40:400, 60:300])))
-    # Drawn pictures and a small page at its own size: where bf16 moved EfficientNet's
-    # comic_book by 0.075 and pill_bottle by 0.034 (the photographs above, by 0.017).
-    for name in CARTOONS:
-        frames.append((f"cartoon:{name}", cartoon(photo(name))))
-    frames.append(("page-191x384", photo("page")))
-    return tuple(frames)
+    return tuple((name, make()) for name, make in _reference_makers())
 
 
 def compare(
